@@ -1,0 +1,406 @@
+//! A model of the annotated trait that borrows the input: which methods read,
+//! which write, in which form, with which arguments.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PathArguments, ReturnType, TraitItem,
+    TraitItemConst, TraitItemFn, TraitItemType, Type, TypeParamBound,
+};
+
+use crate::args::{is_async_trait_attr, MethodOptions, RoleOption, TraitOptions};
+use crate::valid::combine;
+
+pub(crate) struct Trait<'a> {
+    pub(crate) item: &'a ItemTrait,
+    pub(crate) options: TraitOptions,
+    /// The `#[async_trait]` attribute below ours, repeated on the generated impl.
+    pub(crate) async_trait: Option<&'a Attribute>,
+    pub(crate) methods: Vec<Method<'a>>,
+    pub(crate) types: Vec<&'a TraitItemType>,
+    pub(crate) consts: Vec<&'a TraitItemConst>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Role {
+    Read,
+    Write,
+    /// Forwarded to the serving store untouched.
+    Skip,
+    /// A default method without options: the generated impl leaves it out, so
+    /// its default body runs against the wrapper.
+    Inherit,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Form<'a> {
+    /// `async fn` in a trait without `#[async_trait]`.
+    NativeAsync,
+    /// `async fn` under `#[async_trait]`.
+    AsyncTrait,
+    /// `fn .. -> impl Future<Output = T> (+ Send)`; `T` is kept.
+    ImplFuture(&'a Type),
+    /// A plain blocking `fn`.
+    Blocking,
+}
+
+impl Form<'_> {
+    pub(crate) fn is_async(&self) -> bool {
+        !matches!(self, Form::Blocking)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Receiver {
+    /// `&self` or `self: &Self`.
+    Ref,
+    /// `self: Arc<Self>`.
+    Arc,
+}
+
+pub(crate) struct Method<'a> {
+    pub(crate) item: &'a TraitItemFn,
+    pub(crate) options: MethodOptions,
+    pub(crate) role: Role,
+    pub(crate) form: Form<'a>,
+    pub(crate) receiver: Receiver,
+    pub(crate) args: Vec<Arg<'a>>,
+    /// `#[cfg]` and `#[cfg_attr]` on the method, repeated on everything
+    /// generated for it.
+    pub(crate) cfgs: Vec<&'a Attribute>,
+}
+
+impl Method<'_> {
+    pub(crate) fn ident(&self) -> &Ident {
+        &self.item.sig.ident
+    }
+
+    /// The type the method's call produces (after `.await` for async forms).
+    pub(crate) fn output(&self) -> Option<&Type> {
+        match (self.form, &self.item.sig.output) {
+            (Form::ImplFuture(output), _) => Some(output),
+            (_, ReturnType::Type(_, ty)) => Some(ty),
+            (_, ReturnType::Default) => None,
+        }
+    }
+}
+
+pub(crate) struct Arg<'a> {
+    /// The argument's name, or `argN` for a pattern.
+    pub(crate) name: Ident,
+    pub(crate) ty: &'a Type,
+    pub(crate) passing: Passing<'a>,
+}
+
+/// How an argument of a write method is kept in the operation.
+pub(crate) enum Passing<'a> {
+    /// `T`: kept as `T`, cloned for the second store.
+    Value,
+    /// `&str`: kept as `String`.
+    Str,
+    /// `&[T]`: kept as `Vec<T>`.
+    Slice(&'a Type),
+    /// `&T`: kept as `T`, cloned from the reference.
+    Ref(&'a Type),
+}
+
+impl<'a> Trait<'a> {
+    pub(crate) fn from_syn(item: &'a ItemTrait, options: TraitOptions) -> syn::Result<Self> {
+        let mut errors = None;
+        let async_trait = item.attrs.iter().find(|attr| is_async_trait_attr(attr));
+        let mut model = Trait {
+            item,
+            options,
+            async_trait,
+            methods: Vec::new(),
+            types: Vec::new(),
+            consts: Vec::new(),
+        };
+        for trait_item in &item.items {
+            match trait_item {
+                TraitItem::Fn(method) => match Method::from_syn(method, async_trait.is_some()) {
+                    Ok(method) => model.methods.push(method),
+                    Err(error) => combine(&mut errors, error),
+                },
+                TraitItem::Type(ty) => model.types.push(ty),
+                TraitItem::Const(constant) => model.consts.push(constant),
+                TraitItem::Macro(mac) => combine(
+                    &mut errors,
+                    syn::Error::new(
+                        mac.span(),
+                        "#[dual_write] cannot see what a macro in a trait expands to; write the items it produces directly in the trait",
+                    ),
+                ),
+                other => combine(
+                    &mut errors,
+                    syn::Error::new(other.span(), "#[dual_write] does not understand this trait item"),
+                ),
+            }
+        }
+        match errors {
+            Some(errors) => Err(errors),
+            None => Ok(model),
+        }
+    }
+
+    /// The methods the generated impl defines.
+    pub(crate) fn implemented(&self) -> impl Iterator<Item = &Method<'a>> {
+        self.methods
+            .iter()
+            .filter(|method| method.role != Role::Inherit)
+    }
+
+    pub(crate) fn writes(&self) -> impl Iterator<Item = &Method<'a>> {
+        self.methods
+            .iter()
+            .filter(|method| method.role == Role::Write)
+    }
+}
+
+impl<'a> Method<'a> {
+    fn from_syn(item: &'a TraitItemFn, under_async_trait: bool) -> syn::Result<Self> {
+        let options = MethodOptions::from_attrs(&item.attrs)?;
+        let sig = &item.sig;
+        if let Some(span) = expanded_async_trait(item) {
+            return Err(syn::Error::new(
+                span,
+                "this method was already expanded by #[async_trait]: write #[dual_write] above #[async_trait], not below it",
+            ));
+        }
+        let form = if sig.asyncness.is_some() {
+            if under_async_trait {
+                Form::AsyncTrait
+            } else {
+                Form::NativeAsync
+            }
+        } else if let Some(output) = impl_future_output(&sig.output) {
+            Form::ImplFuture(output)
+        } else {
+            Form::Blocking
+        };
+        let role = match options.role {
+            Some((RoleOption::Read, _)) => Role::Read,
+            Some((RoleOption::Write, _)) => Role::Write,
+            Some((RoleOption::Skip, _)) => Role::Skip,
+            None if item.default.is_some() => Role::Inherit,
+            None => infer_role(&sig.ident)?,
+        };
+        let receiver = match sig.inputs.first() {
+            Some(FnArg::Receiver(receiver)) => receiver_kind(receiver, role)?,
+            _ if role == Role::Inherit => Receiver::Ref,
+            _ => {
+                return Err(syn::Error::new(
+                    sig.ident.span(),
+                    format!(
+                        "`{}` has no `self` receiver, so there is no store to route it to; give it a default body, or take `&self`",
+                        sig.ident
+                    ),
+                ))
+            }
+        };
+        let mut args = Vec::new();
+        let mut errors = None;
+        for (index, input) in sig.inputs.iter().enumerate() {
+            let FnArg::Typed(typed) = input else { continue };
+            let name = match &*typed.pat {
+                Pat::Ident(pat) if pat.subpat.is_none() => pat.ident.clone(),
+                _ => Ident::new(&format!("arg{index}"), typed.pat.span()),
+            };
+            let passing = if role == Role::Write {
+                match write_passing(&typed.ty) {
+                    Ok(passing) => passing,
+                    Err(error) => {
+                        combine(&mut errors, error);
+                        continue;
+                    }
+                }
+            } else {
+                Passing::Value
+            };
+            args.push(Arg {
+                name,
+                ty: &typed.ty,
+                passing,
+            });
+        }
+        if let Some(errors) = errors {
+            return Err(errors);
+        }
+        let cfgs = item
+            .attrs
+            .iter()
+            .filter(|attr| attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr"))
+            .collect();
+        Ok(Method {
+            item,
+            options,
+            role,
+            form,
+            receiver,
+            args,
+            cfgs,
+        })
+    }
+}
+
+const READ_VERBS: &[&str] = &[
+    "get", "find", "fetch", "list", "load", "read", "count", "exists", "exist", "search", "query",
+    "select", "lookup", "is", "has", "scan", "peek", "contains",
+];
+const WRITE_VERBS: &[&str] = &[
+    "create",
+    "insert",
+    "update",
+    "upsert",
+    "delete",
+    "remove",
+    "save",
+    "put",
+    "set",
+    "store",
+    "write",
+    "add",
+    "append",
+    "mark",
+    "replace",
+    "patch",
+    "archive",
+    "increment",
+    "decrement",
+    "clear",
+    "destroy",
+    "purge",
+    "record",
+    "register",
+    "enqueue",
+    "push",
+    "modify",
+    "merge",
+    "move",
+    "rename",
+    "assign",
+    "unassign",
+    "cancel",
+];
+
+/// Reads and writes told apart by the first word of the name; a name that
+/// also holds a verb of the other kind (`get_or_create`) is ambiguous.
+fn infer_role(ident: &Ident) -> syn::Result<Role> {
+    let name = ident.to_string();
+    let words: Vec<&str> = name
+        .trim_start_matches("r#")
+        .split('_')
+        .filter(|word| !word.is_empty())
+        .collect();
+    let has_read = words.iter().any(|word| READ_VERBS.contains(word));
+    let has_write = words.iter().any(|word| WRITE_VERBS.contains(word));
+    let first = words.first().copied().unwrap_or_default();
+    match (has_read, has_write) {
+        (true, false) if READ_VERBS.contains(&first) => Ok(Role::Read),
+        (false, true) if WRITE_VERBS.contains(&first) => Ok(Role::Write),
+        _ => Err(syn::Error::new(
+            ident.span(),
+            format!(
+                "cannot tell whether `{name}` reads or writes; say which with #[dual_write(read)] or #[dual_write(write, key = ..)] (or #[dual_write(skip)] to forward it untouched)"
+            ),
+        )),
+    }
+}
+
+fn receiver_kind(receiver: &syn::Receiver, role: Role) -> syn::Result<Receiver> {
+    let span = receiver.span();
+    if receiver.reference.is_some() || matches!(&*receiver.ty, Type::Reference(_)) {
+        if receiver.mutability.is_some()
+            || matches!(&*receiver.ty, Type::Reference(r) if r.mutability.is_some())
+        {
+            return Err(syn::Error::new(
+                span,
+                "`&mut self` cannot be dual-written: the wrapper shares both stores between its clones and the worker; take `&self` and keep mutable state behind a pool or a lock",
+            ));
+        }
+        return Ok(Receiver::Ref);
+    }
+    if is_arc_self(&receiver.ty) {
+        return Ok(Receiver::Arc);
+    }
+    if role == Role::Inherit {
+        return Ok(Receiver::Ref);
+    }
+    Err(syn::Error::new(
+        span,
+        "this receiver cannot be dual-written; expected `&self`, `self: &Self` or `self: Arc<Self>` (the wrapper cannot hand out its stores by value)",
+    ))
+}
+
+fn is_arc_self(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    let Some(last) = path.path.segments.last() else {
+        return false;
+    };
+    if last.ident != "Arc" {
+        return false;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    matches!(args.args.first(), Some(GenericArgument::Type(Type::Path(inner))) if inner.path.is_ident("Self"))
+}
+
+/// `impl Future<Output = T> (+ ..)` gives `T`.
+fn impl_future_output(output: &ReturnType) -> Option<&Type> {
+    let ReturnType::Type(_, ty) = output else {
+        return None;
+    };
+    let Type::ImplTrait(impl_trait) = &**ty else {
+        return None;
+    };
+    impl_trait.bounds.iter().find_map(|bound| {
+        let TypeParamBound::Trait(bound) = bound else {
+            return None;
+        };
+        let last = bound.path.segments.last()?;
+        if last.ident != "Future" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &last.arguments else {
+            return None;
+        };
+        args.args.iter().find_map(|arg| match arg {
+            GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(&assoc.ty),
+            _ => None,
+        })
+    })
+}
+
+/// A method that `#[async_trait]` already rewrote: it has the `'async_trait`
+/// lifetime in its generics.
+fn expanded_async_trait(item: &TraitItemFn) -> Option<Span> {
+    item.sig
+        .generics
+        .lifetimes()
+        .find(|lifetime| lifetime.lifetime.ident == "async_trait")
+        .map(|_| item.sig.ident.span())
+}
+
+fn write_passing(ty: &Type) -> syn::Result<Passing<'_>> {
+    match ty {
+        Type::Reference(reference) => {
+            if reference.mutability.is_some() {
+                return Err(syn::Error::new(
+                    ty.span(),
+                    "a write method cannot take `&mut` arguments: the operation is replayed later from a queued copy, so changes to the argument would be lost; take it by value or by `&`",
+                ));
+            }
+            match &*reference.elem {
+                Type::Path(path) if path.path.is_ident("str") => Ok(Passing::Str),
+                Type::Slice(slice) => Ok(Passing::Slice(&slice.elem)),
+                elem => Ok(Passing::Ref(elem)),
+            }
+        }
+        Type::ImplTrait(_) => Err(syn::Error::new(
+            ty.span(),
+            "a write method cannot take `impl Trait` arguments: the queue must know the concrete type to store and replay it; name the type",
+        )),
+        _ => Ok(Passing::Value),
+    }
+}

@@ -1,0 +1,246 @@
+//! Checks on the model, each an error on the offending tokens.
+
+use std::collections::BTreeSet;
+
+use syn::spanned::Spanned;
+use syn::visit::Visit;
+use syn::{Expr, GenericParam, Ident, ReturnType, Type};
+
+use crate::ast::{Method, Role, Trait};
+
+/// Adds `error` to the errors reported together.
+pub(crate) fn combine(errors: &mut Option<syn::Error>, error: syn::Error) {
+    match errors {
+        Some(errors) => errors.combine(error),
+        None => *errors = Some(error),
+    }
+}
+
+pub(crate) fn check(model: &Trait<'_>) -> syn::Result<()> {
+    let mut errors = None;
+    for ty in &model.types {
+        if !ty.generics.params.is_empty() {
+            combine(
+                &mut errors,
+                syn::Error::new(
+                    ty.generics.span(),
+                    "#[dual_write] does not support generic associated types: the wrapper cannot equate them between the two stores",
+                ),
+            );
+        }
+    }
+    for method in &model.methods {
+        if let Err(error) = check_method(method) {
+            combine(&mut errors, error);
+        }
+    }
+    match errors {
+        Some(errors) => Err(errors),
+        None => Ok(()),
+    }
+}
+
+fn check_method(method: &Method<'_>) -> syn::Result<()> {
+    let mut errors = None;
+    let ident = method.ident();
+    let options = &method.options;
+    if let Some(compare) = &options.compare {
+        if method.role != Role::Read {
+            combine(
+                &mut errors,
+                syn::Error::new(
+                    compare.span(),
+                    format!("`compare` applies to reads; `{ident}` is not a read (add `read`, or remove `compare`)"),
+                ),
+            );
+        }
+    }
+    if let Some(key) = &options.key {
+        if method.role == Role::Skip || method.role == Role::Inherit {
+            combine(
+                &mut errors,
+                syn::Error::new(key.span(), format!("`key` orders reads and writes; `{ident}` is neither (add `read` or `write`)")),
+            );
+        } else if let Err(error) = check_key(key, method) {
+            combine(&mut errors, error);
+        }
+    }
+    if method.role == Role::Write {
+        if let Err(error) = check_write(method) {
+            combine(&mut errors, error);
+        }
+    }
+    match errors {
+        Some(errors) => Err(errors),
+        None => Ok(()),
+    }
+}
+
+fn check_write(method: &Method<'_>) -> syn::Result<()> {
+    let mut errors = None;
+    let ident = method.ident();
+    match method.output() {
+        Some(output) if is_result(output) => {}
+        Some(output) => combine(
+            &mut errors,
+            syn::Error::new(
+                output.span(),
+                format!("write method `{ident}` must return `Result<_, _>`: dualwrite tells a failed write from a successful one by its `Err`"),
+            ),
+        ),
+        None => {
+            let span = match &method.item.sig.output {
+                ReturnType::Default => method.item.sig.paren_token.span.close(),
+                ReturnType::Type(arrow, _) => arrow.span(),
+            };
+            combine(
+                &mut errors,
+                syn::Error::new(
+                    span,
+                    format!("write method `{ident}` must return `Result<_, _>`: dualwrite tells a failed write from a successful one by its `Err`"),
+                ),
+            );
+        }
+    }
+    for param in &method.item.sig.generics.params {
+        if let GenericParam::Type(_) | GenericParam::Const(_) = param {
+            combine(
+                &mut errors,
+                syn::Error::new(
+                    param.span(),
+                    format!("write method `{ident}` cannot have type or const parameters: a queued operation must have one concrete type to be stored and replayed"),
+                ),
+            );
+        }
+    }
+    for arg in &method.args {
+        if let Some(span) = mentions_self(arg.ty) {
+            combine(
+                &mut errors,
+                syn::Error::new(
+                    span,
+                    "an argument of a write method cannot mention `Self`: the queued operation exists apart from any store; name the type",
+                ),
+            );
+        }
+    }
+    match errors {
+        Some(errors) => Err(errors),
+        None => Ok(()),
+    }
+}
+
+/// `Result<..>`, `io::Result<..>`, or any alias whose name ends in `Result`.
+fn is_result(ty: &Type) -> bool {
+    match ty {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident.to_string().ends_with("Result")),
+        Type::Group(group) => is_result(&group.elem),
+        Type::Paren(paren) => is_result(&paren.elem),
+        _ => false,
+    }
+}
+
+pub(crate) fn mentions_self(ty: &Type) -> Option<proc_macro2::Span> {
+    struct FindSelf(Option<proc_macro2::Span>);
+    impl<'ast> Visit<'ast> for FindSelf {
+        fn visit_path(&mut self, path: &'ast syn::Path) {
+            if let Some(first) = path.segments.first() {
+                if first.ident == "Self" && self.0.is_none() {
+                    self.0 = Some(first.ident.span());
+                }
+            }
+            syn::visit::visit_path(self, path);
+        }
+    }
+    let mut finder = FindSelf(None);
+    finder.visit_type(ty);
+    finder.0
+}
+
+/// The key must be computed from the arguments alone.
+fn check_key(key: &Expr, method: &Method<'_>) -> syn::Result<()> {
+    struct Names<'m> {
+        arguments: BTreeSet<String>,
+        bound_inside: Vec<BTreeSet<String>>,
+        unknown: Option<syn::Error>,
+        method: &'m Ident,
+        listed: String,
+    }
+    impl Names<'_> {
+        fn is_known(&self, name: &str) -> bool {
+            self.arguments.contains(name)
+                || self.bound_inside.iter().any(|scope| scope.contains(name))
+        }
+    }
+    impl<'ast> Visit<'ast> for Names<'_> {
+        fn visit_expr_closure(&mut self, closure: &'ast syn::ExprClosure) {
+            let mut scope = BTreeSet::new();
+            for input in &closure.inputs {
+                collect_pattern_names(input, &mut scope);
+            }
+            self.bound_inside.push(scope);
+            syn::visit::visit_expr_closure(self, closure);
+            self.bound_inside.pop();
+        }
+        fn visit_expr_path(&mut self, path: &'ast syn::ExprPath) {
+            if path.qself.is_none() && path.path.segments.len() == 1 {
+                let ident = &path.path.segments[0].ident;
+                let name = ident.to_string();
+                let looks_like_value = name.starts_with(|c: char| c.is_lowercase() || c == '_');
+                if name == "self" {
+                    combine(
+                        &mut self.unknown,
+                        syn::Error::new(ident.span(), "`key` cannot use `self`: it is computed on the wrapper, from the method's arguments"),
+                    );
+                } else if looks_like_value && !self.is_known(&name) {
+                    combine(
+                        &mut self.unknown,
+                        syn::Error::new(
+                            ident.span(),
+                            format!("`key` names `{name}`, which is not an argument of `{}`; its arguments are: {}", self.method, self.listed),
+                        ),
+                    );
+                }
+            }
+            syn::visit::visit_expr_path(self, path);
+        }
+    }
+    let arguments: BTreeSet<String> = method.args.iter().map(|arg| arg.name.to_string()).collect();
+    let listed = if arguments.is_empty() {
+        "none".to_owned()
+    } else {
+        method
+            .args
+            .iter()
+            .map(|arg| format!("`{}`", arg.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut names = Names {
+        arguments,
+        bound_inside: Vec::new(),
+        unknown: None,
+        method: method.ident(),
+        listed,
+    };
+    names.visit_expr(key);
+    match names.unknown {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+fn collect_pattern_names(pat: &syn::Pat, names: &mut BTreeSet<String>) {
+    struct Collect<'n>(&'n mut BTreeSet<String>);
+    impl<'ast> Visit<'ast> for Collect<'_> {
+        fn visit_pat_ident(&mut self, pat: &'ast syn::PatIdent) {
+            self.0.insert(pat.ident.to_string());
+            syn::visit::visit_pat_ident(self, pat);
+        }
+    }
+    Collect(names).visit_pat(pat);
+}

@@ -1,0 +1,168 @@
+//! Zero-downtime data migrations by dual writes, made safe and boring.
+//!
+//! Put `#[dual_write]` on the repository trait your service already uses.
+//! The attribute generates `impl Trait for DualWrite<Old, New>`: every write
+//! goes to the authoritative store and then to the follower, every read goes
+//! to the serving store, as the current [`Stage`] says. A write the follower
+//! misses (error, timeout, panic) is queued and a [`Worker`] applies it
+//! later, in per-key order, with backoff and dead letters. At cutover you
+//! delete the attribute and use the new store directly; nothing else changes.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use std::sync::Mutex;
+//! use dualwrite_runtime::{dual_write, DualWrite, InMemoryQueue, Stage};
+//!
+//! #[dual_write]
+//! pub trait Accounts: Send + Sync {
+//!     #[dual_write(write, key = id)]
+//!     async fn put_balance(&self, id: u64, cents: i64) -> Result<(), String>;
+//!
+//!     #[dual_write(read)]
+//!     async fn balance(&self, id: u64) -> Result<Option<i64>, String>;
+//! }
+//!
+//! #[derive(Default)]
+//! struct MapStore(Mutex<BTreeMap<u64, i64>>);
+//!
+//! impl Accounts for MapStore {
+//!     async fn put_balance(&self, id: u64, cents: i64) -> Result<(), String> {
+//!         self.0.lock().unwrap().insert(id, cents);
+//!         Ok(())
+//!     }
+//!     async fn balance(&self, id: u64) -> Result<Option<i64>, String> {
+//!         Ok(self.0.lock().unwrap().get(&id).copied())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let accounts = DualWrite::builder(MapStore::default(), MapStore::default())
+//!     .queue(InMemoryQueue::new())
+//!     .stage(Stage::DualWrite)
+//!     .build()?;
+//! let worker = accounts.worker::<AccountsOp>();
+//!
+//! accounts.put_balance(7, 1_500).await?;             // old store, then new
+//! assert_eq!(accounts.balance(7).await?, Some(1_500)); // served by the old store
+//! worker.drain().await;                                // nothing was queued
+//! assert_eq!(accounts.new_store().balance(7).await?, Some(1_500));
+//! # Ok(()) }
+//! ```
+//!
+//! # The attribute
+//!
+//! `#[dual_write]` goes on a trait. Its methods may be native `async fn`,
+//! `fn .. -> impl Future<Output = _> + Send`, `async fn` under
+//! `#[async_trait]` (written *below* `#[dual_write]`), or plain blocking
+//! `fn`. Generics, lifetimes, where clauses, associated types and consts,
+//! default methods and `#[cfg]` on methods are carried through. For the
+//! trait `Repo` it generates:
+//!
+//! - `impl Repo for DualWrite<Old, New> where Old: Repo, New: Repo` (with
+//!   `New`'s associated types equal to `Old`'s);
+//! - `enum RepoOp`, one variant per write method holding owned copies of its
+//!   arguments, serialisable with serde, implementing [`Operation`] and
+//!   [`Replay`] for every implementation of `Repo`.
+//!
+//! Options on the trait, all optional:
+//!
+//! | option | meaning |
+//! |---|---|
+//! | `namespace = "orders"` | the name queue entries are filed under (default: the trait's name) |
+//! | `version = 2` | the operation encoding version (default 1); bump it when a write method's arguments change, and entries of other versions are dead-lettered rather than misread |
+//! | `op = OrderOps` | the name of the generated enum (default: the trait's name + `Op`) |
+//! | `crate = path` | where to find this crate, if it is neither a direct dependency nor re-exported under its own name |
+//!
+//! Options on a method, written `#[dual_write(...)]`:
+//!
+//! | option | meaning |
+//! |---|---|
+//! | `write` | a write: authoritative store, then follower |
+//! | `read` | a read: the serving store only |
+//! | `skip` | neither: forwarded to the serving store as is |
+//! | `key = <expr>` | the ordering key, an expression over the arguments whose value is [`Display`](std::fmt::Display) (`key = id`, `key = order.id`, `key = format!("{tenant}/{id}")`) |
+//! | `compare = <path>` | for reads: `fn(&T, &T) -> bool` deciding whether two results agree |
+//!
+//! A method without `read`, `write` or `skip` is classified by its name:
+//! names whose first word is a read verb (`get`, `find`, `list`, `load`,
+//! `count`, ...) are reads, names whose first word is a write verb (`create`,
+//! `insert`, `update`, `upsert`, `delete`, `save`, `put`, `set`, ...) are
+//! writes. Anything else, or a name mixing both (`get_or_create`), is a
+//! compile error asking you to say which. Default methods without an option
+//! keep their default body (which calls the wrapper's other methods).
+//!
+//! Write methods must return `Result<_, _>` whose error implements
+//! [`Display`](std::fmt::Display); their by-value arguments must be
+//! `Clone`, and all their arguments serde-serialisable, because the
+//! operation may be queued. A write without `key` is ordered with every
+//! other keyless write of the trait.
+//!
+//! Once the attribute is removed from the trait, method-level
+//! `#[dual_write(..)]` attributes left behind are inert, so cutover is one
+//! deleted line.
+//!
+//! # Stages
+//!
+//! See [`stage`] for the table. Change the stage at run time with
+//! [`DualWrite::stage`]; the next call obeys it. `Shadow` and `Live` read
+//! only the serving store for now; comparing reads against the other store
+//! is the next piece of work.
+//!
+//! # Failure handling
+//!
+//! - The authoritative store fails: the caller gets its error; the follower
+//!   is not called and nothing is queued.
+//! - The follower fails, times out or panics: the caller gets the
+//!   authoritative result; the operation is queued and a warning logged.
+//! - The key already has queued work for the follower: the write is queued
+//!   behind it, so the follower sees the key's writes in order.
+//! - The queue refuses an operation: the caller still gets the authoritative
+//!   result; an error is logged with the key and
+//!   [`DualWrite::drift_count`] grows (fail-open).
+//!
+//! Replays and retries deliver at least once: follower writes must be
+//! idempotent (an upsert, a delete), as a timed-out write may have landed.
+//!
+//! # Blocking traits
+//!
+//! Methods that are plain `fn` run the whole write path on the calling
+//! thread. Call them from threads that are not async runtime workers (for
+//! example inside `tokio::task::spawn_blocking`), and run the worker on a
+//! multi-threaded runtime. The follower timeout cannot interrupt a blocking
+//! call; panics are still caught.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+// Lets generated code name `::dualwrite_runtime` inside this crate's own tests.
+extern crate self as dualwrite_runtime;
+
+mod op;
+pub mod queue;
+pub mod stage;
+mod worker;
+mod wrapper;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use dualwrite_macros::dual_write;
+pub use op::{Key, Operation, Replay};
+pub use queue::{InMemoryQueue, QueueError, QueueStats, ReconciliationQueue};
+pub use stage::{Side, Stage, StageChange, StageError, StageHandle};
+pub use worker::{RetryPolicy, Worker, WorkerReport, WorkerStop};
+pub use wrapper::{BuildError, Builder, DualWrite};
+
+/// The message of a caught panic, if it carried one.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}

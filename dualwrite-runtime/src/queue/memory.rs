@@ -1,0 +1,330 @@
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::{
+    Claim, ClaimedEntry, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats,
+    ReconciliationQueue,
+};
+use crate::op::Key;
+use crate::stage::Side;
+
+/// A reconciliation queue held in process memory.
+///
+/// Correct in every respect but durability: its contents are lost when the
+/// process exits. Use it in tests, or where a restart may lose queued follower
+/// writes (a later verify-and-repair pass then finds the gaps). It uses
+/// `tokio`'s clock, so tests with a paused clock see retry delays elapse.
+#[derive(Debug, Default)]
+pub struct InMemoryQueue {
+    state: Mutex<State>,
+}
+
+type StreamKey = (String, Side, Key);
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    next_token: u64,
+    entries: HashMap<u64, Stored>,
+    /// Entry ids per key, oldest first. A key disappears with its last entry.
+    streams: BTreeMap<StreamKey, VecDeque<u64>>,
+    /// Where the last claim stopped, so that busy keys cannot starve others.
+    cursor: Option<StreamKey>,
+}
+
+#[derive(Debug)]
+struct Stored {
+    entry: NewEntry,
+    attempts: u32,
+    last_error: String,
+    enqueued_at: SystemTime,
+    status: Status,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Status {
+    Pending { ready_at: Instant },
+    Leased { token: u64, until: Instant },
+    Dead { died_at: SystemTime },
+}
+
+impl InMemoryQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // in a way that loses entries (every mutation is a single step), so a
+        // poisoned lock is still safe to use.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn leased(&mut self, lease: Lease) -> Result<&mut Stored, QueueError> {
+        match self.entries.get_mut(&lease.id.0) {
+            Some(stored) if matches!(stored.status, Status::Leased { token, .. } if token == lease.token) => {
+                Ok(stored)
+            }
+            _ => Err(QueueError::LeaseLost(lease.id)),
+        }
+    }
+
+    fn stream_key(entry: &NewEntry) -> StreamKey {
+        (entry.namespace.clone(), entry.target, entry.key.clone())
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Stored> {
+        let stored = self.entries.remove(&id)?;
+        let stream_key = Self::stream_key(&stored.entry);
+        if let Some(ids) = self.streams.get_mut(&stream_key) {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                self.streams.remove(&stream_key);
+            }
+        }
+        Some(stored)
+    }
+}
+
+#[async_trait]
+impl ReconciliationQueue for InMemoryQueue {
+    async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let id = state.next_id;
+        let stream_key = State::stream_key(&entry);
+        let last_error = entry.reason.clone();
+        state.entries.insert(
+            id,
+            Stored {
+                entry,
+                attempts: 0,
+                last_error,
+                enqueued_at: SystemTime::now(),
+                status: Status::Pending {
+                    ready_at: Instant::now(),
+                },
+            },
+        );
+        state.streams.entry(stream_key).or_default().push_back(id);
+        Ok(EntryId(id))
+    }
+
+    async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
+        let state = self.lock();
+        Ok(state
+            .streams
+            .contains_key(&(namespace.to_owned(), target, key.clone())))
+    }
+
+    async fn claim(
+        &self,
+        namespace: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Claim, QueueError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        // Start after the key claimed last and wrap around, so that keys with
+        // a steady stream of work cannot starve the others.
+        let ordered: Vec<(&StreamKey, &VecDeque<u64>)> = match &state.cursor {
+            Some(cursor) => state
+                .streams
+                .range((Bound::Excluded(cursor.clone()), Bound::Unbounded))
+                .chain(
+                    state
+                        .streams
+                        .range((Bound::Unbounded, Bound::Included(cursor.clone()))),
+                )
+                .collect(),
+            None => state.streams.iter().collect(),
+        };
+        let heads: Vec<(StreamKey, u64)> = ordered
+            .into_iter()
+            .filter(|(key, _)| key.0 == namespace)
+            .filter_map(|(key, ids)| ids.front().map(|id| (key.clone(), *id)))
+            .collect();
+        let mut claim = Claim::default();
+        for (stream_key, id) in heads {
+            let Some(stored) = state.entries.get_mut(&id) else {
+                continue;
+            };
+            let ready = match stored.status {
+                Status::Pending { ready_at } if ready_at <= now => true,
+                Status::Pending { ready_at } => {
+                    let wait = ready_at - now;
+                    claim.next_ready_in =
+                        Some(claim.next_ready_in.map_or(wait, |other| other.min(wait)));
+                    false
+                }
+                Status::Leased { until, .. } if until <= now => true,
+                Status::Leased { until, .. } => {
+                    let wait = until - now;
+                    claim.next_ready_in =
+                        Some(claim.next_ready_in.map_or(wait, |other| other.min(wait)));
+                    false
+                }
+                Status::Dead { .. } => false,
+            };
+            if !ready {
+                continue;
+            }
+            if claim.entries.len() == limit {
+                claim.next_ready_in = Some(Duration::ZERO);
+                break;
+            }
+            state.next_token += 1;
+            let token = state.next_token;
+            stored.status = Status::Leased {
+                token,
+                until: now + lease,
+            };
+            claim.entries.push(ClaimedEntry {
+                lease: Lease {
+                    id: EntryId(id),
+                    token,
+                },
+                namespace: stored.entry.namespace.clone(),
+                target: stored.entry.target,
+                key: stored.entry.key.clone(),
+                method: stored.entry.method.clone(),
+                version: stored.entry.version,
+                payload: stored.entry.payload.clone(),
+                attempts: stored.attempts,
+                enqueued_at: stored.enqueued_at,
+                last_error: stored.last_error.clone(),
+            });
+            state.cursor = Some(stream_key);
+        }
+        Ok(claim)
+    }
+
+    async fn complete(&self, lease: Lease) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        state.leased(lease)?;
+        state.remove(lease.id.0);
+        Ok(())
+    }
+
+    async fn retry_later(
+        &self,
+        lease: Lease,
+        error: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        let stored = state.leased(lease)?;
+        stored.attempts += 1;
+        stored.last_error = error.to_owned();
+        stored.status = Status::Pending {
+            ready_at: Instant::now() + delay,
+        };
+        Ok(())
+    }
+
+    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        let stored = state.leased(lease)?;
+        stored.status = Status::Pending {
+            ready_at: Instant::now(),
+        };
+        Ok(())
+    }
+
+    async fn dead_letter(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        let stored = state.leased(lease)?;
+        stored.attempts += 1;
+        stored.last_error = error.to_owned();
+        stored.status = Status::Dead {
+            died_at: SystemTime::now(),
+        };
+        Ok(())
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        let state = self.lock();
+        let mut dead: Vec<DeadLetter> = state
+            .entries
+            .iter()
+            .filter_map(|(id, stored)| match stored.status {
+                Status::Dead { died_at } => Some(DeadLetter {
+                    id: EntryId(*id),
+                    namespace: stored.entry.namespace.clone(),
+                    target: stored.entry.target,
+                    key: stored.entry.key.clone(),
+                    method: stored.entry.method.clone(),
+                    version: stored.entry.version,
+                    payload: stored.entry.payload.clone(),
+                    attempts: stored.attempts,
+                    error: stored.last_error.clone(),
+                    enqueued_at: stored.enqueued_at,
+                    died_at,
+                }),
+                _ => None,
+            })
+            .collect();
+        dead.sort_by_key(|letter| letter.id);
+        Ok(dead)
+    }
+
+    async fn retry_dead(&self, id: EntryId) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        match state.entries.get_mut(&id.0) {
+            Some(stored) if matches!(stored.status, Status::Dead { .. }) => {
+                stored.attempts = 0;
+                stored.status = Status::Pending {
+                    ready_at: Instant::now(),
+                };
+                Ok(())
+            }
+            _ => Err(QueueError::NotDead(id)),
+        }
+    }
+
+    async fn drop_dead(&self, id: EntryId) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        match state.entries.get(&id.0) {
+            Some(stored) if matches!(stored.status, Status::Dead { .. }) => {
+                state.remove(id.0);
+                Ok(())
+            }
+            _ => Err(QueueError::NotDead(id)),
+        }
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let state = self.lock();
+        let mut stats = QueueStats::default();
+        for stored in state.entries.values() {
+            let target = stats.target_mut(stored.entry.target);
+            match stored.status {
+                Status::Pending { .. } => target.pending += 1,
+                Status::Leased { .. } => target.in_flight += 1,
+                Status::Dead { .. } => {
+                    target.dead += 1;
+                    target.blocked_keys += 1;
+                }
+            }
+            if !matches!(stored.status, Status::Dead { .. }) {
+                target.oldest_pending = Some(
+                    target
+                        .oldest_pending
+                        .map_or(stored.enqueued_at, |other| other.min(stored.enqueued_at)),
+                );
+            }
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,259 @@
+//! The reconciliation queue: writes the follower has not applied yet.
+//!
+//! When a follower write fails, times out or panics, or when the key already
+//! has queued work, the operation is appended here and a
+//! [`Worker`](crate::Worker) applies it later. The queue keeps, for every
+//! `(namespace, target store, key)`, a FIFO of entries; the worker only ever
+//! holds the head of a key, so a key's writes reach the follower in order.
+//!
+//! Every entry is in exactly one state (DESIGN I7, "no silent loss"):
+//!
+//! - **pending**: waiting, possibly until a retry delay has passed;
+//! - **in flight**: claimed by a worker under a lease; if the worker dies the
+//!   lease expires and the entry is claimed again;
+//! - **dead**: the retry budget ran out, or the entry could not be decoded.
+//!   A dead entry stays at the head of its key and blocks the key's later
+//!   entries, preserving order, until an operator retries or drops it
+//!   ([`ReconciliationQueue::retry_dead`], [`ReconciliationQueue::drop_dead`]).
+//!
+//! Backends: [`InMemoryQueue`] (tests, and services that accept losing queued
+//! work on restart). Durable backends implement the same trait.
+
+mod memory;
+
+pub use memory::InMemoryQueue;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::op::Key;
+use crate::stage::Side;
+
+/// Identifies one queue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EntryId(pub u64);
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// An operation to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    /// The trait the operation belongs to ([`Operation::NAMESPACE`](crate::Operation::NAMESPACE)).
+    pub namespace: String,
+    /// The store that must apply it.
+    pub target: Side,
+    /// Its ordering key.
+    pub key: Key,
+    /// The write method, for operators; the payload holds it too.
+    pub method: String,
+    /// The encoding version of the payload.
+    pub version: u32,
+    /// The serialised operation.
+    pub payload: Vec<u8>,
+    /// Why it was queued rather than applied directly (the follower's error,
+    /// "timed out", "key has queued work", ...).
+    pub reason: String,
+}
+
+/// A claim on an entry, held by one worker until it completes, retries,
+/// releases or dead-letters the entry. A claim whose lease expired and was
+/// taken by another worker is refused with [`QueueError::LeaseLost`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The entry.
+    pub id: EntryId,
+    /// Distinguishes this claim from later claims of the same entry.
+    pub token: u64,
+}
+
+/// An entry handed to a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedEntry {
+    /// The claim to complete, retry or dead-letter it with.
+    pub lease: Lease,
+    /// The trait the operation belongs to.
+    pub namespace: String,
+    /// The store that must apply it.
+    pub target: Side,
+    /// Its ordering key.
+    pub key: Key,
+    /// The write method.
+    pub method: String,
+    /// The encoding version of the payload.
+    pub version: u32,
+    /// The serialised operation.
+    pub payload: Vec<u8>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When the entry was appended.
+    pub enqueued_at: SystemTime,
+    /// The error of the last failed attempt, or why it was queued.
+    pub last_error: String,
+}
+
+/// The result of [`ReconciliationQueue::claim`].
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// Claimed entries, at most one per key.
+    pub entries: Vec<ClaimedEntry>,
+    /// When no entry is ready, how long until the earliest pending one is.
+    pub next_ready_in: Option<Duration>,
+}
+
+/// A dead-lettered entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The entry, for [`ReconciliationQueue::retry_dead`] and [`ReconciliationQueue::drop_dead`].
+    pub id: EntryId,
+    /// The trait the operation belongs to.
+    pub namespace: String,
+    /// The store that was to apply it.
+    pub target: Side,
+    /// Its ordering key; later entries of this key wait behind it.
+    pub key: Key,
+    /// The write method.
+    pub method: String,
+    /// The encoding version of the payload.
+    pub version: u32,
+    /// The serialised operation.
+    pub payload: Vec<u8>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error (the store's, or the decode error).
+    pub error: String,
+    /// When the entry was appended.
+    pub enqueued_at: SystemTime,
+    /// When it was dead-lettered.
+    pub died_at: SystemTime,
+}
+
+/// Counts for one target store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetStats {
+    /// Entries waiting (including those blocked behind a dead letter).
+    pub pending: u64,
+    /// Entries claimed by a worker.
+    pub in_flight: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Keys whose head is a dead letter, so their later entries wait.
+    pub blocked_keys: u64,
+    /// When the oldest pending or in-flight entry was appended.
+    pub oldest_pending: Option<SystemTime>,
+}
+
+impl TargetStats {
+    /// True when the store has nothing pending, in flight or dead.
+    pub fn is_empty(&self) -> bool {
+        self.pending == 0 && self.in_flight == 0 && self.dead == 0
+    }
+}
+
+/// Counts for both target stores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Work for the old store (queued while the new one is authoritative).
+    pub old: TargetStats,
+    /// Work for the new store.
+    pub new: TargetStats,
+}
+
+impl QueueStats {
+    /// The counts of one target.
+    pub fn target(&self, side: Side) -> &TargetStats {
+        match side {
+            Side::Old => &self.old,
+            Side::New => &self.new,
+        }
+    }
+
+    pub(crate) fn target_mut(&mut self, side: Side) -> &mut TargetStats {
+        match side {
+            Side::Old => &mut self.old,
+            Side::New => &mut self.new,
+        }
+    }
+}
+
+/// A failure of the queue itself.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The backend failed (I/O, database, connection).
+    #[error("reconciliation queue backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The lease expired and another worker claimed the entry.
+    #[error("the lease on queue entry {0} was lost: it expired and the entry was claimed again")]
+    LeaseLost(EntryId),
+    /// No dead letter has that id.
+    #[error(
+        "queue entry {0} is not a dead letter (it does not exist, or is pending or in flight)"
+    )]
+    NotDead(EntryId),
+    /// The operation could not be serialised.
+    #[error("the operation could not be encoded for the queue: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Storage for operations the follower has not applied yet.
+///
+/// Implementations must keep per-`(namespace, target, key)` FIFO order: an
+/// entry is only claimed once every earlier entry of its key is completed
+/// (a dead earlier entry blocks it), and at most one entry of a key is in
+/// flight at a time.
+#[async_trait]
+pub trait ReconciliationQueue: Send + Sync + 'static {
+    /// Appends an entry at the tail of its key. Returns once it is stored.
+    async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError>;
+
+    /// Whether the key has pending, in-flight or dead entries for `target`.
+    /// A write for such a key must be queued behind them.
+    async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError>;
+
+    /// Claims up to `limit` ready entries of `namespace`, each the head of a
+    /// different key, for `lease`. Entries whose lease expired are ready again.
+    async fn claim(
+        &self,
+        namespace: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Claim, QueueError>;
+
+    /// Removes an applied entry.
+    async fn complete(&self, lease: Lease) -> Result<(), QueueError>;
+
+    /// Records a failed attempt and makes the entry ready again after `delay`.
+    async fn retry_later(
+        &self,
+        lease: Lease,
+        error: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError>;
+
+    /// Gives the entry back without counting an attempt (graceful shutdown).
+    async fn release(&self, lease: Lease) -> Result<(), QueueError>;
+
+    /// Records a final failed attempt and makes the entry a dead letter.
+    async fn dead_letter(&self, lease: Lease, error: &str) -> Result<(), QueueError>;
+
+    /// Lists dead letters, oldest first.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Makes a dead letter pending again, at the head of its key, with its
+    /// attempt count reset.
+    async fn retry_dead(&self, id: EntryId) -> Result<(), QueueError>;
+
+    /// Deletes a dead letter for good, unblocking its key.
+    async fn drop_dead(&self, id: EntryId) -> Result<(), QueueError>;
+
+    /// Counts by target.
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+}

@@ -1,0 +1,308 @@
+//! The reconciliation worker: applies queued operations to the store that
+//! missed them.
+//!
+//! A worker claims the head entry of up to `worker_concurrency` keys at a
+//! time and applies each with the follower timeout and panic isolation.
+//! Keys proceed in parallel; within a key, the next entry is claimed only
+//! after the previous one completed, so a key's writes reach the store in
+//! the order they were queued (I4). A failed attempt is retried after an
+//! exponential, jittered delay ([`RetryPolicy`]); when the budget runs out
+//! the entry is dead-lettered with its last error, and its key waits behind
+//! it while every other key keeps flowing (I5). An entry that cannot be
+//! decoded is dead-lettered with the decode error (I7).
+//!
+//! Several workers, in one process or many, may share a queue: leases keep
+//! them off each other's entries, and an entry whose worker died is claimed
+//! again when its lease expires.
+
+mod retry;
+
+pub use retry::RetryPolicy;
+
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use tokio::sync::watch;
+
+use crate::op::Replay;
+use crate::queue::{ClaimedEntry, QueueError};
+use crate::stage::Side;
+use crate::wrapper::Shared;
+
+/// Applies queued operations of one trait (`Op`) to the stores of a
+/// [`DualWrite`](crate::DualWrite). Create it with
+/// [`DualWrite::worker`](crate::DualWrite::worker).
+pub struct Worker<Op, Old, New> {
+    old: Arc<Old>,
+    new: Arc<New>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    op: PhantomData<fn() -> Op>,
+}
+
+/// Asks a running [`Worker`] to stop. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WorkerStop {
+    stop: watch::Sender<bool>,
+}
+
+impl WorkerStop {
+    /// Stops the worker gracefully: it claims nothing more, finishes the
+    /// operations it is applying (each bounded by the follower timeout), and
+    /// then [`Worker::run`] returns. Nothing is lost: whatever it did not
+    /// apply stays queued.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Operations applied and removed from the queue.
+    pub applied: u64,
+    /// Failed attempts that will be retried.
+    pub retried: u64,
+    /// Operations dead-lettered (retry budget spent, or undecodable).
+    pub dead_lettered: u64,
+    /// Queue calls that failed (the entry's lease expires and it is retried).
+    pub queue_errors: u64,
+}
+
+impl WorkerReport {
+    fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Applied => self.applied += 1,
+            Outcome::Retried => self.retried += 1,
+            Outcome::DeadLettered => self.dead_lettered += 1,
+            Outcome::QueueError => self.queue_errors += 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Applied,
+    Retried,
+    DeadLettered,
+    QueueError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    Stopped,
+    Idle,
+}
+
+impl<Op, Old, New> Worker<Op, Old, New>
+where
+    Op: Replay<Old> + Replay<New>,
+{
+    pub(crate) fn new(old: Arc<Old>, new: Arc<New>, shared: Arc<Shared>) -> Self {
+        Worker {
+            old,
+            new,
+            shared,
+            stop: watch::Sender::new(false),
+            op: PhantomData,
+        }
+    }
+
+    /// A handle that stops [`run`](Self::run).
+    pub fn stopper(&self) -> WorkerStop {
+        WorkerStop {
+            stop: self.stop.clone(),
+        }
+    }
+
+    /// Applies queued operations until [`WorkerStop::stop`] is called, then
+    /// returns what it did. Queue failures are logged and retried; they do
+    /// not end the loop.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the operations in flight; their leases
+    /// expire and they are applied again later (replays must be idempotent,
+    /// as for any at-least-once delivery). Prefer [`WorkerStop::stop`].
+    pub async fn run(&self) -> WorkerReport {
+        self.run_loop(Until::Stopped).await
+    }
+
+    /// Applies queued operations until none is pending or in flight (dead
+    /// letters excepted), waiting out retry delays, and returns what it did.
+    /// Useful in tests, examples and tools; a service runs [`run`](Self::run).
+    pub async fn drain(&self) -> WorkerReport {
+        self.run_loop(Until::Idle).await
+    }
+
+    async fn run_loop(&self, until: Until) -> WorkerReport {
+        let namespace = Op::NAMESPACE;
+        let concurrency = self.shared.worker_concurrency;
+        let mut stop = self.stop.subscribe();
+        let mut report = WorkerReport::default();
+        let mut in_flight = FuturesUnordered::new();
+        let mut queue_failures = 0u32;
+        tracing::debug!(namespace, ?until, "reconciliation worker started");
+        loop {
+            let stopping = *stop.borrow_and_update();
+            let mut wait = self.shared.poll_interval;
+            let mut idle = false;
+            if !stopping && in_flight.len() < concurrency {
+                match self
+                    .shared
+                    .queue
+                    .claim(namespace, concurrency - in_flight.len(), self.shared.lease)
+                    .await
+                {
+                    Ok(claim) => {
+                        queue_failures = 0;
+                        idle = claim.entries.is_empty() && claim.next_ready_in.is_none();
+                        if let Some(ready_in) = claim.next_ready_in {
+                            wait = wait.min(ready_in);
+                        }
+                        for entry in claim.entries {
+                            tracing::trace!(namespace, key = %entry.key, method = %entry.method, target = %entry.target, "claimed");
+                            in_flight.push(self.apply(entry));
+                        }
+                    }
+                    Err(error) => {
+                        queue_failures = queue_failures.saturating_add(1);
+                        report.queue_errors += 1;
+                        wait = self
+                            .shared
+                            .retry
+                            .delay_after(queue_failures)
+                            .min(self.shared.poll_interval * 10);
+                        tracing::error!(namespace, %error, retry_in = ?wait, "reconciliation worker could not claim work");
+                    }
+                }
+            }
+            if in_flight.is_empty() {
+                if stopping || (until == Until::Idle && idle) {
+                    break;
+                }
+                tokio::select! {
+                    () = self.shared.queued.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+            } else if in_flight.len() < concurrency && !stopping {
+                tokio::select! {
+                    Some(outcome) = in_flight.next() => report.add(outcome),
+                    () = self.shared.queued.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+            } else if let Some(outcome) = in_flight.next().await {
+                report.add(outcome);
+            }
+        }
+        tracing::debug!(namespace, ?report, "reconciliation worker stopped");
+        report
+    }
+
+    /// Applies one claimed entry and settles it in the queue.
+    async fn apply(&self, entry: ClaimedEntry) -> Outcome {
+        let lease = entry.lease;
+        let queue = &self.shared.queue;
+        let op = match decode::<Op>(&entry) {
+            Ok(op) => op,
+            Err(error) => {
+                tracing::error!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, %error, "undecodable queue entry dead-lettered");
+                return settle(
+                    queue.dead_letter(lease, &error).await,
+                    Outcome::DeadLettered,
+                );
+            }
+        };
+        let attempt = match entry.target {
+            Side::Old => self.attempt(Replay::<Old>::replay(&op, &self.old)).await,
+            Side::New => self.attempt(Replay::<New>::replay(&op, &self.new)).await,
+        };
+        match attempt {
+            Ok(()) => {
+                tracing::debug!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, target = %entry.target, attempts = entry.attempts + 1, "queued operation applied");
+                settle(queue.complete(lease).await, Outcome::Applied)
+            }
+            Err(error) => {
+                let failures = entry.attempts + 1;
+                if failures >= self.shared.retry.attempts() {
+                    tracing::error!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, target = %entry.target, failures, %error, "retry budget spent; operation dead-lettered and its key blocked");
+                    settle(
+                        queue.dead_letter(lease, &error).await,
+                        Outcome::DeadLettered,
+                    )
+                } else {
+                    let delay = self.shared.retry.delay_after(failures);
+                    tracing::warn!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, target = %entry.target, failures, %error, retry_in = ?delay, "queued operation failed; will retry");
+                    settle(
+                        queue.retry_later(lease, &error, delay).await,
+                        Outcome::Retried,
+                    )
+                }
+            }
+        }
+    }
+
+    async fn attempt<F>(&self, replay: F) -> Result<(), String>
+    where
+        F: std::future::Future<Output = Result<(), String>>,
+    {
+        let timeout = self.shared.follower_timeout;
+        match tokio::time::timeout(timeout, AssertUnwindSafe(replay).catch_unwind()).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => Err(format!("panicked: {}", crate::panic_message(&*panic))),
+            Err(_) => Err(format!("timed out after {timeout:?}")),
+        }
+    }
+}
+
+fn settle(result: Result<(), QueueError>, outcome: Outcome) -> Outcome {
+    match result {
+        Ok(()) => outcome,
+        Err(error) => {
+            tracing::error!(%error, "reconciliation worker could not record an outcome; the entry will be retried when its lease expires");
+            Outcome::QueueError
+        }
+    }
+}
+
+/// Decodes an entry, or says in words why it cannot be.
+fn decode<Op: crate::Operation>(entry: &ClaimedEntry) -> Result<Op, String> {
+    if entry.namespace != Op::NAMESPACE {
+        return Err(format!(
+            "entry belongs to namespace `{}`, but this worker decodes `{}`",
+            entry.namespace,
+            Op::NAMESPACE
+        ));
+    }
+    if entry.version != Op::VERSION {
+        return Err(format!(
+            "entry of method `{}` was encoded with version {}, but this build decodes version {} of `{}`",
+            entry.method,
+            entry.version,
+            Op::VERSION,
+            Op::NAMESPACE
+        ));
+    }
+    serde_json::from_slice(&entry.payload).map_err(|error| {
+        format!(
+            "cannot decode entry of method `{}` as `{}` version {}: {error}",
+            entry.method,
+            Op::NAMESPACE,
+            Op::VERSION
+        )
+    })
+}
+
+impl<Op, Old, New> std::fmt::Debug for Worker<Op, Old, New> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("operations", &std::any::type_name::<Op>())
+            .field("concurrency", &self.shared.worker_concurrency)
+            .finish_non_exhaustive()
+    }
+}

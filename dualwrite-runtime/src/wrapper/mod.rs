@@ -1,0 +1,185 @@
+//! The [`DualWrite`] wrapper and its [`Builder`].
+
+mod builder;
+mod locks;
+mod write;
+
+pub(crate) use builder::builder_invalid;
+pub use builder::{BuildError, Builder};
+pub use write::{FollowerPlan, WriteGuard};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::op::{Key, Replay};
+use crate::queue::ReconciliationQueue;
+use crate::stage::{Side, StageHandle};
+use crate::worker::{RetryPolicy, Worker};
+use locks::KeyLocks;
+
+/// Two implementations of one repository trait, used as one.
+///
+/// `#[dual_write]` on a trait generates `impl Trait for DualWrite<Old, New>`
+/// (where both `Old` and `New` implement it): writes go to the authoritative
+/// store and then the follower, reads go to the serving store, as the
+/// current [`Stage`](crate::Stage) says. Build one with
+/// [`DualWrite::builder`].
+///
+/// Cheap to clone (clones share the stores, the queue and the stage) and
+/// `Send + Sync` when both stores are.
+pub struct DualWrite<Old, New> {
+    old: Arc<Old>,
+    new: Arc<New>,
+    shared: Arc<Shared>,
+}
+
+/// What every clone of a wrapper, and its workers, share.
+pub(crate) struct Shared {
+    pub(crate) stage: StageHandle,
+    pub(crate) queue: Arc<dyn ReconciliationQueue>,
+    pub(crate) locks: Arc<KeyLocks>,
+    pub(crate) follower_timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) worker_concurrency: usize,
+    pub(crate) lease: Duration,
+    pub(crate) poll_interval: Duration,
+    /// Woken when an operation is queued, so an idle worker starts at once.
+    pub(crate) queued: Notify,
+    /// Follower writes lost because the queue refused them (fail-open).
+    pub(crate) drift: AtomicU64,
+}
+
+impl<Old, New> Clone for DualWrite<Old, New> {
+    fn clone(&self) -> Self {
+        DualWrite {
+            old: Arc::clone(&self.old),
+            new: Arc::clone(&self.new),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<Old, New> std::fmt::Debug for DualWrite<Old, New> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DualWrite")
+            .field("stage", &self.shared.stage.get())
+            .field("follower_timeout", &self.shared.follower_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Old, New> DualWrite<Old, New> {
+    /// Starts building a wrapper around the store the data lives in today
+    /// (`old`) and the one it is moving to (`new`).
+    pub fn builder(old: Old, new: New) -> Builder<Old, New> {
+        Builder::new(old, new)
+    }
+
+    /// The old store.
+    pub fn old_store(&self) -> &Old {
+        &self.old
+    }
+
+    /// The new store.
+    pub fn new_store(&self) -> &New {
+        &self.new
+    }
+
+    /// The stage handle: read or change the stage of every wrapper sharing it.
+    pub fn stage(&self) -> &StageHandle {
+        &self.shared.stage
+    }
+
+    /// The reconciliation queue, to inspect stats or handle dead letters.
+    pub fn queue(&self) -> &Arc<dyn ReconciliationQueue> {
+        &self.shared.queue
+    }
+
+    /// How many follower writes were lost because the queue refused them
+    /// (the fail-open policy). Anything above zero needs a verify-and-repair
+    /// pass over the affected keys; each loss was also logged at error level
+    /// with its key.
+    pub fn drift_count(&self) -> u64 {
+        self.shared.drift.load(Ordering::Relaxed)
+    }
+
+    /// A reconciliation worker for the operations of one trait (the enum
+    /// `#[dual_write]` generated, `<Trait>Op` unless renamed).
+    ///
+    /// Run it with [`Worker::run`], usually in its own task:
+    ///
+    /// ```ignore
+    /// let worker = repo.worker::<OrderRepositoryOp>();
+    /// let stop = worker.stopper();
+    /// let task = tokio::spawn(async move { worker.run().await });
+    /// // ...
+    /// stop.stop();
+    /// task.await??;
+    /// ```
+    pub fn worker<Op>(&self) -> Worker<Op, Old, New>
+    where
+        Op: Replay<Old> + Replay<New>,
+    {
+        Worker::new(
+            Arc::clone(&self.old),
+            Arc::clone(&self.new),
+            Arc::clone(&self.shared),
+        )
+    }
+
+    fn from_parts(old: Old, new: New, shared: Shared) -> Self {
+        DualWrite {
+            old: Arc::new(old),
+            new: Arc::new(new),
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+/// Entry points for the code `#[dual_write]` generates. Not part of the API.
+#[doc(hidden)]
+impl<Old, New> DualWrite<Old, New> {
+    pub fn __old(&self) -> &Old {
+        &self.old
+    }
+
+    pub fn __new(&self) -> &New {
+        &self.new
+    }
+
+    pub fn __old_arc(&self) -> Arc<Old> {
+        Arc::clone(&self.old)
+    }
+
+    pub fn __new_arc(&self) -> Arc<New> {
+        Arc::clone(&self.new)
+    }
+
+    /// The store that serves a read now.
+    pub fn __read_side(&self, _namespace: &'static str, _method: &'static str) -> Side {
+        self.shared.stage.get().serving()
+    }
+
+    /// Starts a write: waits for the key's order guard and snapshots the stage.
+    pub async fn __begin_write(
+        &self,
+        namespace: &'static str,
+        method: &'static str,
+        key: Key,
+    ) -> WriteGuard<'_> {
+        WriteGuard::begin(&self.shared, namespace, method, key).await
+    }
+
+    /// [`Self::__begin_write`] for blocking traits.
+    pub fn __begin_write_blocking(
+        &self,
+        namespace: &'static str,
+        method: &'static str,
+        key: Key,
+    ) -> WriteGuard<'_> {
+        futures::executor::block_on(WriteGuard::begin(&self.shared, namespace, method, key))
+    }
+}

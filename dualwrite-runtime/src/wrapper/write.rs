@@ -1,0 +1,204 @@
+//! One write, as the generated code drives it (DESIGN "Write path").
+//!
+//! 1. [`WriteGuard::begin`] waits until no stage move is in progress, then
+//!    takes the key's order guard and snapshots the stage. Holding both for
+//!    the whole write is what makes two writers of one key reach both stores
+//!    in the same order (I4), and keeps a stage move from landing between the
+//!    two halves of a write.
+//! 2. The generated code calls the authoritative store. On `Err` it returns
+//!    at once: the follower is not called and nothing is queued (I1).
+//! 3. [`WriteGuard::follower_plan`] asks the queue whether the key already
+//!    has work for the follower; if so the write must go behind it.
+//! 4. Otherwise the follower is called with a timeout and panic isolation;
+//!    any failure queues the operation ([`WriteGuard::enqueue`]).
+
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+
+use futures::FutureExt;
+use tokio::sync::OwnedRwLockReadGuard;
+
+use super::locks::KeyLockGuard;
+use super::Shared;
+use crate::op::{Key, Operation};
+use crate::queue::NewEntry;
+use crate::stage::{Side, Stage};
+
+/// The state of one write in progress. Used by generated code only.
+#[doc(hidden)]
+pub struct WriteGuard<'a> {
+    shared: &'a Shared,
+    namespace: &'static str,
+    method: &'static str,
+    key: Key,
+    stage: Stage,
+    _key_lock: KeyLockGuard,
+    _stage_barrier: OwnedRwLockReadGuard<()>,
+}
+
+/// How the follower gets this write.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowerPlan {
+    /// Call it now.
+    Call(Side),
+    /// Queue the operation for it, for the reason given.
+    Queue(Side, String),
+}
+
+impl<'a> WriteGuard<'a> {
+    pub(super) async fn begin(
+        shared: &'a Shared,
+        namespace: &'static str,
+        method: &'static str,
+        key: Key,
+    ) -> Self {
+        // Barrier first, key second: a stage move waits for writes that hold
+        // the barrier, and those must never wait for a writer that does not.
+        let (stage, stage_barrier) = shared.stage.enter_write().await;
+        let key_lock = shared.locks.lock(namespace, key.clone()).await;
+        WriteGuard {
+            shared,
+            namespace,
+            method,
+            key,
+            stage,
+            _key_lock: key_lock,
+            _stage_barrier: stage_barrier,
+        }
+    }
+
+    /// The store whose result the caller gets.
+    pub fn authoritative(&self) -> Side {
+        self.stage.authoritative()
+    }
+
+    /// Whether this stage has a follower, so the operation must be captured.
+    pub fn has_follower(&self) -> bool {
+        self.stage.follower().is_some()
+    }
+
+    /// Records that the authoritative write failed; nothing else happens.
+    pub fn authoritative_failed(&self) {
+        tracing::debug!(
+            namespace = self.namespace,
+            method = self.method,
+            key = %self.key,
+            side = %self.authoritative(),
+            "authoritative write failed; follower untouched"
+        );
+    }
+
+    /// Decides how the follower gets the write. Call only when
+    /// [`has_follower`](Self::has_follower).
+    pub async fn follower_plan(&self) -> FollowerPlan {
+        let side = self
+            .stage
+            .follower()
+            .unwrap_or(self.authoritative().other());
+        match self
+            .shared
+            .queue
+            .has_work(self.namespace, side, &self.key)
+            .await
+        {
+            Ok(false) => FollowerPlan::Call(side),
+            Ok(true) => FollowerPlan::Queue(
+                side,
+                "the key already had queued work for this store".to_owned(),
+            ),
+            // If the queue cannot say, calling the follower directly could
+            // overtake queued work; queueing is the safe choice (and if the
+            // queue is down, the append fails and is reported).
+            Err(error) => FollowerPlan::Queue(
+                side,
+                format!("could not check the queue for earlier work: {error}"),
+            ),
+        }
+    }
+
+    /// [`Self::follower_plan`] for blocking traits.
+    pub fn follower_plan_blocking(&self) -> FollowerPlan {
+        futures::executor::block_on(self.follower_plan())
+    }
+
+    /// Awaits a follower write with the timeout, catching panics. Returns
+    /// why it failed, if it did.
+    pub async fn call_follower<F, T, E>(&self, write: F) -> Result<(), String>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Display,
+    {
+        let timeout = self.shared.follower_timeout;
+        match tokio::time::timeout(timeout, AssertUnwindSafe(write).catch_unwind()).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(error.to_string()),
+            Ok(Err(panic)) => Err(format!("panicked: {}", crate::panic_message(&*panic))),
+            Err(_) => Err(format!("timed out after {timeout:?}")),
+        }
+    }
+
+    /// [`Self::call_follower`] for blocking traits (no timeout can apply).
+    pub fn call_follower_blocking<F, T, E>(&self, write: F) -> Result<(), String>
+    where
+        F: FnOnce() -> Result<T, E>,
+        E: Display,
+    {
+        match std::panic::catch_unwind(AssertUnwindSafe(write)) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(panic) => Err(format!("panicked: {}", crate::panic_message(&*panic))),
+        }
+    }
+
+    /// Queues the operation for `side`. If the queue refuses it the write is
+    /// lost to the follower: that is logged at error level with the key and
+    /// counted in [`DualWrite::drift_count`](crate::DualWrite::drift_count)
+    /// (the fail-open policy); the caller still gets the authoritative result.
+    pub async fn enqueue<Op: Operation>(&self, side: Side, op: &Op, reason: String) {
+        tracing::warn!(
+            namespace = self.namespace,
+            method = self.method,
+            key = %self.key,
+            follower = %side,
+            reason = %reason,
+            "follower write not applied; queued for reconciliation"
+        );
+        let appended = match serde_json::to_vec(op) {
+            Ok(payload) => {
+                let entry = NewEntry {
+                    namespace: self.namespace.to_owned(),
+                    target: side,
+                    key: self.key.clone(),
+                    method: op.method().to_owned(),
+                    version: Op::VERSION,
+                    payload,
+                    reason,
+                };
+                self.shared.queue.append(entry).await
+            }
+            Err(error) => Err(crate::queue::QueueError::Encode(error)),
+        };
+        match appended {
+            Ok(_) => self.shared.queued.notify_one(),
+            Err(error) => {
+                self.shared.drift.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    namespace = self.namespace,
+                    method = self.method,
+                    key = %self.key,
+                    follower = %side,
+                    %error,
+                    "reconciliation queue refused an operation: the follower will miss this write until it is repaired"
+                );
+            }
+        }
+    }
+
+    /// [`Self::enqueue`] for blocking traits.
+    pub fn enqueue_blocking<Op: Operation>(&self, side: Side, op: &Op, reason: String) {
+        futures::executor::block_on(self.enqueue(side, op, reason))
+    }
+}
