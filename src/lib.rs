@@ -159,7 +159,7 @@ impl FaultyStore {
         match self.next_fault() {
             None => apply(&mut self.data.lock().unwrap()),
             Some(Fault::Error) => return Err(StoreError("store unavailable".into())),
-            Some(Fault::Panic) => panic!("store panicked on {call:?}"),
+            Some(Fault::Panic) => panic!("{INJECTED_PANIC} on {call:?}"),
             Some(Fault::Slow(delay)) => {
                 tokio::time::sleep(delay).await;
                 apply(&mut self.data.lock().unwrap());
@@ -195,6 +195,29 @@ impl KvRepo for FaultyStore {
         Ok(value)
     }
 }
+
+/// Keeps the panics [`Fault::Panic`] injects out of the test output (they
+/// are caught by dualwrite and expected); every other panic is reported as
+/// usual. Call it at the start of a test; calling it again does nothing.
+pub fn silence_injected_panics() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or_default();
+            if !message.starts_with(INJECTED_PANIC) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+const INJECTED_PANIC: &str = "injected store panic";
 
 /// A small, fast, non-cryptographic random number below `bound`, for test
 /// jitter (seeded per thread from the clock).

@@ -39,14 +39,14 @@ pub struct Worker<Op, Old, New> {
     old: Arc<Old>,
     new: Arc<New>,
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<u64>,
     op: PhantomData<fn() -> Op>,
 }
 
 /// Asks a running [`Worker`] to stop. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct WorkerStop {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<u64>,
 }
 
 impl WorkerStop {
@@ -55,7 +55,9 @@ impl WorkerStop {
     /// then [`Worker::run`] returns. Nothing is lost: whatever it did not
     /// apply stays queued.
     pub fn stop(&self) {
-        self.stop.send_replace(true);
+        // A count rather than a flag: `drain` compares it with its value at
+        // the start, `run` with zero.
+        self.stop.send_modify(|requests| *requests += 1);
     }
 }
 
@@ -106,7 +108,7 @@ where
             old,
             new,
             shared,
-            stop: watch::Sender::new(false),
+            stop: watch::Sender::new(0),
             op: PhantomData,
         }
     }
@@ -133,6 +135,8 @@ where
 
     /// Applies queued operations until none is pending or in flight (dead
     /// letters excepted), waiting out retry delays, and returns what it did.
+    /// A [`WorkerStop::stop`] during the drain ends it early; one from before
+    /// does not.
     /// Useful in tests, examples and tools; a service runs [`run`](Self::run).
     pub async fn drain(&self) -> WorkerReport {
         self.run_loop(Until::Idle).await
@@ -141,13 +145,20 @@ where
     async fn run_loop(&self, until: Until) -> WorkerReport {
         let namespace = Op::NAMESPACE;
         let concurrency = self.shared.worker_concurrency;
+        // `run` honours a stop requested before it started; `drain` only a
+        // stop requested while it drains, so a stopped worker can still be
+        // drained (after a shutdown, in tests and tools).
         let mut stop = self.stop.subscribe();
+        let baseline = match until {
+            Until::Stopped => 0,
+            Until::Idle => *stop.borrow(),
+        };
         let mut report = WorkerReport::default();
         let mut in_flight = FuturesUnordered::new();
         let mut queue_failures = 0u32;
         tracing::debug!(namespace, ?until, "reconciliation worker started");
         loop {
-            let stopping = *stop.borrow_and_update();
+            let stopping = *stop.borrow_and_update() != baseline;
             let mut wait = self.shared.poll_interval;
             let mut idle = false;
             if !stopping && in_flight.len() < concurrency {
