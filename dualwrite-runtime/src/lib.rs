@@ -154,7 +154,7 @@ pub use op::{Key, Operation, Replay};
 pub use queue::{InMemoryQueue, QueueError, QueueStats, ReconciliationQueue};
 pub use stage::{Side, Stage, StageChange, StageError, StageHandle};
 pub use worker::{RetryPolicy, Worker, WorkerReport, WorkerStop};
-pub use wrapper::{BuildError, Builder, DualWrite};
+pub use wrapper::{BuildError, Builder, CircuitBreaker, Delivery, DualWrite};
 
 /// The message of a caught panic, if it carried one.
 pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -236,6 +236,9 @@ where
         match attempt {
             Ok(()) => {
                 tracing::debug!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, target = %entry.target, attempts = entry.attempts + 1, "queued operation applied");
+                // The store just took a write: if writes were skipping it,
+                // they may call it again.
+                self.shared.breakers.record_success(entry.target);
                 settle(queue.complete(lease).await, Outcome::Applied)
             }
             Err(error) => {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{locks::KeyLocks, DualWrite, Shared};
+use super::breaker::{Breakers, CircuitBreaker};
+use super::{locks::KeyLocks, Delivery, DualWrite, Shared};
 use crate::queue::ReconciliationQueue;
 use crate::stage::{Stage, StageHandle};
 use crate::worker::RetryPolicy;
@@ -55,6 +56,8 @@ pub struct Builder<Old, New> {
     queue: Option<Arc<dyn ReconciliationQueue>>,
     retry: RetryPolicy,
     follower_timeout: Duration,
+    delivery: Delivery,
+    circuit_breaker: Option<CircuitBreaker>,
     worker_concurrency: usize,
     lease: Option<Duration>,
     poll_interval: Duration,
@@ -70,6 +73,8 @@ impl<Old, New> Builder<Old, New> {
             queue: None,
             retry: RetryPolicy::default(),
             follower_timeout: Duration::from_secs(1),
+            delivery: Delivery::Sync,
+            circuit_breaker: Some(CircuitBreaker::default()),
             worker_concurrency: 16,
             lease: None,
             poll_interval: Duration::from_millis(500),
@@ -112,6 +117,26 @@ impl<Old, New> Builder<Old, New> {
     /// bounds nothing.
     pub fn follower_timeout(mut self, timeout: Duration) -> Self {
         self.follower_timeout = timeout;
+        self
+    }
+
+    /// How writes reach the follower. Default: [`Delivery::Sync`].
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// The circuit breaker in front of the follower, for `Sync` delivery:
+    /// after a run of failures, writes queue at once instead of waiting for a
+    /// follower that is down. Default: [`CircuitBreaker::default`].
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.circuit_breaker = Some(breaker);
+        self
+    }
+
+    /// Calls the follower on every write, however often it fails.
+    pub fn without_circuit_breaker(mut self) -> Self {
+        self.circuit_breaker = None;
         self
     }
 
@@ -178,6 +203,9 @@ impl<Old, New> Builder<Old, New> {
             ));
         }
         self.retry.validate()?;
+        if let Some(breaker) = &self.circuit_breaker {
+            breaker.validate()?;
+        }
         let stage = self
             .stage
             .unwrap_or_else(|| StageHandle::new(self.initial_stage));
@@ -187,6 +215,8 @@ impl<Old, New> Builder<Old, New> {
             queue,
             locks: Arc::new(KeyLocks::default()),
             follower_timeout: self.follower_timeout,
+            delivery: self.delivery,
+            breakers: Breakers::new(self.circuit_breaker),
             retry: self.retry,
             worker_concurrency: self.worker_concurrency,
             lease,

@@ -1,9 +1,11 @@
 //! The [`DualWrite`] wrapper and its [`Builder`].
 
+mod breaker;
 mod builder;
 mod locks;
 mod write;
 
+pub use breaker::CircuitBreaker;
 pub(crate) use builder::builder_invalid;
 pub use builder::{BuildError, Builder};
 pub use write::{FollowerPlan, WriteGuard};
@@ -19,6 +21,21 @@ use crate::queue::ReconciliationQueue;
 use crate::stage::{Side, StageHandle};
 use crate::worker::{RetryPolicy, Worker};
 use locks::KeyLocks;
+
+/// How a write reaches the follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// The follower is called in the request, with the follower timeout; on
+    /// error, timeout or panic the operation is queued. Write latency is both
+    /// stores' latency (the follower's bounded by the timeout).
+    #[default]
+    Sync,
+    /// The operation is appended to the queue before the call returns and the
+    /// worker applies it; the caller never waits for the follower. Write
+    /// latency is the authoritative write plus one queue append (group
+    /// committed by durable queues).
+    Journaled,
+}
 
 /// Two implementations of one repository trait, used as one.
 ///
@@ -42,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) queue: Arc<dyn ReconciliationQueue>,
     pub(crate) locks: Arc<KeyLocks>,
     pub(crate) follower_timeout: Duration,
+    pub(crate) delivery: Delivery,
+    pub(crate) breakers: breaker::Breakers,
     pub(crate) retry: RetryPolicy,
     pub(crate) worker_concurrency: usize,
     pub(crate) lease: Duration,

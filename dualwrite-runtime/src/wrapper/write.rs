@@ -7,10 +7,13 @@
 //!    two halves of a write.
 //! 2. The generated code calls the authoritative store. On `Err` it returns
 //!    at once: the follower is not called and nothing is queued (I1).
-//! 3. [`WriteGuard::follower_plan`] asks the queue whether the key already
-//!    has work for the follower; if so the write must go behind it.
-//! 4. Otherwise the follower is called with a timeout and panic isolation;
-//!    any failure queues the operation ([`WriteGuard::enqueue`]).
+//! 3. [`WriteGuard::follower_plan`] decides how the follower gets the write:
+//!    queued when delivery is journaled, when the key already has work for
+//!    the follower (the write must go behind it), or when the circuit breaker
+//!    is open; otherwise called.
+//! 4. A called follower gets the timeout and panic isolation; any failure
+//!    queues the operation ([`WriteGuard::enqueue`]) and counts towards the
+//!    circuit breaker.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -20,8 +23,9 @@ use std::sync::atomic::Ordering;
 use futures::FutureExt;
 use tokio::sync::OwnedRwLockReadGuard;
 
+use super::breaker::Admission;
 use super::locks::KeyLockGuard;
-use super::Shared;
+use super::{Delivery, Shared};
 use crate::op::{Key, Operation};
 use crate::queue::NewEntry;
 use crate::stage::{Side, Stage};
@@ -80,6 +84,18 @@ impl<'a> WriteGuard<'a> {
         self.stage.follower().is_some()
     }
 
+    fn follower(&self) -> Side {
+        self.stage.follower().unwrap_or(self.authoritative().other())
+    }
+
+    fn record_follower_call(&self, outcome: Result<(), String>) -> Result<(), String> {
+        match &outcome {
+            Ok(()) => self.shared.breakers.record_success(self.follower()),
+            Err(_) => self.shared.breakers.record_failure(self.follower()),
+        }
+        outcome
+    }
+
     /// Records that the authoritative write failed; nothing else happens.
     pub fn authoritative_failed(&self) {
         tracing::debug!(
@@ -94,17 +110,18 @@ impl<'a> WriteGuard<'a> {
     /// Decides how the follower gets the write. Call only when
     /// [`has_follower`](Self::has_follower).
     pub async fn follower_plan(&self) -> FollowerPlan {
-        let side = self
-            .stage
-            .follower()
-            .unwrap_or(self.authoritative().other());
-        match self
-            .shared
-            .queue
-            .has_work(self.namespace, side, &self.key)
-            .await
-        {
-            Ok(false) => FollowerPlan::Call(side),
+        let side = self.follower();
+        if self.shared.delivery == Delivery::Journaled {
+            return FollowerPlan::Queue(side, "journaled delivery".to_owned());
+        }
+        match self.shared.queue.has_work(self.namespace, side, &self.key).await {
+            Ok(false) => match self.shared.breakers.admit(side) {
+                Admission::Call | Admission::Probe => FollowerPlan::Call(side),
+                Admission::Skip => FollowerPlan::Queue(
+                    side,
+                    "the circuit breaker is open: the follower has been failing".to_owned(),
+                ),
+            },
             Ok(true) => FollowerPlan::Queue(
                 side,
                 "the key already had queued work for this store".to_owned(),
@@ -132,12 +149,13 @@ impl<'a> WriteGuard<'a> {
         E: Display,
     {
         let timeout = self.shared.follower_timeout;
-        match tokio::time::timeout(timeout, AssertUnwindSafe(write).catch_unwind()).await {
+        let outcome = match tokio::time::timeout(timeout, AssertUnwindSafe(write).catch_unwind()).await {
             Ok(Ok(Ok(_))) => Ok(()),
             Ok(Ok(Err(error))) => Err(error.to_string()),
             Ok(Err(panic)) => Err(format!("panicked: {}", crate::panic_message(&*panic))),
             Err(_) => Err(format!("timed out after {timeout:?}")),
-        }
+        };
+        self.record_follower_call(outcome)
     }
 
     /// [`Self::call_follower`] for blocking traits (no timeout can apply).
@@ -146,11 +164,12 @@ impl<'a> WriteGuard<'a> {
         F: FnOnce() -> Result<T, E>,
         E: Display,
     {
-        match std::panic::catch_unwind(AssertUnwindSafe(write)) {
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(write)) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(panic) => Err(format!("panicked: {}", crate::panic_message(&*panic))),
-        }
+        };
+        self.record_follower_call(outcome)
     }
 
     /// Queues the operation for `side`. If the queue refuses it the write is
