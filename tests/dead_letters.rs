@@ -84,3 +84,25 @@ async fn dropping_a_dead_letter_unblocks_its_key() {
     worker.drain().await;
     assert_eq!(repo.new_store().snapshot().get(&POISONED), Some(&2));
 }
+
+#[tokio::test]
+async fn under_the_skip_policy_later_writes_of_a_dead_key_go_ahead() {
+    use dualwrite_runtime::queue::PoisonPolicy;
+    let repo = DualWrite::builder(FaultyStore::new(), FaultyStore::new())
+        .queue(InMemoryQueue::with_poison_policy(PoisonPolicy::Skip))
+        .stage(Stage::DualWrite)
+        .retry(RetryPolicy::default().max_attempts(2).min_delay(Duration::from_millis(1)).max_delay(Duration::from_millis(5)))
+        .build()
+        .unwrap();
+    repo.new_store().reject_key(POISONED);
+    repo.put(POISONED, 1).await.unwrap();
+    let worker = repo.worker::<KvRepoOp>();
+    worker.drain().await;
+    repo.new_store().accept_all_keys();
+
+    repo.put(POISONED, 2).await.unwrap();
+    worker.drain().await;
+    assert_eq!(repo.new_store().snapshot().get(&POISONED), Some(&2), "the newer write was not held back");
+    let stats = repo.queue().stats().await.unwrap();
+    assert_eq!((stats.new.dead, stats.new.blocked_keys), (1, 0), "{stats:?}");
+}

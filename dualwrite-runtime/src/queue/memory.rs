@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{
-    Claim, ClaimedEntry, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats,
+    Claim, ClaimedEntry, DeadLetter, EntryId, Lease, NewEntry, PoisonPolicy, QueueError, QueueStats,
     ReconciliationQueue,
 };
 use crate::op::Key;
@@ -22,6 +22,7 @@ use crate::stage::Side;
 #[derive(Debug, Default)]
 pub struct InMemoryQueue {
     state: Mutex<State>,
+    poison: PoisonPolicy,
 }
 
 type StreamKey = (String, Side, Key);
@@ -54,9 +55,26 @@ enum Status {
 }
 
 impl InMemoryQueue {
-    /// An empty queue.
+    /// An empty queue whose dead letters block their key ([`PoisonPolicy::Block`]).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty queue with the given [`PoisonPolicy`].
+    pub fn with_poison_policy(poison: PoisonPolicy) -> Self {
+        InMemoryQueue { poison, ..Self::default() }
+    }
+
+    /// The first entry of a key that may be worked on: its head, or under
+    /// [`PoisonPolicy::Skip`] its first entry that is not dead.
+    fn workable(&self, state: &State, ids: &VecDeque<u64>) -> Option<u64> {
+        match self.poison {
+            PoisonPolicy::Block => ids.front().copied(),
+            PoisonPolicy::Skip => ids
+                .iter()
+                .copied()
+                .find(|id| state.entries.get(id).is_some_and(|stored| !matches!(stored.status, Status::Dead { .. }))),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -124,7 +142,8 @@ impl ReconciliationQueue for InMemoryQueue {
         let state = self.lock();
         Ok(state
             .streams
-            .contains_key(&(namespace.to_owned(), target, key.clone())))
+            .get(&(namespace.to_owned(), target, key.clone()))
+            .is_some_and(|ids| self.workable(&state, ids).is_some() || self.poison == PoisonPolicy::Block))
     }
 
     async fn claim(
@@ -153,7 +172,7 @@ impl ReconciliationQueue for InMemoryQueue {
         let heads: Vec<(StreamKey, u64)> = ordered
             .into_iter()
             .filter(|(key, _)| key.0 == namespace)
-            .filter_map(|(key, ids)| ids.front().map(|id| (key.clone(), *id)))
+            .filter_map(|(key, ids)| self.workable(state, ids).map(|id| (key.clone(), id)))
             .collect();
         let mut claim = Claim::default();
         for (stream_key, id) in heads {
@@ -314,7 +333,9 @@ impl ReconciliationQueue for InMemoryQueue {
                 Status::Leased { .. } => target.in_flight += 1,
                 Status::Dead { .. } => {
                     target.dead += 1;
-                    target.blocked_keys += 1;
+                    if self.poison == PoisonPolicy::Block {
+                        target.blocked_keys += 1;
+                    }
                 }
             }
             if !matches!(stored.status, Status::Dead { .. }) {

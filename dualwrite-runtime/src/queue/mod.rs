@@ -32,6 +32,24 @@ use serde::{Deserialize, Serialize};
 use crate::op::Key;
 use crate::stage::Side;
 
+/// What a dead letter does to the later entries of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoisonPolicy {
+    /// Later entries of the key wait behind the dead one until an operator
+    /// retries or drops it, so the key's writes still reach the store in
+    /// order. The key is counted in [`TargetStats::blocked_keys`]; new writes
+    /// of the key are queued behind it too.
+    #[default]
+    Block,
+    /// Later entries of the key go ahead without the dead one. The store may
+    /// then hold a state the authoritative store never had (the dead write
+    /// is missing between two applied ones); retrying the dead letter later
+    /// replays it out of order. Choose it only for writes that do not depend
+    /// on each other (e.g. full upserts).
+    Skip,
+}
+
 /// Identifies one queue entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
