@@ -196,6 +196,86 @@ impl KvRepo for FaultyStore {
     }
 }
 
+/// A [`KvRepo`] in a SQLite file (WAL, `synchronous = FULL`), for tests that
+/// kill processes and reopen stores.
+#[derive(Debug, Clone)]
+pub struct SqliteKv {
+    pool: sqlx::SqlitePool,
+}
+
+impl SqliteKv {
+    /// Opens (creating if needed) the store at `path`.
+    pub async fn open(path: &std::path::Path) -> Result<Self, sqlx::Error> {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS kv (key INTEGER PRIMARY KEY, value INTEGER NOT NULL)",
+        )
+        .execute(&pool)
+        .await?;
+        Ok(SqliteKv { pool })
+    }
+
+    /// Every row, by key.
+    pub async fn snapshot(&self) -> Result<BTreeMap<u32, u64>, sqlx::Error> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT key, value FROM kv ORDER BY key")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, value)| (key as u32, value as u64))
+            .collect())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn sql_error(error: sqlx::Error) -> StoreError {
+    StoreError(error.to_string())
+}
+
+impl KvRepo for SqliteKv {
+    async fn put(&self, key: u32, value: u64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(i64::from(key))
+            .bind(value as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: u32) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM kv WHERE key = ?")
+            .bind(i64::from(key))
+            .execute(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, key: u32) -> Result<Option<u64>, StoreError> {
+        let value: Option<(i64,)> = sqlx::query_as("SELECT value FROM kv WHERE key = ?")
+            .bind(i64::from(key))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(value.map(|(value,)| value as u64))
+    }
+}
+
 /// Keeps the panics [`Fault::Panic`] injects out of the test output (they
 /// are caught by dualwrite and expected); every other panic is reported as
 /// usual. Call it at the start of a test; calling it again does nothing.

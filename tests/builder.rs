@@ -15,15 +15,52 @@ fn setting_of(error: BuildError) -> &'static str {
 
 #[test]
 fn invalid_settings_are_refused_by_name() {
-    let builder = || DualWrite::builder(FaultyStore::new(), FaultyStore::new()).queue(InMemoryQueue::new());
+    let builder =
+        || DualWrite::builder(FaultyStore::new(), FaultyStore::new()).queue(InMemoryQueue::new());
     let cases = [
-        (DualWrite::builder(FaultyStore::new(), FaultyStore::new()).build().unwrap_err(), "queue"),
-        (builder().follower_timeout(Duration::ZERO).build().unwrap_err(), "follower_timeout"),
-        (builder().worker_concurrency(0).build().unwrap_err(), "worker_concurrency"),
-        (builder().poll_interval(Duration::ZERO).build().unwrap_err(), "poll_interval"),
-        (builder().follower_timeout(Duration::from_secs(5)).lease(Duration::from_secs(5)).build().unwrap_err(), "lease"),
-        (builder().retry(RetryPolicy::default().max_attempts(0)).build().unwrap_err(), "retry.max_attempts"),
-        (builder().retry(RetryPolicy::default().factor(f32::NAN)).build().unwrap_err(), "retry.factor"),
+        (
+            DualWrite::builder(FaultyStore::new(), FaultyStore::new())
+                .build()
+                .unwrap_err(),
+            "queue",
+        ),
+        (
+            builder()
+                .follower_timeout(Duration::ZERO)
+                .build()
+                .unwrap_err(),
+            "follower_timeout",
+        ),
+        (
+            builder().worker_concurrency(0).build().unwrap_err(),
+            "worker_concurrency",
+        ),
+        (
+            builder().poll_interval(Duration::ZERO).build().unwrap_err(),
+            "poll_interval",
+        ),
+        (
+            builder()
+                .follower_timeout(Duration::from_secs(5))
+                .lease(Duration::from_secs(5))
+                .build()
+                .unwrap_err(),
+            "lease",
+        ),
+        (
+            builder()
+                .retry(RetryPolicy::default().max_attempts(0))
+                .build()
+                .unwrap_err(),
+            "retry.max_attempts",
+        ),
+        (
+            builder()
+                .retry(RetryPolicy::default().factor(f32::NAN))
+                .build()
+                .unwrap_err(),
+            "retry.factor",
+        ),
     ];
     for (error, setting) in cases {
         let message = error.to_string();
@@ -43,15 +80,31 @@ async fn the_new_store_cannot_become_authoritative_while_it_has_queued_work() {
     repo.put(1, 1).await.unwrap();
 
     let refused = repo.stage().set(Stage::Live).await.unwrap_err();
-    assert!(matches!(refused, StageError::Backlog { side: dualwrite_runtime::Side::New, .. }), "{refused}");
+    assert!(
+        matches!(
+            refused,
+            StageError::Backlog {
+                side: dualwrite_runtime::Side::New,
+                ..
+            }
+        ),
+        "{refused}"
+    );
     assert!(refused.to_string().contains("1 pending"), "{refused}");
-    assert_eq!(repo.stage().get(), Stage::Shadow, "a refused move changes nothing");
+    assert_eq!(
+        repo.stage().get(),
+        Stage::Shadow,
+        "a refused move changes nothing"
+    );
     // Moves that keep the old store authoritative are fine.
     repo.stage().set(Stage::DualWrite).await.unwrap();
 
     repo.worker::<KvRepoOp>().drain().await;
     let change = repo.stage().set(Stage::Live).await.unwrap();
-    assert_eq!((change.from, change.to, change.forced), (Stage::DualWrite, Stage::Live, None));
+    assert_eq!(
+        (change.from, change.to, change.forced),
+        (Stage::DualWrite, Stage::Live, None)
+    );
 }
 
 #[tokio::test]
@@ -62,8 +115,23 @@ async fn leaving_complete_needs_force_with_a_reason() {
         .build()
         .unwrap();
     let refused = repo.stage().set(Stage::RampDown).await.unwrap_err();
-    assert!(matches!(refused, StageError::LeavingComplete { to: Stage::RampDown }), "{refused}");
-    let forced = repo.stage().force(Stage::RampDown, "old store repaired by backfill #42").await;
-    assert_eq!(forced.forced.as_deref(), Some("old store repaired by backfill #42"));
+    assert!(
+        matches!(
+            refused,
+            StageError::LeavingComplete {
+                to: Stage::RampDown
+            }
+        ),
+        "{refused}"
+    );
+    let forced = repo
+        .stage()
+        .force(Stage::RampDown, "old store repaired by backfill #42")
+        .await
+        .unwrap();
+    assert_eq!(
+        forced.forced.as_deref(),
+        Some("old store repaired by backfill #42")
+    );
     assert_eq!(repo.stage().get(), Stage::RampDown);
 }

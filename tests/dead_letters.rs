@@ -13,7 +13,12 @@ fn wrapper() -> DualWrite<FaultyStore, FaultyStore> {
     DualWrite::builder(FaultyStore::new(), FaultyStore::new())
         .queue(InMemoryQueue::new())
         .stage(Stage::DualWrite)
-        .retry(RetryPolicy::default().max_attempts(3).min_delay(Duration::from_millis(1)).max_delay(Duration::from_millis(5)))
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(3)
+                .min_delay(Duration::from_millis(1))
+                .max_delay(Duration::from_millis(5)),
+        )
         .build()
         .unwrap()
 }
@@ -28,19 +33,29 @@ async fn a_rejected_op_is_dead_lettered_after_the_budget_and_other_keys_flow() {
     let report = repo.worker::<KvRepoOp>().drain().await;
 
     assert_eq!(report.dead_lettered, 1, "{report:?}");
-    assert_eq!(report.retried, 2, "two retries before the third, final attempt: {report:?}");
+    assert_eq!(
+        report.retried, 2,
+        "two retries before the third, final attempt: {report:?}"
+    );
     let dead = repo.queue().dead_letters().await.unwrap();
     assert_eq!(dead.len(), 1);
     let letter = &dead[0];
     assert_eq!(letter.key.as_str(), "7");
     assert_eq!(letter.method, "put");
     assert_eq!(letter.target, Side::New);
-    assert_eq!(letter.attempts, 3, "the direct call is not counted; the worker made three attempts");
+    assert_eq!(
+        letter.attempts, 3,
+        "the direct call is not counted; the worker made three attempts"
+    );
     assert_eq!(letter.error, "key 7 is rejected by this store");
 
     let mut expected = repo.old_store().snapshot();
     expected.remove(&POISONED);
-    assert_eq!(repo.new_store().snapshot(), expected, "every other key reached the new store");
+    assert_eq!(
+        repo.new_store().snapshot(),
+        expected,
+        "every other key reached the new store"
+    );
 }
 
 #[tokio::test]
@@ -57,13 +72,20 @@ async fn later_writes_of_a_dead_key_wait_behind_it_until_it_is_retried() {
     repo.put(POISONED, 2).await.unwrap();
     worker.drain().await;
     let stats = repo.queue().stats().await.unwrap();
-    assert_eq!((stats.new.dead, stats.new.pending, stats.new.blocked_keys), (1, 1, 1), "{stats:?}");
+    assert_eq!(
+        (stats.new.dead, stats.new.pending, stats.new.blocked_keys),
+        (1, 1, 1),
+        "{stats:?}"
+    );
     assert_eq!(repo.new_store().snapshot().get(&POISONED), None);
 
     let dead = repo.queue().dead_letters().await.unwrap();
     repo.queue().retry_dead(dead[0].id).await.unwrap();
     let report = worker.drain().await;
-    assert_eq!(report.applied, 2, "the retried op, then the one behind it: {report:?}");
+    assert_eq!(
+        report.applied, 2,
+        "the retried op, then the one behind it: {report:?}"
+    );
     assert_eq!(repo.new_store().snapshot(), repo.old_store().snapshot());
     assert!(repo.queue().stats().await.unwrap().new.is_empty());
 }
@@ -80,7 +102,10 @@ async fn dropping_a_dead_letter_unblocks_its_key() {
 
     let dead = repo.queue().dead_letters().await.unwrap();
     repo.queue().drop_dead(dead[0].id).await.unwrap();
-    assert!(repo.queue().drop_dead(dead[0].id).await.is_err(), "a dropped letter is gone");
+    assert!(
+        repo.queue().drop_dead(dead[0].id).await.is_err(),
+        "a dropped letter is gone"
+    );
     worker.drain().await;
     assert_eq!(repo.new_store().snapshot().get(&POISONED), Some(&2));
 }
@@ -91,7 +116,12 @@ async fn under_the_skip_policy_later_writes_of_a_dead_key_go_ahead() {
     let repo = DualWrite::builder(FaultyStore::new(), FaultyStore::new())
         .queue(InMemoryQueue::with_poison_policy(PoisonPolicy::Skip))
         .stage(Stage::DualWrite)
-        .retry(RetryPolicy::default().max_attempts(2).min_delay(Duration::from_millis(1)).max_delay(Duration::from_millis(5)))
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(2)
+                .min_delay(Duration::from_millis(1))
+                .max_delay(Duration::from_millis(5)),
+        )
         .build()
         .unwrap();
     repo.new_store().reject_key(POISONED);
@@ -102,7 +132,15 @@ async fn under_the_skip_policy_later_writes_of_a_dead_key_go_ahead() {
 
     repo.put(POISONED, 2).await.unwrap();
     worker.drain().await;
-    assert_eq!(repo.new_store().snapshot().get(&POISONED), Some(&2), "the newer write was not held back");
+    assert_eq!(
+        repo.new_store().snapshot().get(&POISONED),
+        Some(&2),
+        "the newer write was not held back"
+    );
     let stats = repo.queue().stats().await.unwrap();
-    assert_eq!((stats.new.dead, stats.new.blocked_keys), (1, 0), "{stats:?}");
+    assert_eq!(
+        (stats.new.dead, stats.new.blocked_keys),
+        (1, 0),
+        "{stats:?}"
+    );
 }

@@ -16,14 +16,23 @@ async fn journaled_writes_never_wait_for_the_follower() {
         .delivery(Delivery::Journaled)
         .build()
         .unwrap();
-    repo.new_store().fail_always(Fault::Slow(Duration::from_secs(10)));
+    repo.new_store()
+        .fail_always(Fault::Slow(Duration::from_secs(10)));
 
     let started = Instant::now();
     for key in 0..5 {
         repo.put(key, 1).await.unwrap();
     }
-    assert_eq!(started.elapsed(), Duration::ZERO, "the writes took no (virtual) time");
-    assert_eq!(repo.new_store().call_count(), 0, "the follower is not called in the request");
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "the writes took no (virtual) time"
+    );
+    assert_eq!(
+        repo.new_store().call_count(),
+        0,
+        "the follower is not called in the request"
+    );
     assert_eq!(repo.queue().stats().await.unwrap().new.pending, 5);
 
     repo.new_store().heal();
@@ -38,10 +47,15 @@ async fn an_open_circuit_breaker_queues_without_calling_and_a_probe_closes_it() 
         .stage(Stage::DualWrite)
         .follower_timeout(Duration::from_millis(100))
         .circuit_breaker(CircuitBreaker::new(3, Duration::from_secs(2)))
-        .retry(RetryPolicy::default().min_delay(Duration::from_millis(1)).max_delay(Duration::from_millis(5)))
+        .retry(
+            RetryPolicy::default()
+                .min_delay(Duration::from_millis(1))
+                .max_delay(Duration::from_millis(5)),
+        )
         .build()
         .unwrap();
-    repo.new_store().fail_always(Fault::Slow(Duration::from_secs(60)));
+    repo.new_store()
+        .fail_always(Fault::Slow(Duration::from_secs(60)));
 
     // Three timeouts open the breaker (different keys, so none queues behind another).
     for key in 0..3 {
@@ -52,16 +66,32 @@ async fn an_open_circuit_breaker_queues_without_calling_and_a_probe_closes_it() 
     for key in 10..20 {
         repo.put(key, 1).await.unwrap();
     }
-    assert_eq!(repo.new_store().call_count(), 3, "an open breaker does not call the follower");
-    assert_eq!(started.elapsed(), Duration::ZERO, "nor wait for its timeout");
+    assert_eq!(
+        repo.new_store().call_count(),
+        3,
+        "an open breaker does not call the follower"
+    );
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "nor wait for its timeout"
+    );
 
     // The follower recovers; after the cooldown one write probes it.
     repo.new_store().heal();
     tokio::time::advance(Duration::from_secs(2)).await;
     repo.put(30, 1).await.unwrap();
-    assert_eq!(repo.new_store().call_count(), 4, "the probe called the follower");
+    assert_eq!(
+        repo.new_store().call_count(),
+        4,
+        "the probe called the follower"
+    );
     repo.put(31, 1).await.unwrap();
-    assert_eq!(repo.new_store().call_count(), 5, "a successful probe closed the breaker");
+    assert_eq!(
+        repo.new_store().call_count(),
+        5,
+        "a successful probe closed the breaker"
+    );
 
     repo.worker::<KvRepoOp>().drain().await;
     assert_eq!(repo.new_store().snapshot(), repo.old_store().snapshot());

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dualwrite_runtime::queue::NewEntry;
-use dualwrite_runtime::{DualWrite, InMemoryQueue, Key, ReconciliationQueue, RetryPolicy, Side, Stage};
+use dualwrite_runtime::{
+    DualWrite, InMemoryQueue, Key, ReconciliationQueue, RetryPolicy, Side, Stage,
+};
 use dualwrite_suite::{Fault, FaultyStore, KvRepo, KvRepoOp};
 
 fn wrapper(queue: Arc<dyn ReconciliationQueue>) -> DualWrite<FaultyStore, FaultyStore> {
@@ -13,7 +15,12 @@ fn wrapper(queue: Arc<dyn ReconciliationQueue>) -> DualWrite<FaultyStore, Faulty
         .shared_queue(queue)
         .stage(Stage::DualWrite)
         .follower_timeout(Duration::from_millis(50))
-        .retry(RetryPolicy::default().max_attempts(5).min_delay(Duration::from_millis(1)).max_delay(Duration::from_millis(5)))
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(5)
+                .min_delay(Duration::from_millis(1))
+                .max_delay(Duration::from_millis(5)),
+        )
         .build()
         .unwrap()
 }
@@ -22,14 +29,22 @@ fn wrapper(queue: Arc<dyn ReconciliationQueue>) -> DualWrite<FaultyStore, Faulty
 async fn follower_panics_and_timeouts_are_queued_and_reconciled() {
     dualwrite_suite::silence_injected_panics();
     let repo = wrapper(Arc::new(InMemoryQueue::new()));
-    repo.new_store().script([Fault::Panic, Fault::Slow(Duration::from_millis(500)), Fault::Panic]);
+    repo.new_store().script([
+        Fault::Panic,
+        Fault::Slow(Duration::from_millis(500)),
+        Fault::Panic,
+    ]);
     repo.put(1, 1).await.unwrap();
     repo.put(2, 2).await.unwrap();
     assert_eq!(repo.queue().stats().await.unwrap().new.pending, 2);
 
     // The worker's first attempt panics too; the second succeeds.
     let report = repo.worker::<KvRepoOp>().drain().await;
-    assert_eq!((report.applied, report.retried, report.dead_lettered), (2, 1, 0), "{report:?}");
+    assert_eq!(
+        (report.applied, report.retried, report.dead_lettered),
+        (2, 1, 0),
+        "{report:?}"
+    );
     assert_eq!(repo.new_store().snapshot(), repo.old_store().snapshot());
 }
 
@@ -41,7 +56,10 @@ async fn graceful_shutdown_finishes_what_is_in_flight_and_loses_nothing() {
         repo.put(key, 1).await.unwrap();
     }
     repo.new_store().heal();
-    repo.new_store().script(std::iter::repeat_n(Fault::Slow(Duration::from_millis(20)), 20));
+    repo.new_store().script(std::iter::repeat_n(
+        Fault::Slow(Duration::from_millis(20)),
+        20,
+    ));
 
     let worker = repo.worker::<KvRepoOp>();
     let stop = worker.stopper();
@@ -55,7 +73,11 @@ async fn graceful_shutdown_finishes_what_is_in_flight_and_loses_nothing() {
     let stats = repo.queue().stats().await.unwrap();
     assert_eq!(stats.new.in_flight, 0, "nothing is left claimed: {stats:?}");
     assert!(report.applied > 0, "the claimed ops finished: {report:?}");
-    assert_eq!(report.applied + stats.new.pending, 20, "every op is either applied or still queued");
+    assert_eq!(
+        report.applied + stats.new.pending,
+        20,
+        "every op is either applied or still queued"
+    );
 
     // Another worker (after a restart) picks up the rest.
     repo.worker::<KvRepoOp>().drain().await;
@@ -75,17 +97,64 @@ async fn undecodable_entries_are_dead_lettered_with_the_reason_and_the_worker_go
         payload: payload.to_vec(),
         reason: "test".into(),
     };
-    queue.append(entry("1", "put", 1, b"{not json")).await.unwrap();
-    queue.append(entry("2", "frobnicate", 1, br#"{"method":"frobnicate","args":{}}"#)).await.unwrap();
-    queue.append(entry("3", "put", 99, br#"{"method":"put","args":{"key":3,"value":3}}"#)).await.unwrap();
-    queue.append(entry("4", "put", 1, br#"{"method":"put","args":{"key":4,"value":4}}"#)).await.unwrap();
+    queue
+        .append(entry("1", "put", 1, b"{not json"))
+        .await
+        .unwrap();
+    queue
+        .append(entry(
+            "2",
+            "frobnicate",
+            1,
+            br#"{"method":"frobnicate","args":{}}"#,
+        ))
+        .await
+        .unwrap();
+    queue
+        .append(entry(
+            "3",
+            "put",
+            99,
+            br#"{"method":"put","args":{"key":3,"value":3}}"#,
+        ))
+        .await
+        .unwrap();
+    queue
+        .append(entry(
+            "4",
+            "put",
+            1,
+            br#"{"method":"put","args":{"key":4,"value":4}}"#,
+        ))
+        .await
+        .unwrap();
 
     let report = repo.worker::<KvRepoOp>().drain().await;
     assert_eq!((report.applied, report.dead_lettered), (1, 3), "{report:?}");
-    assert_eq!(repo.new_store().snapshot().get(&4), Some(&4), "the good entry was applied");
-    let errors: Vec<(String, String)> =
-        queue.dead_letters().await.unwrap().into_iter().map(|letter| (letter.key.to_string(), letter.error)).collect();
-    assert!(errors[0].1.contains("cannot decode entry of method `put`"), "{errors:?}");
-    assert!(errors[1].1.contains("unknown variant `frobnicate`"), "{errors:?}");
-    assert!(errors[2].1.contains("encoded with version 99, but this build decodes version 1"), "{errors:?}");
+    assert_eq!(
+        repo.new_store().snapshot().get(&4),
+        Some(&4),
+        "the good entry was applied"
+    );
+    let errors: Vec<(String, String)> = queue
+        .dead_letters()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|letter| (letter.key.to_string(), letter.error))
+        .collect();
+    assert!(
+        errors[0].1.contains("cannot decode entry of method `put`"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].1.contains("unknown variant `frobnicate`"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[2]
+            .1
+            .contains("encoded with version 99, but this build decodes version 1"),
+        "{errors:?}"
+    );
 }

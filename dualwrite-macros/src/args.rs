@@ -153,8 +153,8 @@ impl MethodOptions {
     fn parse_attr(&mut self, attr: &Attribute) -> syn::Result<()> {
         use syn::spanned::Spanned;
         if matches!(attr.meta, syn::Meta::Path(_)) {
-            return Err(syn::Error::new(
-                attr.span(),
+            return Err(syn::Error::new_spanned(
+                attr,
                 format!("`#[dual_write]` on a method needs options: {METHOD_OPTIONS}, e.g. `#[dual_write(write, key = id)]`"),
             ));
         }

@@ -126,14 +126,14 @@ impl<'a> Trait<'a> {
                 TraitItem::Const(constant) => model.consts.push(constant),
                 TraitItem::Macro(mac) => combine(
                     &mut errors,
-                    syn::Error::new(
-                        mac.span(),
+                    syn::Error::new_spanned(
+                        &mac.mac,
                         "#[dual_write] cannot see what a macro in a trait expands to; write the items it produces directly in the trait",
                     ),
                 ),
                 other => combine(
                     &mut errors,
-                    syn::Error::new(other.span(), "#[dual_write] does not understand this trait item"),
+                    syn::Error::new_spanned(other, "#[dual_write] does not understand this trait item"),
                 ),
             }
         }
@@ -308,13 +308,12 @@ fn infer_role(ident: &Ident) -> syn::Result<Role> {
 }
 
 fn receiver_kind(receiver: &syn::Receiver, role: Role) -> syn::Result<Receiver> {
-    let span = receiver.span();
     if receiver.reference.is_some() || matches!(&*receiver.ty, Type::Reference(_)) {
         if receiver.mutability.is_some()
             || matches!(&*receiver.ty, Type::Reference(r) if r.mutability.is_some())
         {
-            return Err(syn::Error::new(
-                span,
+            return Err(syn::Error::new_spanned(
+                receiver,
                 "`&mut self` cannot be dual-written: the wrapper shares both stores between its clones and the worker; take `&self` and keep mutable state behind a pool or a lock",
             ));
         }
@@ -326,8 +325,8 @@ fn receiver_kind(receiver: &syn::Receiver, role: Role) -> syn::Result<Receiver> 
     if role == Role::Inherit {
         return Ok(Receiver::Ref);
     }
-    Err(syn::Error::new(
-        span,
+    Err(syn::Error::new_spanned(
+        receiver,
         "this receiver cannot be dual-written; expected `&self`, `self: &Self` or `self: Arc<Self>` (the wrapper cannot hand out its stores by value)",
     ))
 }
@@ -373,21 +372,22 @@ fn impl_future_output(output: &ReturnType) -> Option<&Type> {
 }
 
 /// A method that `#[async_trait]` already rewrote: it has the `'async_trait`
-/// lifetime in its generics.
+/// lifetime in its generics. That lifetime carries the span of the
+/// `#[async_trait]` attribute, which is where the error belongs.
 fn expanded_async_trait(item: &TraitItemFn) -> Option<Span> {
     item.sig
         .generics
         .lifetimes()
         .find(|lifetime| lifetime.lifetime.ident == "async_trait")
-        .map(|_| item.sig.ident.span())
+        .map(|lifetime| lifetime.lifetime.span())
 }
 
 fn write_passing(ty: &Type) -> syn::Result<Passing<'_>> {
     match ty {
         Type::Reference(reference) => {
             if reference.mutability.is_some() {
-                return Err(syn::Error::new(
-                    ty.span(),
+                return Err(syn::Error::new_spanned(
+                    ty,
                     "a write method cannot take `&mut` arguments: the operation is replayed later from a queued copy, so changes to the argument would be lost; take it by value or by `&`",
                 ));
             }
@@ -397,8 +397,8 @@ fn write_passing(ty: &Type) -> syn::Result<Passing<'_>> {
                 elem => Ok(Passing::Ref(elem)),
             }
         }
-        Type::ImplTrait(_) => Err(syn::Error::new(
-            ty.span(),
+        Type::ImplTrait(_) => Err(syn::Error::new_spanned(
+            ty,
             "a write method cannot take `impl Trait` arguments: the queue must know the concrete type to store and replay it; name the type",
         )),
         _ => Ok(Passing::Value),

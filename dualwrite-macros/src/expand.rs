@@ -5,6 +5,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
+use syn::visit::Visit;
 use syn::visit_mut::VisitMut;
 use syn::{
     parse_quote, FnArg, GenericArgument, GenericParam, Generics, Ident, ItemTrait, PathArguments,
@@ -23,13 +24,25 @@ pub(crate) fn dual_write(args: TokenStream, input: TokenStream) -> TokenStream {
     if let Ok(item) = syn::parse2::<ItemTrait>(input.clone()) {
         return expand_trait(args, &item);
     }
-    if syn::parse2::<syn::TraitItemFn>(input.clone()).is_ok() {
-        // Inert on purpose: once the trait attribute is deleted at cutover,
-        // the method attributes it used to read must not break the build.
-        return match MethodOptions::parse_standalone(args) {
-            Ok(_) => input,
-            Err(errors) => fallback::tokens_with_errors(input, errors),
-        };
+    if let Ok(method) = syn::parse2::<syn::TraitItemFn>(input.clone()) {
+        // A method attribute has options, and its method a receiver (in a
+        // trait under the attribute, anything else is an error). Without
+        // either, this is the trait attribute put on a function.
+        let has_receiver = matches!(method.sig.inputs.first(), Some(FnArg::Receiver(_)));
+        if !args.is_empty() && has_receiver {
+            // Inert on purpose: once the trait attribute is deleted at
+            // cutover, the method attributes it used to read must not break
+            // the build.
+            return match MethodOptions::parse_standalone(args) {
+                Ok(_) => input,
+                Err(errors) => fallback::tokens_with_errors(input, errors),
+            };
+        }
+        let error = syn::Error::new_spanned(
+            method.sig.fn_token,
+            "#[dual_write] goes on a trait: put it on the repository trait that your old and new stores implement (on a method of that trait, it takes options: `#[dual_write(write, key = id)]`)",
+        );
+        return fallback::tokens_with_errors(input, error);
     }
     let span = match syn::parse2::<syn::Item>(input.clone()) {
         Ok(item) => item_keyword_span(&item),
@@ -71,11 +84,13 @@ fn expand_trait(args: TokenStream, item: &ItemTrait) -> TokenStream {
     let stripped = fallback::strip_method_attributes(item);
     let op_enum = context.op_enum();
     let op_impls = context.op_impls();
+    let checks = context.checks();
     let replay = context.replay_impl();
     let wrapper = context.wrapper_impl();
     quote! {
         #stripped
         #op_enum
+        #checks
         #op_impls
         #replay
         #wrapper
@@ -304,8 +319,6 @@ impl<'m, 'a> Context<'m, 'a> {
         let generics = self.op_generics();
         let (_, _, where_clause) = generics.split_for_impl();
         let serde_crate = format!("{}::serde", self.private).replace(' ', "");
-        let mut serialize_bounds = Vec::new();
-        let mut deserialize_bounds = Vec::new();
         let variants = self.model.writes().map(|method| {
             let variant = self.variant(method);
             let cfgs = &method.cfgs;
@@ -314,11 +327,6 @@ impl<'m, 'a> Context<'m, 'a> {
             let fields = method.args.iter().map(|arg| {
                 let field = &arg.name;
                 let ty = Self::field_type(&arg.passing, arg.ty);
-                if self.op_is_generic {
-                    serialize_bounds.push(format!("{ty}: {private}::serde::Serialize"));
-                    deserialize_bounds
-                        .push(format!("{ty}: {private}::serde::de::DeserializeOwned"));
-                }
                 let doc = format!(" The `{field}` argument.");
                 quote!(#[doc = #doc] #field: #ty)
             });
@@ -330,13 +338,21 @@ impl<'m, 'a> Context<'m, 'a> {
             }
         });
         let variants: Vec<TokenStream> = variants.collect();
-        let bound = if self.op_is_generic {
-            let serialize = serialize_bounds.join(", ");
-            let deserialize = deserialize_bounds.join(", ");
-            quote!(#[serde(bound(serialize = #serialize, deserialize = #deserialize))])
-        } else {
-            TokenStream::new()
+        // serde's own bounds would make it check every field type in its
+        // generated code and report a bad one several times; these name the
+        // field types instead (higher-ranked where concrete, so that a type
+        // that is not serialisable is reported once, by the check that
+        // `checks()` emits on the argument's type).
+        let predicates = |bound: TokenStream| {
+            self.field_bounds(&bound)
+                .iter()
+                .map(|predicate| predicate.to_token_stream().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
+        let serialize = predicates(quote!(#private::serde::Serialize));
+        let deserialize = predicates(quote!(#private::serde::de::DeserializeOwned));
+        let bound = quote!(#[serde(bound(serialize = #serialize, deserialize = #deserialize))]);
         let marker = self.marker_variant();
         let doc = format!(
             " The write operations of [`{trait_ident}`], generated by `#[dual_write]`: what the reconciliation queue stores and the worker replays."
@@ -372,26 +388,20 @@ impl<'m, 'a> Context<'m, 'a> {
         let generics = self.op_generics();
         let (impl_generics, _, where_clause) = generics.split_for_impl();
         let mut operation_generics = generics.clone();
-        if self.op_is_generic {
-            operation_generics
-                .make_where_clause()
-                .predicates
-                .push(parse_quote!(
-                    Self: #private::serde::Serialize + #private::serde::de::DeserializeOwned
-                        + ::core::marker::Send + ::core::marker::Sync + 'static
-                ));
-        }
+        operation_generics
+            .make_where_clause()
+            .predicates
+            .push(parse_quote!(
+                for<'__dualwrite_check> Self: #private::serde::Serialize
+                    + #private::serde::de::DeserializeOwned
+                    + ::core::marker::Send + ::core::marker::Sync + 'static
+            ));
         let operation_where = &operation_generics.where_clause;
         let mut clone_generics = generics.clone();
-        for param in &self.model.item.generics.params {
-            if let GenericParam::Type(ty) = param {
-                let ident = &ty.ident;
-                clone_generics
-                    .make_where_clause()
-                    .predicates
-                    .push(parse_quote!(#ident: ::core::clone::Clone));
-            }
-        }
+        clone_generics
+            .make_where_clause()
+            .predicates
+            .extend(self.field_bounds(&quote!(::core::clone::Clone)));
         let clone_where = &clone_generics.where_clause;
         let namespace = &self.namespace;
         let version = self.version;
@@ -436,25 +446,184 @@ impl<'m, 'a> Context<'m, 'a> {
         }
     }
 
+    /// Whether `ty` names a generic parameter of the trait (so that it can
+    /// be checked only where those parameters are in scope).
+    fn mentions_generics(&self, ty: &Type) -> bool {
+        struct Find<'g> {
+            params: &'g Generics,
+            found: bool,
+        }
+        impl<'ast> Visit<'ast> for Find<'_> {
+            fn visit_path(&mut self, path: &'ast syn::Path) {
+                if let Some(first) = path.segments.first() {
+                    let named = self.params.params.iter().any(|param| match param {
+                        GenericParam::Type(ty) => ty.ident == first.ident,
+                        GenericParam::Const(constant) => constant.ident == first.ident,
+                        GenericParam::Lifetime(_) => false,
+                    });
+                    self.found |= named || first.ident == "Self";
+                }
+                syn::visit::visit_path(self, path);
+            }
+            fn visit_lifetime(&mut self, lifetime: &'ast syn::Lifetime) {
+                self.found |= self
+                    .params
+                    .lifetimes()
+                    .any(|param| param.lifetime.ident == lifetime.ident);
+            }
+        }
+        let mut find = Find {
+            params: &self.model.item.generics,
+            found: false,
+        };
+        find.visit_type(ty);
+        find.found
+    }
+
+    /// `ty: bound`, higher-ranked when `ty` is concrete. rustc checks a
+    /// plain bound on a concrete type where it is written (and reports it
+    /// there); a higher-ranked one only where the impl is used. So the
+    /// generated impls can state what they need of the user's types while
+    /// the one report of a missing trait comes from `checks()`.
+    fn bound(&self, ty: &impl ToTokens, generic: bool, bound: &TokenStream) -> WherePredicate {
+        if generic {
+            parse_quote!(#ty: #bound)
+        } else {
+            parse_quote!(for<'__dualwrite_check> #ty: #bound)
+        }
+    }
+
+    /// Whether the bounds on a method's types go into where clauses. Where
+    /// clauses cannot carry `#[cfg]`, and the types of a method that is
+    /// configured out may not exist; so the concrete types of such methods
+    /// are left to rustc's usual checks.
+    fn bounds_apply(method: &Method<'_>, generic: bool) -> bool {
+        generic || method.cfgs.is_empty()
+    }
+
+    /// `bound` on the type of every field of the operation enum.
+    fn field_bounds(&self, bound: &TokenStream) -> Vec<WherePredicate> {
+        let mut bounds = Vec::new();
+        for method in self.model.writes() {
+            // `&str` is kept as `String`, which needs no bound.
+            for arg in method
+                .args
+                .iter()
+                .filter(|arg| !matches!(arg.passing, Passing::Str))
+            {
+                let generic = self.mentions_generics(arg.ty);
+                if Self::bounds_apply(method, generic) {
+                    let field = Self::field_type(&arg.passing, arg.ty);
+                    bounds.push(self.bound(&field, generic, bound));
+                }
+            }
+        }
+        bounds
+    }
+
+    /// `Clone` on every type the generated code clones: by-value
+    /// arguments, and the targets of `&T` and `&[T]` (for `to_owned`).
+    fn clone_bounds(&self) -> Vec<WherePredicate> {
+        let mut bounds = Vec::new();
+        for method in self.model.writes() {
+            for arg in &method.args {
+                let Some(cloned) = Self::cloned_type(&arg.passing, arg.ty) else {
+                    continue;
+                };
+                let generic = self.mentions_generics(arg.ty);
+                if Self::bounds_apply(method, generic) {
+                    bounds.push(self.bound(cloned, generic, &quote!(::core::clone::Clone)));
+                }
+            }
+        }
+        bounds
+    }
+
+    /// The type an argument's capture clones, if any.
+    fn cloned_type<'t>(passing: &Passing<'t>, ty: &'t Type) -> Option<&'t Type> {
+        match passing {
+            Passing::Value => Some(ty),
+            Passing::Ref(elem) | Passing::Slice(elem) => Some(elem),
+            Passing::Str => None,
+        }
+    }
+
     /// Where-predicates that make each write's error displayable for
-    /// `store`, when the trait does not say so itself (`Self::Error`).
+    /// `store`: `Self::Error` is rewritten to `<Store as Trait>::Error`.
     fn error_display_bounds(&self, store: &Ident) -> Vec<WherePredicate> {
         let as_trait = self.as_trait(store);
+        let display = quote!(::core::fmt::Display);
         let mut bounds = Vec::new();
         for method in self.model.writes() {
             let Some(error) = method.output().and_then(result_error_type) else {
                 continue;
             };
-            if valid::mentions_self(error).is_none() {
-                continue;
+            if valid::mentions_self(error).is_some() {
+                let mut error = error.clone();
+                ReplaceSelf { with: &as_trait }.visit_type_mut(&mut error);
+                // A predicate cannot carry #[cfg]; the error type of a
+                // cfg'd-out method still exists, so its bound stays harmless.
+                bounds.push(parse_quote!(#error: #display));
+            } else {
+                let generic = self.mentions_generics(error);
+                if Self::bounds_apply(method, generic) {
+                    bounds.push(self.bound(error, generic, &display));
+                }
             }
-            let mut error = error.clone();
-            ReplaceSelf { with: &as_trait }.visit_type_mut(&mut error);
-            // A predicate cannot carry #[cfg]; the error type of a cfg'd-out
-            // method still exists, so its bound stays harmless.
-            bounds.push(parse_quote!(#error: ::core::fmt::Display));
         }
         bounds
+    }
+
+    /// One `const _` per write method holding the checks of its concrete
+    /// types, each spanned on the type it checks, so that a type missing a
+    /// trait is one error on the user's tokens with the reason. Types that
+    /// name the trait's parameters are checked by the impls' bounds instead.
+    fn checks(&self) -> TokenStream {
+        let private = &self.private;
+        let methods = self.model.writes().map(|method| {
+            let mut checks = Vec::new();
+            for arg in &method.args {
+                if self.mentions_generics(arg.ty) {
+                    continue;
+                }
+                if let Some(cloned) = Self::cloned_type(&arg.passing, arg.ty) {
+                    checks.push(quote_spanned!(cloned.span()=> #private::assert_cloned_argument::<#cloned>();));
+                }
+                // `&[T]` is queued as `Vec<T>`: check (and name) `T`.
+                let queued = match arg.passing {
+                    Passing::Value => Some(arg.ty),
+                    Passing::Ref(elem) | Passing::Slice(elem) => Some(elem),
+                    Passing::Str => None,
+                };
+                if let Some(queued) = queued {
+                    checks.push(quote_spanned!(queued.span()=> #private::assert_queued_argument::<#queued>();));
+                    checks.push(quote_spanned!(queued.span()=> #private::assert_shared_argument::<#queued>();));
+                }
+            }
+            if let Some(output) = method.output() {
+                match result_error_type(output) {
+                    Some(error) if !self.mentions_generics(error) => {
+                        checks.push(quote_spanned!(error.span()=> #private::assert_write_error::<#error>();));
+                    }
+                    Some(_) => {}
+                    None if !self.mentions_generics(output) => {
+                        checks.push(quote_spanned!(output.span()=> #private::assert_write_result::<#output>();));
+                    }
+                    None => {}
+                }
+            }
+            if checks.is_empty() {
+                return TokenStream::new();
+            }
+            let cfgs = &method.cfgs;
+            quote! {
+                #(#cfgs)*
+                const _: () = {
+                    #(#checks)*
+                };
+            }
+        });
+        quote!(#(#methods)*)
     }
 
     fn replay_impl(&self) -> TokenStream {
@@ -462,12 +631,21 @@ impl<'m, 'a> Context<'m, 'a> {
         let store = &self.store;
         let op_type = self.op_type();
         let trait_path = self.trait_path();
+        // The operation (an owned, `'static` value) has no lifetime that
+        // could stand for the trait's lifetime parameters, and an impl
+        // parameter that is not constrained cannot appear in `replay`'s
+        // returned future. So replay uses the trait at `'static`: the
+        // stores' `impl<'a> Trait<'a> for Store` covers it.
         let mut generics = self.impl_generics(&[store]);
+        generics.params = generics
+            .params
+            .into_iter()
+            .filter(|param| !matches!(param, GenericParam::Lifetime(_)))
+            .collect();
         let predicates = &mut generics.make_where_clause().predicates;
         predicates.push(parse_quote!(#store: #trait_path));
-        if self.op_is_generic {
-            predicates.push(parse_quote!(Self: #private::Operation));
-        }
+        predicates.push(parse_quote!(for<'__dualwrite_check> Self: #private::Operation));
+        predicates.extend(self.clone_bounds());
         predicates.extend(self.error_display_bounds(store));
         let (impl_generics, _, where_clause) = generics.split_for_impl();
         let store_arg = mixed("__dualwrite_store");
@@ -497,7 +675,14 @@ impl<'m, 'a> Context<'m, 'a> {
             }
         });
         let marker = self.marker_arm();
-        quote! {
+        let lifetimes: Vec<String> = self
+            .model
+            .item
+            .generics
+            .lifetimes()
+            .map(|param| param.lifetime.ident.to_string())
+            .collect();
+        let tokens = quote! {
             #[automatically_derived]
             impl #impl_generics #private::Replay<#store> for #op_type #where_clause {
                 #[allow(clippy::manual_async_fn)]
@@ -512,7 +697,8 @@ impl<'m, 'a> Context<'m, 'a> {
                     }
                 }
             }
-        }
+        };
+        with_static_lifetimes(tokens, &lifetimes)
     }
 
     fn wrapper_impl(&self) -> TokenStream {
@@ -549,9 +735,8 @@ impl<'m, 'a> Context<'m, 'a> {
         let predicates = &mut generics.make_where_clause().predicates;
         predicates.push(parse_quote!(#old: #trait_path));
         predicates.push(parse_quote!(#new: #new_bound));
-        if self.op_is_generic {
-            predicates.push(parse_quote!(#op_type: #private::Operation));
-        }
+        predicates.push(parse_quote!(for<'__dualwrite_check> #op_type: #private::Operation));
+        predicates.extend(self.clone_bounds());
         predicates.extend(self.error_display_bounds(old));
         let (impl_generics, _, where_clause) = generics.split_for_impl();
         let unsafety = &item.unsafety;
@@ -647,21 +832,38 @@ impl<'m, 'a> Context<'m, 'a> {
         let await_ = method.form.is_async().then(|| quote!(.await));
         // The key and comparator are type-checked now; reads use them once
         // shadow comparison and rollout by key land.
-        let key_check = method.options.key.as_ref().map(
-            |key| quote_spanned!(key.span()=> let _ = || #private::Key::from_display(&(#key));),
-        );
+        let key_check = method.options.key.as_ref().map(|key| {
+            let key = key_call(private, key);
+            quote!(let _ = || #key;)
+        });
         let compare_check = method.options.compare.as_ref().and_then(|compare| {
             let value = method.output().map(read_value_type)?;
             Some(quote_spanned!(compare.span()=> let _: fn(&#value, &#value) -> bool = #compare;))
         });
-        quote! {
-            #key_check
-            #compare_check
+        let call = quote! {
             match #private::DualWrite::__read_side(#this, #namespace, #name) {
                 #private::Side::Old => #as_old::#ident(#old_store, #(#args),*) #await_,
                 #private::Side::New => #as_new::#ident(#new_store, #(#args),*) #await_,
             }
+        };
+        // The caller of an `unsafe fn` upholds its contract; forwarding the
+        // call passes the same obligation on. (The block is needed under
+        // `unsafe_op_in_unsafe_fn`, and never linted as unused.)
+        let call = match method.item.sig.unsafety {
+            Some(unsafety) => quote!(#unsafety { #call }),
+            None => call,
+        };
+        quote! {
+            #key_check
+            #compare_check
+            #call
         }
+    }
+
+    /// The `fail_closed` option on the method or the trait, if given.
+    fn fail_closed(&self, method: &Method<'_>) -> Option<Span> {
+        let _ = method;
+        None
     }
 
     fn write_body(&self, method: &Method<'_>) -> TokenStream {
@@ -676,33 +878,21 @@ impl<'m, 'a> Context<'m, 'a> {
         let is_async = method.form.is_async();
         let await_ = is_async.then(|| quote!(.await));
         let names: Vec<&Ident> = method.args.iter().map(|arg| &arg.name).collect();
-        let [guard, op_value, result, side, outcome, reason] = [
+        let [guard, op_value, result, side, outcome, reason, prepared, refusal] = [
             "__dualwrite_guard",
             "__dualwrite_op",
             "__dualwrite_result",
             "__dualwrite_side",
             "__dualwrite_outcome",
             "__dualwrite_reason",
+            "__dualwrite_prepared",
+            "__dualwrite_refusal",
         ]
         .map(mixed);
+        let fail_closed = self.fail_closed(method);
 
-        let assertions = method.args.iter().map(|arg| {
-            let ty = arg.ty;
-            let cloned = match arg.passing {
-                Passing::Value => {
-                    Some(quote_spanned!(ty.span()=> #private::assert_cloned_argument::<#ty>();))
-                }
-                Passing::Ref(elem) => {
-                    Some(quote_spanned!(elem.span()=> #private::assert_cloned_argument::<#elem>();))
-                }
-                Passing::Str | Passing::Slice(_) => None,
-            };
-            let field = Self::field_type(&arg.passing, ty);
-            let queued = quote_spanned!(ty.span()=> #private::assert_queued_argument::<#field>(););
-            quote!(#cloned #queued)
-        });
         let key = match &method.options.key {
-            Some(key) => quote_spanned!(key.span()=> #private::Key::from_display(&(#key))),
+            Some(key) => key_call(private, key),
             None => quote!(#private::Key::unkeyed()),
         };
         let begin = if is_async {
@@ -722,6 +912,38 @@ impl<'m, 'a> Context<'m, 'a> {
             .iter()
             .map(|arg| follower_argument(&arg.name, &arg.passing))
             .collect();
+        let (prepare, commit, abort) = if is_async {
+            (quote!(prepare), quote!(commit), quote!(abort))
+        } else {
+            (
+                quote!(prepare_blocking),
+                quote!(commit_blocking),
+                quote!(abort_blocking),
+            )
+        };
+        // Fail-open writes go on when the queue refuses (it was logged and
+        // counted); fail-closed writes return the refusal as their error.
+        let refused = |tokens: TokenStream| match &fail_closed {
+            Some(span) => quote_spanned! {*span=>
+                if let ::core::result::Result::Err(#refusal) = #tokens {
+                    return ::core::result::Result::Err(#private::refusal_into(#refusal));
+                }
+            },
+            None => quote!(let _ = #tokens;),
+        };
+        let take_prepared = match &fail_closed {
+            Some(span) => quote_spanned! {*span=>
+                let #prepared = match #prepared {
+                    ::core::result::Result::Ok(#prepared) => #prepared,
+                    ::core::result::Result::Err(#refusal) => {
+                        return ::core::result::Result::Err(#private::refusal_into(#refusal));
+                    }
+                };
+            },
+            None => {
+                quote!(let #prepared = ::core::result::Result::unwrap_or(#prepared, ::core::option::Option::None);)
+            }
+        };
         let (plan, call_old, call_new, enqueue) = if is_async {
             (
                 quote!(#guard.follower_plan().await),
@@ -737,22 +959,33 @@ impl<'m, 'a> Context<'m, 'a> {
                 quote!(enqueue_blocking),
             )
         };
+        let enqueue_after_failure =
+            refused(quote!(#guard.#enqueue(#side, &#op_value, #reason) #await_));
+        let enqueue_planned = refused(quote!(#guard.#enqueue(#side, &#op_value, #reason) #await_));
         quote! {
-            #(#assertions)*
             let #guard = #begin;
             let #op_value = if #guard.has_follower() {
                 ::core::option::Option::Some(#op::#variant { #(#captured),* })
             } else {
                 ::core::option::Option::None
             };
+            // Journaled delivery writes the operation ahead, so that a crash
+            // between the two stores cannot lose it.
+            let #prepared = match &#op_value {
+                ::core::option::Option::Some(#op_value) => #guard.#prepare(#op_value) #await_,
+                ::core::option::Option::None => ::core::result::Result::Ok(::core::option::Option::None),
+            };
+            #take_prepared
             let #result = match #guard.authoritative() {
                 #private::Side::Old => #as_old::#ident(#old_store, #(#names),*) #await_,
                 #private::Side::New => #as_new::#ident(#new_store, #(#names),*) #await_,
             };
             if ::core::result::Result::is_err(&#result) {
-                #guard.authoritative_failed();
+                #guard.#abort(#prepared) #await_;
             } else if let ::core::option::Option::Some(#op_value) = #op_value {
-                match #plan {
+                if let ::core::option::Option::Some(#prepared) = #prepared {
+                    #guard.#commit(#prepared) #await_;
+                } else { match #plan {
                     #private::FollowerPlan::Call(#side) => {
                         let #outcome = match (#side, &#op_value) {
                             (#private::Side::Old, #op::#variant { #(#names),* }) => #call_old,
@@ -761,17 +994,73 @@ impl<'m, 'a> Context<'m, 'a> {
                             _ => ::core::unreachable!("the operation was built for this method"),
                         };
                         if let ::core::result::Result::Err(#reason) = #outcome {
-                            #guard.#enqueue(#side, &#op_value, #reason) #await_;
+                            #enqueue_after_failure
                         }
                     }
                     #private::FollowerPlan::Queue(#side, #reason) => {
-                        #guard.#enqueue(#side, &#op_value, #reason) #await_;
+                        #enqueue_planned
                     }
-                }
+                } }
             }
             #result
         }
     }
+}
+
+/// `<runtime>::__private::key(&<key>)`, spanned so that a key whose type
+/// is not `Display` is reported on the whole key expression: the `&` takes
+/// the key's first span, and the key is parenthesised only when it must be
+/// (parentheses made here would end the reported span at its first token).
+fn key_call(private: &TokenStream, key: &syn::Expr) -> TokenStream {
+    use syn::Expr;
+    let postfix = matches!(
+        key,
+        Expr::Path(_)
+            | Expr::Field(_)
+            | Expr::MethodCall(_)
+            | Expr::Call(_)
+            | Expr::Macro(_)
+            | Expr::Lit(_)
+            | Expr::Index(_)
+            | Expr::Paren(_)
+            | Expr::Tuple(_)
+    );
+    let argument = if postfix {
+        quote_spanned!(key.span()=> &#key)
+    } else {
+        quote_spanned!(key.span()=> &(#key))
+    };
+    quote_spanned!(key.span()=> #private::key(#argument))
+}
+
+/// `tokens` with each lifetime named in `names` replaced by `'static`.
+fn with_static_lifetimes(tokens: TokenStream, names: &[String]) -> TokenStream {
+    use proc_macro2::{Group, TokenTree};
+    if names.is_empty() {
+        return tokens;
+    }
+    let mut after_quote = false;
+    tokens
+        .into_iter()
+        .map(|token| {
+            let token = match token {
+                TokenTree::Group(group) => {
+                    let mut replaced = Group::new(
+                        group.delimiter(),
+                        with_static_lifetimes(group.stream(), names),
+                    );
+                    replaced.set_span(group.span());
+                    TokenTree::Group(replaced)
+                }
+                TokenTree::Ident(ident) if after_quote && names.contains(&ident.to_string()) => {
+                    TokenTree::Ident(Ident::new("static", ident.span()))
+                }
+                other => other,
+            };
+            after_quote = matches!(&token, TokenTree::Punct(punct) if punct.as_char() == '\'');
+            token
+        })
+        .collect()
 }
 
 /// How a field borrowed from the operation is passed to a store.
@@ -875,9 +1164,203 @@ mod tests {
         }
     "#;
 
+    /// A trait using most of what the macro supports.
+    const FULL: &str = r#"
+        /// Docs.
+        pub trait Catalog<'q, T: Item + Clone = Widget, const N: usize = 4>: Send + Sync
+        where
+            T: Serialize,
+        {
+            type Error: Display;
+            type Stats;
+            const NAME: &'static str;
+            const PAGE: usize = 10;
+            #[dual_write(write, key = item.id())]
+            async fn put_item(&self, item: T) -> Result<(), Self::Error>;
+            #[dual_write(write, key = format!("{tag}/{}", ids.len()))]
+            fn tag(&self, tag: &str, ids: &[u64], by: &Person) -> impl Future<Output = Result<usize, Self::Error>> + Send;
+            #[cfg(feature = "x")]
+            #[dual_write(write)]
+            fn purge(&self, what: Purge) -> io::Result<()>;
+            fn delete_item(&self, id: u64) -> Result<bool, Self::Error>;
+            #[dual_write(read, key = id, compare = same)]
+            async fn get_item(&self, id: u64) -> Result<Option<T>, Self::Error>;
+            #[dual_write(read)]
+            async fn find(&self, (a, b): (u64, u64), label: &'q str) -> Option<&'q str>;
+            #[dual_write(read)]
+            async fn stats(self: Arc<Self>) -> Self::Stats;
+            async fn put_many(&self, items: Vec<T>) -> Result<(), Self::Error> {
+                Ok(())
+            }
+            #[dual_write(skip)]
+            fn describe(&self) -> String;
+        }
+    "#;
+
     #[test]
     fn expansion_is_deterministic() {
+        // Two expansions in one process see differently seeded hash maps,
+        // so any iteration over one would show up here.
         assert_eq!(expand_str("", REPO), expand_str("", REPO));
+        for args in ["", "namespace = \"c\", version = 7, op = CatalogWrites"] {
+            let first = expand_str(args, FULL);
+            assert!(!first.contains("compile_error"), "{first}");
+            for _ in 0..3 {
+                assert_eq!(first, expand_str(args, FULL));
+            }
+        }
+    }
+
+    /// The first two segments of every path in `tokens` that starts with
+    /// `::` (a leading `::`, not one inside `a::b` or `<T as X>::b`).
+    fn absolute_paths(tokens: TokenStream) -> Vec<String> {
+        use proc_macro2::{Spacing, TokenTree};
+        fn flatten(tokens: TokenStream, into: &mut Vec<TokenTree>) {
+            for token in tokens {
+                if let TokenTree::Group(group) = &token {
+                    // Delimiters stand in as puncts that start no path.
+                    into.push(TokenTree::Punct(proc_macro2::Punct::new(
+                        '@',
+                        Spacing::Alone,
+                    )));
+                    flatten(group.stream(), into);
+                    into.push(TokenTree::Punct(proc_macro2::Punct::new(
+                        '@',
+                        Spacing::Alone,
+                    )));
+                } else {
+                    into.push(token);
+                }
+            }
+        }
+        const KEYWORDS: &[&str] = &[
+            "for", "as", "impl", "dyn", "where", "in", "return", "mut", "move", "const", "static",
+            "type", "let", "else", "match", "if", "pub", "use",
+        ];
+        let mut flat = Vec::new();
+        flatten(tokens, &mut flat);
+        let mut paths = Vec::new();
+        for i in 0..flat.len() {
+            let is_colons = matches!((&flat[i], flat.get(i + 1)),
+                (TokenTree::Punct(a), Some(TokenTree::Punct(b)))
+                    if a.as_char() == ':' && a.spacing() == Spacing::Joint && b.as_char() == ':');
+            if !is_colons {
+                continue;
+            }
+            let leading = match i.checked_sub(1).map(|p| &flat[p]) {
+                None => true,
+                Some(TokenTree::Ident(ident)) => KEYWORDS.contains(&ident.to_string().as_str()),
+                Some(TokenTree::Punct(punct)) if punct.as_char() == '>' => {
+                    // `->` is a leading position, `Vec<T>::` is not.
+                    matches!(i.checked_sub(2).map(|p| &flat[p]),
+                        Some(TokenTree::Punct(dash)) if dash.as_char() == '-' && dash.spacing() == Spacing::Joint)
+                }
+                // `a: ::b`, but not the second colon of `a::b`.
+                Some(TokenTree::Punct(punct)) if punct.as_char() == ':' => {
+                    punct.spacing() == Spacing::Alone
+                }
+                Some(_) => true,
+            };
+            if !leading {
+                continue;
+            }
+            let segment = |at: usize| flat.get(at).map(ToString::to_string).unwrap_or_default();
+            paths.push(format!("{}::{}", segment(i + 2), segment(i + 5)));
+        }
+        paths
+    }
+
+    #[test]
+    fn absolute_paths_finds_leading_paths_only() {
+        let tokens = quote! {
+            fn f(x: ::serde::Value) -> ::anyhow::Result<a::b> {
+                <T as ::x::Y>::z(); Vec::<u8>::new(); (::q::r)(); a::b::c();
+            }
+        };
+        assert_eq!(
+            absolute_paths(tokens),
+            ["serde::Value", "anyhow::Result", "x::Y", "q::r"]
+        );
+    }
+
+    #[test]
+    fn generated_code_names_only_the_hidden_module_core_and_std() {
+        for (args, input) in [("", REPO), ("", FULL), ("namespace = \"n\"", FULL)] {
+            let out = dual_write(args.parse().unwrap(), input.parse().unwrap());
+            let paths = absolute_paths(out);
+            assert!(!paths.is_empty());
+            for path in paths {
+                assert!(
+                    path == "dualwrite_runtime::__private"
+                        || path.starts_with("core::")
+                        || path.starts_with("std::"),
+                    "generated code names `::{path}`"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_crate_option_moves_every_runtime_path() {
+        let out = dual_write("crate = ::my_rt".parse().unwrap(), REPO.parse().unwrap());
+        let paths = absolute_paths(out);
+        assert!(
+            paths.iter().any(|path| path == "my_rt::__private"),
+            "{paths:?}"
+        );
+        assert!(
+            !paths
+                .iter()
+                .any(|path| path.starts_with("dualwrite_runtime")),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_never_a_panic() {
+        let cases: &[(&str, &str)] = &[
+            ("", "struct S;"),
+            ("", "fn f() {}"),
+            ("", "trait T { fn put(&self) -> ; }"),
+            ("", "trait T {"),
+            ("", ""),
+            ("=", "trait T {}"),
+            ("namespace", "trait T {}"),
+            ("namespace = 1", "trait T {}"),
+            ("namespace = \"\"", "trait T {}"),
+            ("version = \"1\"", "trait T {}"),
+            ("version = 99999999999", "trait T {}"),
+            ("op = a::b", "trait T {}"),
+            ("crate", "trait T {}"),
+            ("", "trait T { #[dual_write(key)] fn put(&self) -> Result<(), E>; }"),
+            ("", "trait T { #[dual_write(key = )] fn put(&self) -> Result<(), E>; }"),
+            ("", "trait T { #[dual_write(compare = 1)] fn get(&self) -> u8; }"),
+            ("", "trait T { #[dual_write = 1] fn put(&self) -> Result<(), E>; }"),
+            ("", "trait T { #[dual_write(write)] fn put(&self, x: &mut u8) -> Result<(), E>; }"),
+            ("", "trait T { #[dual_write(write)] fn r#put(&self, r#x: u8) -> Result<(), E>; }"),
+            ("", "trait T { #[dual_write(write)] fn put(&self, (a, b): (u8, u8)) -> Result<(), E>; }"),
+            ("", "trait T { #[dual_write(write)] fn put(&self, _: u8) -> Result<(), E>; }"),
+            ("", "trait T { fn _(&self); }"),
+            ("", "trait T { fn put(self: Box<Self>) -> Result<(), E>; }"),
+            ("", "trait T { fn put(self: Pin<&mut Self>) -> Result<(), E>; }"),
+            ("", "trait T { fn put(&self, ...) -> Result<(), E>; }"),
+            ("", "trait T { fn put(&self) -> impl Future; }"),
+            ("", "trait T { fn put(&self) -> impl Future<Output = ()>; }"),
+            ("", "unsafe trait T { unsafe fn put(&self) -> Result<(), E>; }"),
+            ("", "trait T { const fn put(&self) -> Result<(), E>; }"),
+            ("", "trait T { extern \"C\" fn put(&self) -> Result<(), E>; }"),
+            ("", "trait T { #[dual_write(write, key = |x| y)] fn put(&self, id: u8) -> Result<(), E>; }"),
+        ];
+        for (args, input) in cases {
+            let (Ok(arg_tokens), Ok(input_tokens)) =
+                (args.parse::<TokenStream>(), input.parse::<TokenStream>())
+            else {
+                continue;
+            };
+            let outcome =
+                std::panic::catch_unwind(|| dual_write(arg_tokens, input_tokens).to_string());
+            assert!(outcome.is_ok(), "panicked on `{args}` / `{input}`");
+        }
     }
 
     #[test]
@@ -897,6 +1380,19 @@ mod tests {
         let out = expand_str("", "trait Repo { fn frobnicate(&self); }");
         assert!(out.contains("compile_error"), "{out}");
         assert!(out.contains("trait Repo"), "{out}");
+    }
+
+    #[test]
+    fn the_attribute_on_a_free_function_is_an_error() {
+        for (args, input) in [
+            ("", "fn main() {}"),
+            ("write", "fn put(id: u64) -> Result<(), String> { Ok(()) }"),
+            ("", "async fn put(&self, id: u64) -> Result<(), String>;"),
+        ] {
+            let out = expand_str(args, input);
+            assert!(out.contains("compile_error"), "{out}");
+            assert!(out.contains("goes on a trait"), "{out}");
+        }
     }
 
     #[test]

@@ -22,8 +22,8 @@ pub(crate) fn check(model: &Trait<'_>) -> syn::Result<()> {
         if !ty.generics.params.is_empty() {
             combine(
                 &mut errors,
-                syn::Error::new(
-                    ty.generics.span(),
+                syn::Error::new_spanned(
+                    &ty.generics,
                     "#[dual_write] does not support generic associated types: the wrapper cannot equate them between the two stores",
                 ),
             );
@@ -48,8 +48,8 @@ fn check_method(method: &Method<'_>) -> syn::Result<()> {
         if method.role != Role::Read {
             combine(
                 &mut errors,
-                syn::Error::new(
-                    compare.span(),
+                syn::Error::new_spanned(
+                    compare,
                     format!("`compare` applies to reads; `{ident}` is not a read (add `read`, or remove `compare`)"),
                 ),
             );
@@ -59,7 +59,7 @@ fn check_method(method: &Method<'_>) -> syn::Result<()> {
         if method.role == Role::Skip || method.role == Role::Inherit {
             combine(
                 &mut errors,
-                syn::Error::new(key.span(), format!("`key` orders reads and writes; `{ident}` is neither (add `read` or `write`)")),
+                syn::Error::new_spanned(key, format!("`key` orders reads and writes; `{ident}` is neither (add `read` or `write`)")),
             );
         } else if let Err(error) = check_key(key, method) {
             combine(&mut errors, error);
@@ -83,8 +83,8 @@ fn check_write(method: &Method<'_>) -> syn::Result<()> {
         Some(output) if is_result(output) => {}
         Some(output) => combine(
             &mut errors,
-            syn::Error::new(
-                output.span(),
+            syn::Error::new_spanned(
+                output,
                 format!("write method `{ident}` must return `Result<_, _>`: dualwrite tells a failed write from a successful one by its `Err`"),
             ),
         ),
@@ -102,23 +102,32 @@ fn check_write(method: &Method<'_>) -> syn::Result<()> {
             );
         }
     }
+    if let Some(unsafety) = &method.item.sig.unsafety {
+        combine(
+            &mut errors,
+            syn::Error::new_spanned(
+                unsafety,
+                format!("write method `{ident}` cannot be `unsafe`: the worker replays a missed write later, where no caller upholds its safety contract; make it safe, or mark it `#[dual_write(skip)]`"),
+            ),
+        );
+    }
     for param in &method.item.sig.generics.params {
         if let GenericParam::Type(_) | GenericParam::Const(_) = param {
             combine(
                 &mut errors,
-                syn::Error::new(
-                    param.span(),
+                syn::Error::new_spanned(
+                    param,
                     format!("write method `{ident}` cannot have type or const parameters: a queued operation must have one concrete type to be stored and replayed"),
                 ),
             );
         }
     }
     for arg in &method.args {
-        if let Some(span) = mentions_self(arg.ty) {
+        if mentions_self(arg.ty).is_some() {
             combine(
                 &mut errors,
-                syn::Error::new(
-                    span,
+                syn::Error::new_spanned(
+                    arg.ty,
                     "an argument of a write method cannot mention `Self`: the queued operation exists apart from any store; name the type",
                 ),
             );

@@ -5,7 +5,20 @@ pub use ::serde;
 
 pub use crate::op::{Key, Operation, Replay};
 pub use crate::stage::Side;
-pub use crate::wrapper::{DualWrite, FollowerPlan, WriteGuard};
+pub use crate::wrapper::{Delivery, DualWrite, FollowerPlan, QueueRefused, WriteGuard};
+
+// Reads (shadow comparison): the plan and the comparator helpers.
+pub use crate::read::generated::*;
+pub use crate::read::{equal, normalized, plain_view, result_view, ReadPlan};
+
+// The traits below carry the messages of the checks the macro emits, one
+// `const _` per write method, each spanned on the offending type. Their
+// blanket impls are `do_not_recommend`, so rustc reports the failed check
+// itself (with our message) rather than the bound inside it that failed.
+// The generated impls repeat these bounds in higher-ranked where clauses
+// (`for<'x> Order: Clone`), which rustc does not check where they are
+// written, so a type that fails a check is reported once, here, and not
+// again by every line of generated code that uses it.
 
 /// A by-value argument of a write method is cloned: one copy goes to each
 /// store (and one into the queue when the follower misses it).
@@ -15,6 +28,7 @@ pub use crate::wrapper::{DualWrite, FollowerPlan, WriteGuard};
     note = "derive or implement `Clone` for `{Self}`, or take it by reference"
 )]
 pub trait ClonedArgument: Clone {}
+#[diagnostic::do_not_recommend]
 impl<T: Clone> ClonedArgument for T {}
 
 /// An argument of a write method is written into the reconciliation queue.
@@ -24,13 +38,70 @@ impl<T: Clone> ClonedArgument for T {}
     note = "derive `Serialize` and `Deserialize` for `{Self}`, or mark the method `#[dual_write(skip)]`"
 )]
 pub trait QueuedArgument: serde::Serialize + serde::de::DeserializeOwned {}
+#[diagnostic::do_not_recommend]
 impl<T: serde::Serialize + serde::de::DeserializeOwned> QueuedArgument for T {}
+
+/// A queued operation moves between the caller's task and the worker's.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must be `Send` and `Sync` to be an argument of a write method",
+    label = "the queued operation holding this argument moves to the reconciliation worker",
+    note = "use thread-safe types in write arguments (`Arc` rather than `Rc`, `Mutex` rather than `RefCell`)"
+)]
+pub trait SharedArgument: Send + Sync {}
+#[diagnostic::do_not_recommend]
+impl<T: Send + Sync + ?Sized> SharedArgument for T {}
+
+/// The error of a failed write is recorded as text.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must implement `Display` to be the error of a write method",
+    label = "dualwrite records this error's text when the follower misses the write",
+    note = "implement `Display` for `{Self}` (for example with `thiserror`)"
+)]
+pub trait WriteError: core::fmt::Display {}
+#[diagnostic::do_not_recommend]
+impl<T: core::fmt::Display + ?Sized> WriteError for T {}
+
+/// A write method returns a `Result` whose error can be displayed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must be `Result<_, E>` with `E: Display` to be the output of a write method",
+    label = "dualwrite tells a failed write by its `Err` and records the error's text",
+    note = "return `Result<T, E>` where `E` implements `Display`"
+)]
+pub trait WriteResult {}
+#[diagnostic::do_not_recommend]
+impl<T, E: core::fmt::Display> WriteResult for core::result::Result<T, E> {}
+
+/// The value of a `key = ..` option becomes the ordering key as text.
+#[diagnostic::on_unimplemented(
+    message = "the `key` of a dual-written method must implement `Display`; `{Self}` does not",
+    label = "the ordering key is built from this value's `Display` text",
+    note = "name a value that implements `Display` (`key = order.id`), or build text (`key = format!(..)`)"
+)]
+pub trait KeyValue: core::fmt::Display {}
+#[diagnostic::do_not_recommend]
+impl<T: core::fmt::Display + ?Sized> KeyValue for T {}
 
 /// Checks, with the error on the argument's type, that it can be cloned.
 pub const fn assert_cloned_argument<T: ClonedArgument>() {}
 
 /// Checks, with the error on the argument's type, that it can be queued.
 pub const fn assert_queued_argument<T: QueuedArgument>() {}
+
+/// Checks, with the error on the argument's type, that it can move to the
+/// worker.
+pub const fn assert_shared_argument<T: SharedArgument + ?Sized>() {}
+
+/// Checks, with the error on the error type, that it can be displayed.
+pub const fn assert_write_error<T: WriteError + ?Sized>() {}
+
+/// Checks, with the error on the output type, that it is a `Result` with
+/// a displayable error (for `Result` aliases whose error is not written).
+pub const fn assert_write_result<T: WriteResult>() {}
+
+/// The ordering key of a call, from the `key = ..` expression.
+pub fn key<T: KeyValue + ?Sized>(value: &T) -> Key {
+    Key::from_display(value)
+}
 
 /// Runs a blocking store call from the worker's async task, telling a
 /// multi-threaded runtime to move its other tasks off this thread meanwhile.
@@ -46,4 +117,19 @@ pub fn run_blocking<R>(call: impl FnOnce() -> R) -> R {
 /// The error text of a store's failed write, for queue records.
 pub fn error_text<E: core::fmt::Display>(error: E) -> String {
     error.to_string()
+}
+
+/// A `fail_closed` write method returns the queue's refusal as its own error.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must implement `From<dualwrite_runtime::QueueRefused>` for `fail_closed`",
+    label = "a fail-closed write returns the queue's refusal as this error",
+    note = "implement `From<dualwrite_runtime::QueueRefused>` for `{Self}`, or remove `fail_closed`"
+)]
+pub trait FailClosedError: From<QueueRefused> {}
+impl<E: From<QueueRefused>> FailClosedError for E {}
+
+/// Converts a refusal into the write method's error type, with the error on
+/// the `fail_closed` option when the conversion is missing.
+pub fn refusal_into<E: FailClosedError>(refusal: QueueRefused) -> E {
+    E::from(refusal)
 }

@@ -81,10 +81,13 @@
 //! | option | meaning |
 //! |---|---|
 //! | `write` | a write: authoritative store, then follower |
-//! | `read` | a read: the serving store only |
+//! | `read` | a read: served by the serving store, compared in `Shadow` and `Live` |
 //! | `skip` | neither: forwarded to the serving store as is |
 //! | `key = <expr>` | the ordering key, an expression over the arguments whose value is [`Display`](std::fmt::Display) (`key = id`, `key = order.id`, `key = format!("{tenant}/{id}")`) |
-//! | `compare = <path>` | for reads: `fn(&T, &T) -> bool` deciding whether two results agree |
+//! | `compare = <path>` | for reads: `fn(&T, &T) -> bool` deciding whether two results agree (default: `PartialEq`) |
+//! | `normalize = <path>` | for reads: `fn(&T) -> U` (`U: PartialEq`), compare what it makes of each value (e.g. to ignore timestamp precision); not with `compare` |
+//! | `detached` | for reads: compare after the caller has its result, in a task of its own (see [`read`]) |
+//! | `report_values` | for reads: put both stores' results (`{:?}`, so the output must be `Debug`) in mismatch reports; off by default, so values never reach logs unasked |
 //!
 //! A method without `read`, `write` or `skip` is classified by its name:
 //! names whose first word is a read verb (`get`, `find`, `list`, `load`,
@@ -107,9 +110,23 @@
 //! # Stages
 //!
 //! See [`stage`] for the table. Change the stage at run time with
-//! [`DualWrite::stage`]; the next call obeys it. `Shadow` and `Live` read
-//! only the serving store for now; comparing reads against the other store
-//! is the next piece of work.
+//! [`DualWrite::stage`]; the next call obeys it. Share one stage between
+//! every instance of a service with a [`StageSource`](stage::StageSource)
+//! (the SQLite one is a table in the queue's file). Guardrails refuse to
+//! make a store authoritative while it has queued work, and to let the new
+//! store serve reads while recent comparisons disagree too often;
+//! [`StageHandle::force`] overrides them with a reason.
+//!
+//! # Reads
+//!
+//! In `Shadow` and `Live` every read (or a sampled fraction) goes to both
+//! stores; the caller gets the serving store's result, at most the
+//! [compare timeout](Builder::compare_timeout) later than that store
+//! answered, and the other result is compared with it. Mismatches go to
+//! metrics and [observers](observe) with the call's key. A
+//! [`Rollout`] moves a sticky share of keys' reads one stage ahead. See
+//! [`read`] for how each method form runs, and [`observe`] for the metric
+//! names and the tracing spans.
 //!
 //! # Failure handling
 //!
@@ -140,8 +157,10 @@
 // Lets generated code name `::dualwrite_runtime` inside this crate's own tests.
 extern crate self as dualwrite_runtime;
 
+pub mod observe;
 mod op;
 pub mod queue;
+pub mod read;
 pub mod stage;
 mod worker;
 mod wrapper;
@@ -150,11 +169,13 @@ mod wrapper;
 pub mod __private;
 
 pub use dualwrite_macros::dual_write;
+pub use observe::Observer;
 pub use op::{Key, Operation, Replay};
 pub use queue::{InMemoryQueue, QueueError, QueueStats, ReconciliationQueue};
-pub use stage::{Side, Stage, StageChange, StageError, StageHandle};
+pub use read::{ComparisonOutcome, Rollout};
+pub use stage::{MismatchGuard, Side, Stage, StageChange, StageError, StageHandle};
 pub use worker::{RetryPolicy, Worker, WorkerReport, WorkerStop};
-pub use wrapper::{BuildError, Builder, CircuitBreaker, Delivery, DualWrite};
+pub use wrapper::{BuildError, Builder, CircuitBreaker, Delivery, DualWrite, QueueRefused};
 
 /// The message of a caught panic, if it carried one.
 pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{
-    Claim, ClaimedEntry, DeadLetter, EntryId, Lease, NewEntry, PoisonPolicy, QueueError, QueueStats,
-    ReconciliationQueue,
+    Claim, ClaimedEntry, DeadLetter, EntryId, Lease, NewEntry, PoisonPolicy, QueueError,
+    QueueStats, ReconciliationQueue,
 };
 use crate::op::Key;
 use crate::stage::Side;
@@ -41,6 +41,8 @@ struct State {
 #[derive(Debug)]
 struct Stored {
     entry: NewEntry,
+    /// Claimed once as an orphaned prepared entry: stays one until applied.
+    orphaned: bool,
     attempts: u32,
     last_error: String,
     enqueued_at: SystemTime,
@@ -49,9 +51,20 @@ struct Stored {
 
 #[derive(Debug, Clone, Copy)]
 enum Status {
-    Pending { ready_at: Instant },
-    Leased { token: u64, until: Instant },
-    Dead { died_at: SystemTime },
+    /// Prepared by a writer; claimable as an orphan from `expires_at`.
+    Prepared {
+        expires_at: Instant,
+    },
+    Pending {
+        ready_at: Instant,
+    },
+    Leased {
+        token: u64,
+        until: Instant,
+    },
+    Dead {
+        died_at: SystemTime,
+    },
 }
 
 impl InMemoryQueue {
@@ -62,7 +75,10 @@ impl InMemoryQueue {
 
     /// An empty queue with the given [`PoisonPolicy`].
     pub fn with_poison_policy(poison: PoisonPolicy) -> Self {
-        InMemoryQueue { poison, ..Self::default() }
+        InMemoryQueue {
+            poison,
+            ..Self::default()
+        }
     }
 
     /// The first entry of a key that may be worked on: its head, or under
@@ -70,10 +86,12 @@ impl InMemoryQueue {
     fn workable(&self, state: &State, ids: &VecDeque<u64>) -> Option<u64> {
         match self.poison {
             PoisonPolicy::Block => ids.front().copied(),
-            PoisonPolicy::Skip => ids
-                .iter()
-                .copied()
-                .find(|id| state.entries.get(id).is_some_and(|stored| !matches!(stored.status, Status::Dead { .. }))),
+            PoisonPolicy::Skip => ids.iter().copied().find(|id| {
+                state
+                    .entries
+                    .get(id)
+                    .is_some_and(|stored| !matches!(stored.status, Status::Dead { .. }))
+            }),
         }
     }
 
@@ -117,25 +135,54 @@ impl State {
 #[async_trait]
 impl ReconciliationQueue for InMemoryQueue {
     async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
-        let mut state = self.lock();
-        state.next_id += 1;
-        let id = state.next_id;
-        let stream_key = State::stream_key(&entry);
-        let last_error = entry.reason.clone();
-        state.entries.insert(
-            id,
-            Stored {
-                entry,
-                attempts: 0,
-                last_error,
-                enqueued_at: SystemTime::now(),
-                status: Status::Pending {
-                    ready_at: Instant::now(),
-                },
+        Ok(self.insert(
+            entry,
+            Status::Pending {
+                ready_at: Instant::now(),
             },
-        );
-        state.streams.entry(stream_key).or_default().push_back(id);
-        Ok(EntryId(id))
+        ))
+    }
+
+    async fn prepare(&self, entry: NewEntry, expiry: Duration) -> Result<EntryId, QueueError> {
+        Ok(self.insert(
+            entry,
+            Status::Prepared {
+                expires_at: Instant::now() + expiry,
+            },
+        ))
+    }
+
+    async fn commit(&self, id: EntryId) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        if let Some(stored) = state.entries.get_mut(&id.0) {
+            if matches!(stored.status, Status::Prepared { .. }) {
+                stored.status = Status::Pending {
+                    ready_at: Instant::now(),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn abort(&self, id: EntryId) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        if state
+            .entries
+            .get(&id.0)
+            .is_some_and(|stored| matches!(stored.status, Status::Prepared { .. }))
+        {
+            state.remove(id.0);
+        }
+        Ok(())
+    }
+
+    async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError> {
+        let mut state = self.lock();
+        let stream_key = State::stream_key(&state.leased(lease)?.entry);
+        Ok(state
+            .streams
+            .get(&stream_key)
+            .is_some_and(|ids| ids.back() != Some(&lease.id.0)))
     }
 
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
@@ -143,9 +190,10 @@ impl ReconciliationQueue for InMemoryQueue {
         Ok(state
             .streams
             .get(&(namespace.to_owned(), target, key.clone()))
-            .is_some_and(|ids| self.workable(&state, ids).is_some() || self.poison == PoisonPolicy::Block))
+            .is_some_and(|ids| {
+                self.workable(&state, ids).is_some() || self.poison == PoisonPolicy::Block
+            }))
     }
-
     async fn claim(
         &self,
         namespace: &str,
@@ -194,6 +242,13 @@ impl ReconciliationQueue for InMemoryQueue {
                         Some(claim.next_ready_in.map_or(wait, |other| other.min(wait)));
                     false
                 }
+                Status::Prepared { expires_at } if expires_at <= now => true,
+                Status::Prepared { expires_at } => {
+                    let wait = expires_at - now;
+                    claim.next_ready_in =
+                        Some(claim.next_ready_in.map_or(wait, |other| other.min(wait)));
+                    false
+                }
                 Status::Dead { .. } => false,
             };
             if !ready {
@@ -203,6 +258,8 @@ impl ReconciliationQueue for InMemoryQueue {
                 claim.next_ready_in = Some(Duration::ZERO);
                 break;
             }
+            let orphaned = matches!(stored.status, Status::Prepared { .. }) || stored.orphaned;
+            stored.orphaned = orphaned;
             state.next_token += 1;
             let token = state.next_token;
             stored.status = Status::Leased {
@@ -223,6 +280,7 @@ impl ReconciliationQueue for InMemoryQueue {
                 attempts: stored.attempts,
                 enqueued_at: stored.enqueued_at,
                 last_error: stored.last_error.clone(),
+                orphaned,
             });
             state.cursor = Some(stream_key);
         }
@@ -329,7 +387,7 @@ impl ReconciliationQueue for InMemoryQueue {
         for stored in state.entries.values() {
             let target = stats.target_mut(stored.entry.target);
             match stored.status {
-                Status::Pending { .. } => target.pending += 1,
+                Status::Prepared { .. } | Status::Pending { .. } => target.pending += 1,
                 Status::Leased { .. } => target.in_flight += 1,
                 Status::Dead { .. } => {
                     target.dead += 1;
@@ -347,5 +405,28 @@ impl ReconciliationQueue for InMemoryQueue {
             }
         }
         Ok(stats)
+    }
+}
+
+impl InMemoryQueue {
+    fn insert(&self, entry: NewEntry, status: Status) -> EntryId {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let id = state.next_id;
+        let stream_key = State::stream_key(&entry);
+        let last_error = entry.reason.clone();
+        state.entries.insert(
+            id,
+            Stored {
+                entry,
+                orphaned: false,
+                attempts: 0,
+                last_error,
+                enqueued_at: SystemTime::now(),
+                status,
+            },
+        );
+        state.streams.entry(stream_key).or_default().push_back(id);
+        EntryId(id)
     }
 }

@@ -17,11 +17,17 @@
 //!   ([`ReconciliationQueue::retry_dead`], [`ReconciliationQueue::drop_dead`]).
 //!
 //! Backends: [`InMemoryQueue`] (tests, and services that accept losing queued
-//! work on restart). Durable backends implement the same trait.
+//! work on restart) and, with the `sqlite` feature (on by default),
+//! [`SqliteQueue`], the embedded durable queue in one SQLite file. Durable
+//! backends implement the same trait.
 
 mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 pub use memory::InMemoryQueue;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteQueue, SqliteQueueOptions};
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -115,6 +121,12 @@ pub struct ClaimedEntry {
     pub enqueued_at: SystemTime,
     /// The error of the last failed attempt, or why it was queued.
     pub last_error: String,
+    /// The entry was [prepared](ReconciliationQueue::prepare) by a writer
+    /// that neither committed nor aborted it in time (it died between
+    /// preparing and finishing its authoritative write). The worker applies
+    /// it to the other store first (the one that was authoritative), then to
+    /// `target`, so both end up holding it.
+    pub orphaned: bool,
 }
 
 /// The result of [`ReconciliationQueue::claim`].
@@ -231,6 +243,47 @@ pub enum QueueError {
 pub trait ReconciliationQueue: Send + Sync + 'static {
     /// Appends an entry at the tail of its key. Returns once it is stored.
     async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError>;
+
+    /// Appends an entry that must not be applied yet, because the
+    /// authoritative write it follows is still in progress (journaled
+    /// delivery writes ahead like this, so a crash between the two writes
+    /// loses nothing). It holds its place in its key's order but is not
+    /// claimed until [`commit`](Self::commit)ted; [`abort`](Self::abort)
+    /// removes it. If neither comes within `expiry`, the writer is presumed
+    /// dead and the entry is claimed as [orphaned](ClaimedEntry::orphaned).
+    async fn prepare(&self, entry: NewEntry, expiry: Duration) -> Result<EntryId, QueueError> {
+        let _ = (entry, expiry);
+        Err(QueueError::Backend(
+            "this queue backend cannot hold prepared entries".into(),
+        ))
+    }
+
+    /// Makes a prepared entry pending. Committing an entry that was already
+    /// claimed as an orphan does nothing (the worker has it).
+    async fn commit(&self, id: EntryId) -> Result<(), QueueError> {
+        let _ = id;
+        Err(QueueError::Backend(
+            "this queue backend cannot hold prepared entries".into(),
+        ))
+    }
+
+    /// Removes a prepared entry whose authoritative write failed.
+    async fn abort(&self, id: EntryId) -> Result<(), QueueError> {
+        let _ = id;
+        Err(QueueError::Backend(
+            "this queue backend cannot hold prepared entries".into(),
+        ))
+    }
+
+    /// Whether entries were appended to the claimed entry's key after it.
+    /// The worker asks before replaying an orphaned entry to the store that
+    /// was authoritative: a later write of the key supersedes it there.
+    async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError> {
+        let _ = lease;
+        Err(QueueError::Backend(
+            "this queue backend cannot hold prepared entries".into(),
+        ))
+    }
 
     /// Whether the key has pending, in-flight or dead entries for `target`.
     /// A write for such a key must be queued behind them.

@@ -1,10 +1,16 @@
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
+use super::source::{SourceStatus, StageRecord, StageSource, StageSourceError, StoredStage};
+use super::window::{refuses, ComparisonWindow, MismatchGuard, MismatchRate};
 use super::{Side, Stage};
+use crate::observe::{self, Observer, Observers, StageSourceReport};
+use crate::op::Key;
 use crate::queue::{QueueError, QueueStats, ReconciliationQueue, TargetStats};
+use crate::read::{ComparisonOutcome, Rollout};
 
 /// A shared, changeable [`Stage`].
 ///
@@ -21,10 +27,23 @@ use crate::queue::{QueueError, QueueStats, ReconciliationQueue, TargetStats};
 /// authoritative, and replaying it later would overwrite newer data. It also
 /// refuses to leave [`Stage::Complete`], after which the old store no longer
 /// receives writes. [`force`](Self::force) makes either move with a reason,
-/// which is logged.
+/// which is logged and passed to observers.
+///
+/// A move that makes the new store serve reads (into `Live`, `RampDown` or
+/// `Complete` from an earlier stage, or a [rollout](Self::set_rollout) to
+/// them) is also refused while too many recent compared reads disagreed:
+/// see [`MismatchGuard`].
 ///
 /// A move waits for writes already in progress to finish, and writes that
 /// start meanwhile wait for the move, so no write straddles two stages.
+///
+/// # Shared across instances
+///
+/// [`with_source`](Self::with_source) ties the handle to a [`StageSource`]
+/// (a row in the SQLite file beside the queue): the stage is read from it at
+/// start, every move is written to it, and it is polled so that a move made
+/// by any instance reaches all of them. While it cannot be read, the handle
+/// keeps the stage it last knew and says so ([`source_status`](Self::source_status)).
 #[derive(Clone)]
 pub struct StageHandle {
     inner: Arc<Inner>,
@@ -32,9 +51,18 @@ pub struct StageHandle {
 
 struct Inner {
     stage: AtomicU8,
+    /// The rollout by key ([`Rollout::to_bits`]), 0 for none.
+    rollout: AtomicU32,
     /// Writes hold it shared; a stage change holds it exclusively.
     barrier: Arc<RwLock<()>>,
     queues: Mutex<Vec<Arc<dyn ReconciliationQueue>>>,
+    observers: Mutex<Observers>,
+    comparisons: ComparisonWindow,
+    guard: Mutex<MismatchGuard>,
+    source: Option<Arc<dyn StageSource>>,
+    /// The source's version of the stage in use.
+    version: AtomicU64,
+    status: Mutex<SourceStatus>,
 }
 
 impl std::fmt::Debug for StageHandle {
@@ -46,7 +74,7 @@ impl std::fmt::Debug for StageHandle {
 }
 
 /// A stage move that took place.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StageChange {
     /// The stage before.
     pub from: Stage,
@@ -54,6 +82,8 @@ pub struct StageChange {
     pub to: Stage,
     /// The reason given to [`StageHandle::force`], if the move was forced.
     pub forced: Option<String>,
+    /// The rollout by key in force after the move.
+    pub rollout: Option<Rollout>,
 }
 
 /// A stage move that was refused. The stage is unchanged.
@@ -94,18 +124,140 @@ pub enum StageError {
         #[source]
         source: QueueError,
     },
+    /// Too many recent compared reads disagreed to let the new store serve.
+    #[error(
+        "refusing to move from `{from}` to `{to}`: {} of the last {} compared reads ({:.2}%) disagreed within {window:?}, above the bound of {:.2}%; fix the cause, reset the comparisons and shadow again, or force the move with a reason",
+        rate.disagreements, rate.comparisons, rate.rate() * 100.0, bound * 100.0
+    )]
+    MismatchRate {
+        /// The current stage.
+        from: Stage,
+        /// The requested stage (or the rollout's).
+        to: Stage,
+        /// The comparisons in the window.
+        rate: MismatchRate,
+        /// The guard's bound.
+        bound: f64,
+        /// The guard's window.
+        window: Duration,
+    },
+    /// The shared stage source could not be read or written, so the move
+    /// could not reach the other instances.
+    #[error("refusing to move from `{from}` to `{to}`: {source}")]
+    Source {
+        /// The current stage.
+        from: Stage,
+        /// The requested stage.
+        to: Stage,
+        /// What the source said.
+        #[source]
+        source: StageSourceError,
+    },
+    /// Another instance moved the shared stage first; this handle now
+    /// follows its move.
+    #[error("refusing to move from `{from}` to `{to}`: another instance moved the shared stage to `{now}` meanwhile; decide again")]
+    Conflict {
+        /// The stage this handle was at.
+        from: Stage,
+        /// The requested stage.
+        to: Stage,
+        /// The stage the other instance stored.
+        now: Stage,
+    },
 }
 
 impl StageHandle {
     /// A handle starting at `stage`.
     pub fn new(stage: Stage) -> Self {
+        Self::build(stage, None)
+    }
+
+    fn build(stage: Stage, source: Option<Arc<dyn StageSource>>) -> Self {
+        let status = if source.is_some() {
+            SourceStatus::InSync { version: 0 }
+        } else {
+            SourceStatus::Local
+        };
         StageHandle {
             inner: Arc::new(Inner {
                 stage: AtomicU8::new(stage.to_u8()),
+                rollout: AtomicU32::new(0),
                 barrier: Arc::new(RwLock::new(())),
                 queues: Mutex::new(Vec::new()),
+                observers: Mutex::new(Observers::default()),
+                comparisons: ComparisonWindow::default(),
+                guard: Mutex::new(MismatchGuard::default()),
+                source,
+                version: AtomicU64::new(0),
+                status: Mutex::new(status),
             }),
         }
+    }
+
+    /// A handle whose stage is shared through `source` with every other
+    /// instance using the same source, polled every `poll_interval`.
+    ///
+    /// The stored stage is used if there is one; otherwise `initial` is
+    /// stored. A task polls the source until the last clone of the handle is
+    /// dropped; a move stored by another instance applies here on the next
+    /// poll (or at once with [`refresh`](Self::refresh)).
+    ///
+    /// # Errors
+    ///
+    /// [`StageSourceError`] when the source cannot be read or written at
+    /// start: without it, this instance cannot know the stage the others
+    /// are in, and guessing could split writes between two authorities.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the poller is a tokio task).
+    pub async fn with_source(
+        source: impl StageSource,
+        initial: Stage,
+        poll_interval: Duration,
+    ) -> Result<Self, StageSourceError> {
+        let source: Arc<dyn StageSource> = Arc::new(source);
+        let stored = match source.load().await? {
+            Some(stored) => stored,
+            None => {
+                let record = StageRecord {
+                    stage: initial,
+                    rollout: None,
+                    reason: None,
+                };
+                match source.store(None, &record).await? {
+                    Some(version) => StoredStage {
+                        record,
+                        version,
+                        changed_at: Some(SystemTime::now()),
+                    },
+                    // Another instance stored one first: use it.
+                    None => source.load().await?.ok_or_else(|| {
+                        StageSourceError::new(source.describe(), "the stored stage vanished")
+                    })?,
+                }
+            }
+        };
+        let handle = Self::build(stored.record.stage, Some(Arc::clone(&source)));
+        handle.store_local(stored.record.stage, stored.record.rollout);
+        handle
+            .inner
+            .version
+            .store(stored.version, Ordering::Release);
+        *handle.lock_status() = SourceStatus::InSync {
+            version: stored.version,
+        };
+        observe::record_stage(stored.record.stage);
+        observe::record_stage_source_stale(false);
+        tracing::info!(
+            source = %source.describe(),
+            stage = %stored.record.stage,
+            version = stored.version,
+            "dualwrite stage read from the shared stage source"
+        );
+        let poll_interval = poll_interval.max(Duration::from_millis(1));
+        tokio::spawn(poll_source(Arc::downgrade(&handle.inner), poll_interval));
+        Ok(handle)
     }
 
     /// The current stage.
@@ -113,20 +265,50 @@ impl StageHandle {
         Stage::from_u8(self.inner.stage.load(Ordering::Acquire))
     }
 
+    /// The rollout by key in force, if any.
+    pub fn rollout(&self) -> Option<Rollout> {
+        Rollout::from_bits(self.inner.rollout.load(Ordering::Acquire))
+    }
+
+    /// The stage a read is routed by: the base stage, or the rollout's stage
+    /// when `key` is in the rollout. `key` is called only when a rollout
+    /// could apply.
+    pub(crate) fn read_stage(
+        &self,
+        key: impl FnOnce() -> Option<Key>,
+    ) -> (Stage, Option<Option<Key>>) {
+        let base = self.get();
+        match self.rollout() {
+            Some(rollout) if rollout.base() == base => {
+                let key = key();
+                (rollout.stage_for(base, key.as_ref()), Some(key))
+            }
+            _ => (base, None),
+        }
+    }
+
     /// Moves to `to`, unless a [guardrail](Self#guardrails) refuses.
     ///
     /// # Errors
     ///
     /// [`StageError::Backlog`] when the store that would become authoritative
-    /// has queued work, [`StageError::LeavingComplete`] when leaving
-    /// `Complete`, [`StageError::Queue`] when a queue cannot be read. The
-    /// stage is unchanged after an error.
+    /// has queued work, [`StageError::MismatchRate`] when too many recent
+    /// comparisons disagreed for the new store to serve reads,
+    /// [`StageError::LeavingComplete`] when leaving `Complete`,
+    /// [`StageError::Queue`] when a queue cannot be read; with a shared
+    /// source, [`StageError::Source`] when it cannot be read or written and
+    /// [`StageError::Conflict`] when another instance moved first. The stage
+    /// is unchanged after an error (except that a conflict makes this handle
+    /// follow the other instance's move).
     ///
     /// # Cancel safety
     ///
-    /// Cancelling before it returns leaves the stage unchanged.
+    /// Cancelling before it returns leaves the stage unchanged here; with a
+    /// shared source, a move already stored reaches this handle on the next
+    /// poll.
     pub async fn set(&self, to: Stage) -> Result<StageChange, StageError> {
         let _barrier = self.inner.barrier.write().await;
+        self.sync_locked(to).await?;
         let from = self.get();
         if from == Stage::Complete && to != Stage::Complete {
             return Err(StageError::LeavingComplete { to });
@@ -146,26 +328,317 @@ impl StageHandle {
                 });
             }
         }
-        self.inner.stage.store(to.to_u8(), Ordering::Release);
-        tracing::info!(%from, %to, "dualwrite stage changed");
-        Ok(StageChange {
-            from,
-            to,
-            forced: None,
-        })
+        if to.serving() == Side::New && to > from {
+            self.check_mismatch_rate(from, to)?;
+        }
+        let rollout = self.rollout();
+        self.commit_locked(from, to, rollout, None).await
     }
 
-    /// Moves to `to` whatever the guardrails say, logging `reason` at warn level.
-    pub async fn force(&self, to: Stage, reason: &str) -> StageChange {
+    /// Moves to `to` whatever the guardrails say. `reason` is logged at warn
+    /// level, stored with the move in a shared source, and passed to
+    /// observers (here and, through the source, on other instances).
+    ///
+    /// # Errors
+    ///
+    /// Only with a shared source: [`StageError::Source`] when it cannot be
+    /// written, [`StageError::Conflict`] when another instance moved first.
+    pub async fn force(&self, to: Stage, reason: &str) -> Result<StageChange, StageError> {
         let _barrier = self.inner.barrier.write().await;
+        self.sync_locked(to).await?;
         let from = self.get();
-        self.inner.stage.store(to.to_u8(), Ordering::Release);
-        tracing::warn!(%from, %to, reason, "dualwrite stage change forced past the guardrails");
-        StageChange {
+        let rollout = self.rollout();
+        self.commit_locked(from, to, rollout, Some(reason.to_owned()))
+            .await
+    }
+
+    /// Sets (or with `None` clears) the rollout by key. Widening a rollout
+    /// to a stage where the new store serves reads is refused like the move
+    /// itself while the mismatch rate is above the bound.
+    ///
+    /// # Errors
+    ///
+    /// [`StageError::MismatchRate`], and with a shared source
+    /// [`StageError::Source`] or [`StageError::Conflict`].
+    pub async fn set_rollout(&self, rollout: Option<Rollout>) -> Result<StageChange, StageError> {
+        let _barrier = self.inner.barrier.write().await;
+        let stage = self.get();
+        let target = rollout.map_or(stage, Rollout::stage);
+        self.sync_locked(target).await?;
+        let stage = self.get();
+        if let Some(rollout) = rollout {
+            let widens = self.rollout().is_none_or(|current| {
+                current.stage() != rollout.stage()
+                    || current.basis_points() < rollout.basis_points()
+            });
+            if widens && rollout.stage().serving() == Side::New && rollout.stage() > stage {
+                self.check_mismatch_rate(stage, rollout.stage())?;
+            }
+        }
+        self.commit_locked(stage, stage, rollout, None).await
+    }
+
+    /// Reads the shared source now and applies a move stored by another
+    /// instance, without waiting for the next poll. Does nothing without a
+    /// source.
+    ///
+    /// # Errors
+    ///
+    /// [`StageError::Source`] when the source cannot be read; the stage in
+    /// use is kept.
+    pub async fn refresh(&self) -> Result<(), StageError> {
+        let _barrier = self.inner.barrier.write().await;
+        let stage = self.get();
+        self.sync_locked(stage).await
+    }
+
+    /// How this handle's stage relates to its shared source.
+    pub fn source_status(&self) -> SourceStatus {
+        self.lock_status().clone()
+    }
+
+    /// Sets the mismatch-rate guardrail. Default: [`MismatchGuard::default`].
+    pub fn set_mismatch_guard(&self, guard: MismatchGuard) {
+        *self.inner.guard.lock().unwrap_or_else(|p| p.into_inner()) = guard;
+    }
+
+    /// The mismatch-rate guardrail in force.
+    pub fn mismatch_guard(&self) -> MismatchGuard {
+        *self.inner.guard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The compared reads (and how many disagreed) within the guardrail's
+    /// window, made through wrappers using this handle.
+    pub fn mismatch_rate(&self) -> MismatchRate {
+        let window = self.mismatch_guard().window_length();
+        self.inner.comparisons.rate(window)
+    }
+
+    /// Forgets the comparisons made so far, after fixing what made the
+    /// stores disagree, so that the guardrail judges fresh comparisons only.
+    pub fn reset_comparisons(&self) {
+        self.inner.comparisons.clear();
+        tracing::info!("dualwrite comparison window reset");
+    }
+
+    /// Adds an observer of stage changes and stage-source errors. Wrappers
+    /// built with this handle add theirs.
+    pub fn add_observer(&self, observer: Arc<dyn Observer>) {
+        self.attach_observers(&Observers::new(vec![observer]));
+    }
+
+    pub(crate) fn attach_observers(&self, observers: &Observers) {
+        let mut current = self
+            .inner
+            .observers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *current = observe::merged_observers(&current, observers);
+    }
+
+    fn observers(&self) -> Observers {
+        self.inner
+            .observers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn record_comparison(&self, outcome: ComparisonOutcome) {
+        let window = self.mismatch_guard().window_length();
+        self.inner
+            .comparisons
+            .record(window, outcome.is_disagreement());
+    }
+
+    fn check_mismatch_rate(&self, from: Stage, to: Stage) -> Result<(), StageError> {
+        let guard = self.mismatch_guard();
+        let rate = self.inner.comparisons.rate(guard.window_length());
+        if refuses(&guard, &rate) {
+            return Err(StageError::MismatchRate {
+                from,
+                to,
+                rate,
+                bound: guard.bound(),
+                window: guard.window_length(),
+            });
+        }
+        Ok(())
+    }
+
+    fn store_local(&self, stage: Stage, rollout: Option<Rollout>) {
+        self.inner.stage.store(stage.to_u8(), Ordering::Release);
+        self.inner
+            .rollout
+            .store(rollout.map_or(0, Rollout::to_bits), Ordering::Release);
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, SourceStatus> {
+        self.inner.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores the move in the source (if any), then applies it here. Holds
+    /// the barrier.
+    async fn commit_locked(
+        &self,
+        from: Stage,
+        to: Stage,
+        rollout: Option<Rollout>,
+        forced: Option<String>,
+    ) -> Result<StageChange, StageError> {
+        if let Some(source) = &self.inner.source {
+            let record = StageRecord {
+                stage: to,
+                rollout,
+                reason: forced.clone(),
+            };
+            let expected = self.inner.version.load(Ordering::Acquire);
+            match source.store(Some(expected), &record).await {
+                Ok(Some(version)) => self.inner.version.store(version, Ordering::Release),
+                Ok(None) => {
+                    let _ = self.sync_locked(to).await;
+                    return Err(StageError::Conflict {
+                        from,
+                        to,
+                        now: self.get(),
+                    });
+                }
+                Err(source) => return Err(StageError::Source { from, to, source }),
+            }
+        }
+        let change = StageChange {
             from,
             to,
-            forced: Some(reason.to_owned()),
+            forced,
+            rollout,
+        };
+        self.apply_locked(&change);
+        Ok(change)
+    }
+
+    /// Applies a move here: the stage, logs, metrics, observers.
+    fn apply_locked(&self, change: &StageChange) {
+        self.store_local(change.to, change.rollout);
+        let (from, to) = (change.from, change.to);
+        let rollout = change.rollout.map(|rollout| rollout.to_string());
+        match &change.forced {
+            None => tracing::info!(%from, %to, rollout, "dualwrite stage changed"),
+            Some(reason) => tracing::warn!(
+                %from,
+                %to,
+                rollout,
+                reason = reason.as_str(),
+                "dualwrite stage change forced past the guardrails"
+            ),
         }
+        observe::record_stage_change(change);
+        self.observers().stage_change(change);
+    }
+
+    /// Reads the source (if any) and applies what another instance stored.
+    /// Holds the barrier. `to` is only for the error.
+    async fn sync_locked(&self, to: Stage) -> Result<(), StageError> {
+        let Some(source) = &self.inner.source else {
+            return Ok(());
+        };
+        let from = self.get();
+        let stored = match source.load().await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => {
+                let error = StageSourceError::new(
+                    source.describe(),
+                    "no stage is stored (the row is missing)",
+                );
+                self.mark_unreachable(&error);
+                return Err(StageError::Source {
+                    from,
+                    to,
+                    source: error,
+                });
+            }
+            Err(error) => {
+                self.mark_unreachable(&error);
+                return Err(StageError::Source {
+                    from,
+                    to,
+                    source: error,
+                });
+            }
+        };
+        self.mark_in_sync(stored.version);
+        if stored.version != self.inner.version.load(Ordering::Acquire) {
+            self.inner.version.store(stored.version, Ordering::Release);
+            let record = stored.record;
+            if record.stage != from || record.rollout != self.rollout() {
+                self.apply_locked(&StageChange {
+                    from,
+                    to: record.stage,
+                    forced: record.reason,
+                    rollout: record.rollout,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One poll of the source: a cheap read first, the barrier only when
+    /// something moved.
+    async fn poll(&self) {
+        let Some(source) = &self.inner.source else {
+            return;
+        };
+        match source.load().await {
+            Ok(Some(stored)) if stored.version == self.inner.version.load(Ordering::Acquire) => {
+                self.mark_in_sync(stored.version);
+            }
+            Ok(_) => {
+                let _barrier = self.inner.barrier.write().await;
+                let stage = self.get();
+                let _ = self.sync_locked(stage).await;
+            }
+            Err(error) => self.mark_unreachable(&error),
+        }
+    }
+
+    fn mark_unreachable(&self, error: &StageSourceError) {
+        let kept_stage = self.get();
+        let newly = {
+            let mut status = self.lock_status();
+            let newly = !status.is_stale();
+            let since = match &*status {
+                SourceStatus::Unreachable { since, .. } => *since,
+                _ => SystemTime::now(),
+            };
+            *status = SourceStatus::Unreachable {
+                kept_stage,
+                error: error.to_string(),
+                since,
+            };
+            newly
+        };
+        if newly {
+            tracing::warn!(
+                kept_stage = %kept_stage,
+                %error,
+                "dualwrite stage source unreadable; keeping the last known stage"
+            );
+            observe::record_stage_source_stale(true);
+            self.observers().stage_source_error(&StageSourceReport {
+                kept_stage,
+                error: error.to_string(),
+            });
+        } else {
+            tracing::debug!(%error, "dualwrite stage source still unreadable");
+        }
+    }
+
+    fn mark_in_sync(&self, version: u64) {
+        let mut status = self.lock_status();
+        if status.is_stale() {
+            observe::record_stage_source_stale(false);
+            tracing::info!(version, "dualwrite stage source readable again");
+        }
+        *status = SourceStatus::InSync { version };
     }
 
     /// The queued work for `side`, summed over every attached queue.
@@ -204,5 +677,16 @@ impl StageHandle {
     pub(crate) async fn enter_write(&self) -> (Stage, OwnedRwLockReadGuard<()>) {
         let guard = Arc::clone(&self.inner.barrier).read_owned().await;
         (self.get(), guard)
+    }
+}
+
+/// Polls the source until the handle is dropped.
+async fn poll_source(inner: Weak<Inner>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        StageHandle { inner }.poll().await;
     }
 }

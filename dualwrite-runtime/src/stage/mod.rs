@@ -10,16 +10,32 @@
 //! | [`RampDown`](Stage::RampDown) | new, then old | new | - |
 //! | [`Complete`](Stage::Complete) | new | new | - |
 //!
-//! The comparison column is the contract of the shadow-read feature; until it
-//! lands, `Shadow` and `Live` read only the serving store.
+//! In `Shadow` and `Live`, reads are compared as [`read`](crate::read)
+//! describes; a [`Rollout`](crate::read::Rollout) moves a share of keys'
+//! reads one stage ahead.
 //!
 //! A [`StageHandle`] holds the current stage. Every call of a wrapped method
 //! reads it once, so a change takes effect on the next call. Wrappers built
-//! with the same handle move together.
+//! with the same handle move together; handles tied to one
+//! [`StageSource`] (with the `sqlite` feature, [`SqliteStageSource`], a
+//! table in the queue's SQLite file) move every instance together.
+//!
+//! Guardrails refuse a move that makes a store authoritative while it has
+//! queued work, and a move that makes the new store serve reads while too
+//! many recent comparisons disagreed ([`MismatchGuard`]).
+//! [`StageHandle::force`] overrides them with a reason.
 
 mod handle;
+mod source;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod window;
 
 pub use handle::{StageChange, StageError, StageHandle};
+pub use source::{SourceStatus, StageRecord, StageSource, StageSourceError, StoredStage};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStageSource;
+pub use window::{MismatchGuard, MismatchRate};
 
 use std::fmt;
 use std::str::FromStr;

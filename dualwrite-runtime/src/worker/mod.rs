@@ -161,7 +161,11 @@ where
             let stopping = *stop.borrow_and_update() != baseline;
             let mut wait = self.shared.poll_interval;
             let mut idle = false;
-            if !stopping && in_flight.len() < concurrency {
+            // Claim in batches: refill once half the slots are free, rather
+            // than after every completion, so that a durable queue pays one
+            // claim transaction per batch instead of one per operation.
+            let refill_at = concurrency.div_ceil(2);
+            if !stopping && in_flight.len() < refill_at.max(1) {
                 match self
                     .shared
                     .queue
@@ -200,7 +204,7 @@ where
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
                 }
-            } else if in_flight.len() < concurrency && !stopping {
+            } else if in_flight.len() < refill_at && !stopping {
                 tokio::select! {
                     Some(outcome) = in_flight.next() => report.add(outcome),
                     () = self.shared.queued.notified() => {}
@@ -229,9 +233,10 @@ where
                 );
             }
         };
-        let attempt = match entry.target {
-            Side::Old => self.attempt(Replay::<Old>::replay(&op, &self.old)).await,
-            Side::New => self.attempt(Replay::<New>::replay(&op, &self.new)).await,
+        let attempt = if entry.orphaned {
+            self.replay_orphan(&op, &entry).await
+        } else {
+            self.replay_to(&op, entry.target).await
         };
         match attempt {
             Ok(()) => {
@@ -259,6 +264,44 @@ where
                 }
             }
         }
+    }
+
+    async fn replay_to(&self, op: &Op, side: Side) -> Result<(), String> {
+        match side {
+            Side::Old => self.attempt(Replay::<Old>::replay(op, &self.old)).await,
+            Side::New => self.attempt(Replay::<New>::replay(op, &self.new)).await,
+        }
+    }
+
+    /// An operation written ahead by a writer that died before confirming
+    /// its authoritative write: whether that write happened is unknown. If
+    /// nothing was written to the key after it, it is applied to the store
+    /// that was authoritative and then to the target, so both hold it (the
+    /// caller was never answered, so either outcome is allowed, as long as
+    /// the stores agree). If later writes of the key exist, they superseded
+    /// it in the authoritative store and it only goes to the target, in its
+    /// place in the key's order. The key's order guard is held meanwhile, so
+    /// no write of this process interleaves.
+    async fn replay_orphan(&self, op: &Op, entry: &ClaimedEntry) -> Result<(), String> {
+        let _order = self
+            .shared
+            .locks
+            .lock(Op::NAMESPACE, entry.key.clone())
+            .await;
+        let superseded = self
+            .shared
+            .queue
+            .has_later_entries(entry.lease)
+            .await
+            .map_err(|error| format!("could not check the key for later writes: {error}"))?;
+        if !superseded {
+            let authoritative = entry.target.other();
+            tracing::warn!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, "replaying an orphaned written-ahead operation to both stores");
+            self.replay_to(op, authoritative).await.map_err(|error| {
+                format!("replaying the orphaned operation to the {authoritative} store: {error}")
+            })?;
+        }
+        self.replay_to(op, entry.target).await
     }
 
     async fn attempt<F>(&self, replay: F) -> Result<(), String>

@@ -26,7 +26,10 @@ pub struct CircuitBreaker {
 impl Default for CircuitBreaker {
     /// Opens after 5 consecutive failures; probes every 5 s.
     fn default() -> Self {
-        CircuitBreaker { failures: 5, cooldown: Duration::from_secs(5) }
+        CircuitBreaker {
+            failures: 5,
+            cooldown: Duration::from_secs(5),
+        }
     }
 }
 
@@ -39,10 +42,16 @@ impl CircuitBreaker {
 
     pub(crate) fn validate(&self) -> Result<(), BuildError> {
         if self.failures == 0 {
-            return Err(super::builder_invalid("circuit_breaker.failures", "must be at least 1".into()));
+            return Err(super::builder_invalid(
+                "circuit_breaker.failures",
+                "must be at least 1".into(),
+            ));
         }
         if self.cooldown.is_zero() {
-            return Err(super::builder_invalid("circuit_breaker.cooldown", "must be greater than zero".into()));
+            return Err(super::builder_invalid(
+                "circuit_breaker.cooldown",
+                "must be greater than zero".into(),
+            ));
         }
         Ok(())
     }
@@ -83,12 +92,22 @@ fn index(side: Side) -> usize {
 
 impl Breakers {
     pub(crate) fn new(settings: Option<CircuitBreaker>) -> Self {
-        Breakers { settings, sides: Mutex::new([SideState::default(); 2]) }
+        Breakers {
+            settings,
+            sides: Mutex::new([SideState::default(); 2]),
+        }
     }
 
-    fn with<R>(&self, side: Side, f: impl FnOnce(&mut SideState, &CircuitBreaker) -> R) -> Option<R> {
+    fn with<R>(
+        &self,
+        side: Side,
+        f: impl FnOnce(&mut SideState, &CircuitBreaker) -> R,
+    ) -> Option<R> {
         let settings = self.settings.as_ref()?;
-        let mut sides = self.sides.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut sides = self
+            .sides
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         Some(f(&mut sides[index(side)], settings))
     }
 
@@ -147,19 +166,39 @@ mod tests {
         }
         assert_eq!(breakers.admit(Side::New), Admission::Call);
         breakers.record_failure(Side::New);
-        assert_eq!(breakers.admit(Side::New), Admission::Skip, "open after 3 failures");
-        assert_eq!(breakers.admit(Side::Old), Admission::Call, "each side has its own breaker");
+        assert_eq!(
+            breakers.admit(Side::New),
+            Admission::Skip,
+            "open after 3 failures"
+        );
+        assert_eq!(
+            breakers.admit(Side::Old),
+            Admission::Call,
+            "each side has its own breaker"
+        );
 
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(breakers.admit(Side::New), Admission::Probe);
-        assert_eq!(breakers.admit(Side::New), Admission::Skip, "one probe at a time");
+        assert_eq!(
+            breakers.admit(Side::New),
+            Admission::Skip,
+            "one probe at a time"
+        );
         breakers.record_failure(Side::New);
-        assert_eq!(breakers.admit(Side::New), Admission::Skip, "a failed probe reopens");
+        assert_eq!(
+            breakers.admit(Side::New),
+            Admission::Skip,
+            "a failed probe reopens"
+        );
 
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(breakers.admit(Side::New), Admission::Probe);
         breakers.record_success(Side::New);
-        assert_eq!(breakers.admit(Side::New), Admission::Call, "a successful probe closes");
+        assert_eq!(
+            breakers.admit(Side::New),
+            Admission::Call,
+            "a successful probe closes"
+        );
     }
 
     #[test]

@@ -6,8 +6,10 @@ use tokio::sync::Notify;
 
 use super::breaker::{Breakers, CircuitBreaker};
 use super::{locks::KeyLocks, Delivery, DualWrite, Shared};
+use crate::observe::Observer;
 use crate::queue::ReconciliationQueue;
-use crate::stage::{Stage, StageHandle};
+use crate::read::ReadSettings;
+use crate::stage::{MismatchGuard, Stage, StageHandle};
 use crate::worker::RetryPolicy;
 
 /// A setting [`Builder::build`] refused. Nothing was started.
@@ -57,10 +59,12 @@ pub struct Builder<Old, New> {
     retry: RetryPolicy,
     follower_timeout: Duration,
     delivery: Delivery,
+    orphan_after: Duration,
     circuit_breaker: Option<CircuitBreaker>,
     worker_concurrency: usize,
     lease: Option<Duration>,
     poll_interval: Duration,
+    reads: ReadSettings,
 }
 
 impl<Old, New> Builder<Old, New> {
@@ -74,10 +78,12 @@ impl<Old, New> Builder<Old, New> {
             retry: RetryPolicy::default(),
             follower_timeout: Duration::from_secs(1),
             delivery: Delivery::Sync,
+            orphan_after: Duration::from_secs(300),
             circuit_breaker: Some(CircuitBreaker::default()),
             worker_concurrency: 16,
             lease: None,
             poll_interval: Duration::from_millis(500),
+            reads: ReadSettings::default(),
         }
     }
 
@@ -126,6 +132,15 @@ impl<Old, New> Builder<Old, New> {
         self
     }
 
+    /// With [`Delivery::Journaled`], how long an operation written ahead of
+    /// its authoritative write waits for the writer to confirm it before the
+    /// worker presumes the writer died mid-write and replays the operation to
+    /// both stores. Must exceed the slowest authoritative write. Default: 5 min.
+    pub fn orphan_after(mut self, after: Duration) -> Self {
+        self.orphan_after = after;
+        self
+    }
+
     /// The circuit breaker in front of the follower, for `Sync` delivery:
     /// after a run of failures, writes queue at once instead of waiting for a
     /// follower that is down. Default: [`CircuitBreaker::default`].
@@ -162,6 +177,59 @@ impl<Old, New> Builder<Old, New> {
         self
     }
 
+    // ---- Reads and observability (shadow comparison, issue 4) ----------
+    // One block, kept together: the settings of `crate::read` and
+    // `crate::observe`, checked in `ReadSettings::build`.
+
+    /// How long a compared read waits for the other store once the serving
+    /// store has answered; the caller never waits longer than the serving
+    /// store plus this. A detached comparison gives the other store the
+    /// same time. Default: 100 ms.
+    pub fn compare_timeout(mut self, timeout: Duration) -> Self {
+        self.reads.timeout = timeout;
+        self
+    }
+
+    /// The fraction (0 to 1) of reads compared in `Shadow` and `Live`; the
+    /// others read the serving store only. Default: 1 (every read).
+    pub fn compare_sampling(mut self, fraction: f64) -> Self {
+        self.reads.sampling = fraction;
+        self
+    }
+
+    /// How many detached comparisons may run at once; beyond that, reads
+    /// are served without one and the drop is counted. Default: 64.
+    pub fn detached_concurrency(mut self, comparisons: usize) -> Self {
+        self.reads.detached_concurrency = comparisons;
+        self
+    }
+
+    /// Adds an observer of mismatches, dead letters and stage changes.
+    pub fn observer(self, observer: impl Observer) -> Self {
+        self.shared_observer(std::sync::Arc::new(observer))
+    }
+
+    /// Adds an observer shared with other wrappers (or kept by the caller).
+    pub fn shared_observer(mut self, observer: std::sync::Arc<dyn Observer>) -> Self {
+        self.reads.observers.push(observer);
+        self
+    }
+
+    /// Leaves out the default [`TracingObserver`](crate::observe::TracingObserver).
+    pub fn without_tracing_observer(mut self) -> Self {
+        self.reads.default_observer = false;
+        self
+    }
+
+    /// The mismatch-rate guardrail of the stage handle. Default:
+    /// [`MismatchGuard::default`] (or what the shared handle has).
+    pub fn mismatch_guard(mut self, guard: MismatchGuard) -> Self {
+        self.reads.mismatch_guard = Some(guard);
+        self
+    }
+
+    // ---- end of reads and observability --------------------------------
+
     /// Checks the settings and builds the wrapper.
     ///
     /// # Errors
@@ -182,6 +250,12 @@ impl<Old, New> Builder<Old, New> {
             return Err(builder_invalid(
                 "worker_concurrency",
                 "must be at least 1".into(),
+            ));
+        }
+        if self.orphan_after.is_zero() {
+            return Err(builder_invalid(
+                "orphan_after",
+                "must be greater than zero".into(),
             ));
         }
         if self.poll_interval.is_zero() {
@@ -210,12 +284,14 @@ impl<Old, New> Builder<Old, New> {
             .stage
             .unwrap_or_else(|| StageHandle::new(self.initial_stage));
         stage.attach_queue(&queue);
+        let reads = self.reads.build(&stage)?;
         let shared = Shared {
             stage,
             queue,
             locks: Arc::new(KeyLocks::default()),
             follower_timeout: self.follower_timeout,
             delivery: self.delivery,
+            orphan_after: self.orphan_after,
             breakers: Breakers::new(self.circuit_breaker),
             retry: self.retry,
             worker_concurrency: self.worker_concurrency,
@@ -223,6 +299,7 @@ impl<Old, New> Builder<Old, New> {
             poll_interval: self.poll_interval,
             queued: Notify::new(),
             drift: AtomicU64::new(0),
+            reads,
         };
         Ok(DualWrite::from_parts(self.old, self.new, shared))
     }

@@ -8,7 +8,7 @@ mod write;
 pub use breaker::CircuitBreaker;
 pub(crate) use builder::builder_invalid;
 pub use builder::{BuildError, Builder};
-pub use write::{FollowerPlan, WriteGuard};
+pub use write::{FollowerPlan, QueueRefused, WriteGuard};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::observe::Observers;
 use crate::op::{Key, Replay};
-use crate::queue::ReconciliationQueue;
+use crate::queue::{QueueError, QueueStats, ReconciliationQueue};
+use crate::read::{ReadPlan, Reads};
 use crate::stage::{Side, StageHandle};
 use crate::worker::{RetryPolicy, Worker};
 use locks::KeyLocks;
@@ -60,6 +62,7 @@ pub(crate) struct Shared {
     pub(crate) locks: Arc<KeyLocks>,
     pub(crate) follower_timeout: Duration,
     pub(crate) delivery: Delivery,
+    pub(crate) orphan_after: Duration,
     pub(crate) breakers: breaker::Breakers,
     pub(crate) retry: RetryPolicy,
     pub(crate) worker_concurrency: usize,
@@ -69,6 +72,17 @@ pub(crate) struct Shared {
     pub(crate) queued: Notify,
     /// Follower writes lost because the queue refused them (fail-open).
     pub(crate) drift: AtomicU64,
+    /// Read comparison settings, their permits and the observers.
+    pub(crate) reads: Reads,
+}
+
+impl Shared {
+    /// The wrapper's observers (for dead letters: see
+    /// [`Observers::dead_letter`]).
+    #[allow(dead_code)] // called by the worker once it reports dead letters
+    pub(crate) fn observers(&self) -> &Observers {
+        &self.reads.observers
+    }
 }
 
 impl<Old, New> Clone for DualWrite<Old, New> {
@@ -123,6 +137,21 @@ impl<Old, New> DualWrite<Old, New> {
     /// with its key.
     pub fn drift_count(&self) -> u64 {
         self.shared.drift.load(Ordering::Relaxed)
+    }
+
+    /// Reads the queue's stats and sets the queue gauges
+    /// (`dualwrite_queue_depth`, `dualwrite_queue_oldest_pending_seconds`;
+    /// see [`observe`](crate::observe)). Call it periodically, for example
+    /// from the task that scrapes or pushes metrics.
+    ///
+    /// # Errors
+    ///
+    /// The queue's error if its stats cannot be read; the gauges keep their
+    /// last values.
+    pub async fn record_queue_metrics(&self) -> Result<QueueStats, QueueError> {
+        let stats = self.shared.queue.stats().await?;
+        crate::observe::record_queue(&stats);
+        Ok(stats)
     }
 
     /// A reconciliation worker for the operations of one trait (the enum
@@ -180,6 +209,18 @@ impl<Old, New> DualWrite<Old, New> {
     /// The store that serves a read now.
     pub fn __read_side(&self, _namespace: &'static str, _method: &'static str) -> Side {
         self.shared.stage.get().serving()
+    }
+
+    /// Plans one read: its stage (after rollout by key), the serving store
+    /// and, if this call is compared, the other store. `key` is called only
+    /// when a rollout or a comparison needs the key.
+    pub fn __read(
+        &self,
+        namespace: &'static str,
+        method: &'static str,
+        key: impl FnOnce() -> Option<Key>,
+    ) -> ReadPlan<'_> {
+        ReadPlan::new(&self.shared, namespace, method, key)
     }
 
     /// Starts a write: waits for the key's order guard and snapshots the stage.

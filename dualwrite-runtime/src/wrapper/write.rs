@@ -27,7 +27,7 @@ use super::breaker::Admission;
 use super::locks::KeyLockGuard;
 use super::{Delivery, Shared};
 use crate::op::{Key, Operation};
-use crate::queue::NewEntry;
+use crate::queue::{EntryId, NewEntry, QueueError};
 use crate::stage::{Side, Stage};
 
 /// The state of one write in progress. Used by generated code only.
@@ -38,8 +38,29 @@ pub struct WriteGuard<'a> {
     method: &'static str,
     key: Key,
     stage: Stage,
+    delivery: Delivery,
     _key_lock: KeyLockGuard,
     _stage_barrier: OwnedRwLockReadGuard<()>,
+}
+
+/// The reconciliation queue refused an operation, so the follower may miss
+/// the write. A write method declared `fail_closed` returns it (converted
+/// with `From` into the method's error type); otherwise it is only logged and
+/// counted in [`DualWrite::drift_count`](crate::DualWrite::drift_count).
+#[derive(Debug, thiserror::Error)]
+#[error("the reconciliation queue refused the `{method}` operation on key `{key}` for the {target} store: {source}")]
+pub struct QueueRefused {
+    /// The trait's namespace.
+    pub namespace: &'static str,
+    /// The write method.
+    pub method: &'static str,
+    /// The operation's key.
+    pub key: Key,
+    /// The store that would have missed the write.
+    pub target: Side,
+    /// What the queue said.
+    #[source]
+    pub source: QueueError,
 }
 
 /// How the follower gets this write.
@@ -69,6 +90,7 @@ impl<'a> WriteGuard<'a> {
             method,
             key,
             stage,
+            delivery: shared.delivery,
             _key_lock: key_lock,
             _stage_barrier: stage_barrier,
         }
@@ -85,7 +107,9 @@ impl<'a> WriteGuard<'a> {
     }
 
     fn follower(&self) -> Side {
-        self.stage.follower().unwrap_or(self.authoritative().other())
+        self.stage
+            .follower()
+            .unwrap_or(self.authoritative().other())
     }
 
     fn record_follower_call(&self, outcome: Result<(), String>) -> Result<(), String> {
@@ -94,6 +118,112 @@ impl<'a> WriteGuard<'a> {
             Err(_) => self.shared.breakers.record_failure(self.follower()),
         }
         outcome
+    }
+
+    /// With journaled delivery, writes the operation ahead to the queue,
+    /// before the authoritative write, so that a crash between the two
+    /// cannot lose it. Returns the prepared entry, to [`commit`](Self::commit)
+    /// or [`abort`](Self::abort), or `None` with sync delivery.
+    ///
+    /// # Errors
+    ///
+    /// The queue refused the entry (logged). A fail-open write goes on and
+    /// appends the operation after the authoritative write instead; a
+    /// fail-closed write returns the error before touching either store.
+    pub async fn prepare<Op: Operation>(&self, op: &Op) -> Result<Option<EntryId>, QueueRefused> {
+        if self.delivery != Delivery::Journaled {
+            return Ok(None);
+        }
+        let side = self.follower();
+        let prepared = match self.entry(side, op, "journaled delivery".to_owned()) {
+            Ok(entry) => {
+                self.shared
+                    .queue
+                    .prepare(entry, self.shared.orphan_after)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        prepared.map(Some).map_err(|source| {
+            tracing::error!(
+                namespace = self.namespace,
+                method = self.method,
+                key = %self.key,
+                error = %source,
+                "could not write an operation ahead to the reconciliation queue"
+            );
+            self.refusal(side, source)
+        })
+    }
+
+    /// [`Self::prepare`] for blocking traits.
+    pub fn prepare_blocking<Op: Operation>(
+        &self,
+        op: &Op,
+    ) -> Result<Option<EntryId>, QueueRefused> {
+        futures::executor::block_on(self.prepare(op))
+    }
+
+    /// Makes a prepared operation available to the worker, after the
+    /// authoritative write succeeded.
+    pub async fn commit(&self, prepared: EntryId) {
+        match self.shared.queue.commit(prepared).await {
+            Ok(()) => self.shared.queued.notify_one(),
+            // The entry stays prepared; the worker replays it as an orphan
+            // once `orphan_after` has passed, so nothing is lost.
+            Err(error) => tracing::error!(
+                namespace = self.namespace,
+                method = self.method,
+                key = %self.key,
+                %error,
+                "could not confirm a written-ahead operation; the worker will replay it after the orphan timeout"
+            ),
+        }
+    }
+
+    /// [`Self::commit`] for blocking traits.
+    pub fn commit_blocking(&self, prepared: EntryId) {
+        futures::executor::block_on(self.commit(prepared))
+    }
+
+    /// Records that the authoritative write failed, withdrawing the prepared
+    /// operation if there is one: the follower must not get it (I1).
+    pub async fn abort(&self, prepared: Option<EntryId>) {
+        self.authoritative_failed();
+        if let Some(id) = prepared {
+            if let Err(error) = self.shared.queue.abort(id).await {
+                tracing::error!(
+                    namespace = self.namespace,
+                    method = self.method,
+                    key = %self.key,
+                    %error,
+                    "could not withdraw a written-ahead operation whose authoritative write failed; it will be replayed to both stores after the orphan timeout"
+                );
+            }
+        }
+    }
+
+    /// [`Self::abort`] for blocking traits.
+    pub fn abort_blocking(&self, prepared: Option<EntryId>) {
+        futures::executor::block_on(self.abort(prepared))
+    }
+
+    fn entry<Op: Operation>(
+        &self,
+        side: Side,
+        op: &Op,
+        reason: String,
+    ) -> Result<NewEntry, crate::queue::QueueError> {
+        let payload = serde_json::to_vec(op).map_err(crate::queue::QueueError::Encode)?;
+        Ok(NewEntry {
+            namespace: self.namespace.to_owned(),
+            target: side,
+            key: self.key.clone(),
+            method: op.method().to_owned(),
+            version: Op::VERSION,
+            payload,
+            reason,
+        })
     }
 
     /// Records that the authoritative write failed; nothing else happens.
@@ -111,10 +241,15 @@ impl<'a> WriteGuard<'a> {
     /// [`has_follower`](Self::has_follower).
     pub async fn follower_plan(&self) -> FollowerPlan {
         let side = self.follower();
-        if self.shared.delivery == Delivery::Journaled {
+        if self.delivery == Delivery::Journaled {
             return FollowerPlan::Queue(side, "journaled delivery".to_owned());
         }
-        match self.shared.queue.has_work(self.namespace, side, &self.key).await {
+        match self
+            .shared
+            .queue
+            .has_work(self.namespace, side, &self.key)
+            .await
+        {
             Ok(false) => match self.shared.breakers.admit(side) {
                 Admission::Call | Admission::Probe => FollowerPlan::Call(side),
                 Admission::Skip => FollowerPlan::Queue(
@@ -149,12 +284,13 @@ impl<'a> WriteGuard<'a> {
         E: Display,
     {
         let timeout = self.shared.follower_timeout;
-        let outcome = match tokio::time::timeout(timeout, AssertUnwindSafe(write).catch_unwind()).await {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err(error))) => Err(error.to_string()),
-            Ok(Err(panic)) => Err(format!("panicked: {}", crate::panic_message(&*panic))),
-            Err(_) => Err(format!("timed out after {timeout:?}")),
-        };
+        let outcome =
+            match tokio::time::timeout(timeout, AssertUnwindSafe(write).catch_unwind()).await {
+                Ok(Ok(Ok(_))) => Ok(()),
+                Ok(Ok(Err(error))) => Err(error.to_string()),
+                Ok(Err(panic)) => Err(format!("panicked: {}", crate::panic_message(&*panic))),
+                Err(_) => Err(format!("timed out after {timeout:?}")),
+            };
         self.record_follower_call(outcome)
     }
 
@@ -172,11 +308,21 @@ impl<'a> WriteGuard<'a> {
         self.record_follower_call(outcome)
     }
 
-    /// Queues the operation for `side`. If the queue refuses it the write is
-    /// lost to the follower: that is logged at error level with the key and
-    /// counted in [`DualWrite::drift_count`](crate::DualWrite::drift_count)
-    /// (the fail-open policy); the caller still gets the authoritative result.
-    pub async fn enqueue<Op: Operation>(&self, side: Side, op: &Op, reason: String) {
+    /// Queues the operation for `side`.
+    ///
+    /// # Errors
+    ///
+    /// The queue refused it: the write is lost to the follower. That is
+    /// logged at error level with the key and counted in
+    /// [`DualWrite::drift_count`](crate::DualWrite::drift_count); a fail-open
+    /// write still returns the authoritative result, a fail-closed one this
+    /// error.
+    pub async fn enqueue<Op: Operation>(
+        &self,
+        side: Side,
+        op: &Op,
+        reason: String,
+    ) -> Result<(), QueueRefused> {
         tracing::warn!(
             namespace = self.namespace,
             method = self.method,
@@ -185,23 +331,15 @@ impl<'a> WriteGuard<'a> {
             reason = %reason,
             "follower write not applied; queued for reconciliation"
         );
-        let appended = match serde_json::to_vec(op) {
-            Ok(payload) => {
-                let entry = NewEntry {
-                    namespace: self.namespace.to_owned(),
-                    target: side,
-                    key: self.key.clone(),
-                    method: op.method().to_owned(),
-                    version: Op::VERSION,
-                    payload,
-                    reason,
-                };
-                self.shared.queue.append(entry).await
-            }
-            Err(error) => Err(crate::queue::QueueError::Encode(error)),
+        let appended = match self.entry(side, op, reason) {
+            Ok(entry) => self.shared.queue.append(entry).await,
+            Err(error) => Err(error),
         };
         match appended {
-            Ok(_) => self.shared.queued.notify_one(),
+            Ok(_) => {
+                self.shared.queued.notify_one();
+                Ok(())
+            }
             Err(error) => {
                 self.shared.drift.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
@@ -212,12 +350,35 @@ impl<'a> WriteGuard<'a> {
                     %error,
                     "reconciliation queue refused an operation: the follower will miss this write until it is repaired"
                 );
+                Err(self.refusal(side, error))
             }
         }
     }
 
+    fn refusal(&self, target: Side, source: QueueError) -> QueueRefused {
+        QueueRefused {
+            namespace: self.namespace,
+            method: self.method,
+            key: self.key.clone(),
+            target,
+            source,
+        }
+    }
+
+    /// Delivers this write as `delivery` says, whatever the wrapper's default
+    /// (the method-level `delivery = ..` option).
+    pub fn deliver_by(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
     /// [`Self::enqueue`] for blocking traits.
-    pub fn enqueue_blocking<Op: Operation>(&self, side: Side, op: &Op, reason: String) {
+    pub fn enqueue_blocking<Op: Operation>(
+        &self,
+        side: Side,
+        op: &Op,
+        reason: String,
+    ) -> Result<(), QueueRefused> {
         futures::executor::block_on(self.enqueue(side, op, reason))
     }
 }

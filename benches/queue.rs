@@ -1,0 +1,174 @@
+//! Throughput of the embedded SQLite reconciliation queue, printed as figures
+//! (a benchmark, not a test: it asserts nothing about speed).
+//!
+//! ```sh
+//! cargo bench --bench queue            # or: cargo bench --bench queue -- 20000
+//! ```
+//!
+//! Measured in one run, on one file system:
+//! 1. the baseline: one fsync'd SQLite transaction per inserted row, one
+//!    writer, the same pragmas as the queue (WAL, `synchronous = FULL`);
+//! 2. acknowledged `append`s to `SqliteQueue` from 64 concurrent writers
+//!    (group commit);
+//! 3. acknowledged journaled writes through `DualWrite` from 64 concurrent
+//!    writers (in-memory authoritative store; each write is written ahead to
+//!    the queue, then confirmed);
+//! 4. the worker draining the queue into an in-memory follower.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dualwrite_runtime::queue::{NewEntry, SqliteQueue};
+use dualwrite_runtime::{Delivery, DualWrite, Key, ReconciliationQueue, Side, Stage};
+use dualwrite_suite::{FaultyStore, KvRepo, KvRepoOp};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+
+const WRITERS: usize = 64;
+
+fn rate(ops: usize, elapsed: Duration) -> f64 {
+    ops as f64 / elapsed.as_secs_f64()
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dualwrite-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn entry(key: usize) -> NewEntry {
+    NewEntry {
+        namespace: "kv".into(),
+        target: Side::New,
+        key: Key::from_display(&key),
+        method: "put".into(),
+        version: 1,
+        payload: format!(r#"{{"method":"put","args":{{"key":{key},"value":{key}}}}}"#).into_bytes(),
+        reason: "journaled delivery".into(),
+    }
+}
+
+async fn baseline(ops: usize) -> f64 {
+    let dir = scratch("baseline");
+    let options = SqliteConnectOptions::new()
+        .filename(dir.join("baseline.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE entries (id INTEGER PRIMARY KEY, key TEXT, payload BLOB)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for key in 0..ops {
+        let mut transaction = pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO entries (key, payload) VALUES (?, ?)")
+            .bind(key.to_string())
+            .bind(entry(key).payload)
+            .execute(&mut *transaction)
+            .await
+            .unwrap();
+        transaction.commit().await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    rate(ops, elapsed)
+}
+
+async fn concurrent_appends(ops: usize) -> f64 {
+    let dir = scratch("appends");
+    let queue = Arc::new(SqliteQueue::open(dir.join("queue.db")).await.unwrap());
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move {
+                for seq in 0..ops / WRITERS {
+                    queue.append(entry(writer * 1_000_000 + seq)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    rate(ops / WRITERS * WRITERS, elapsed)
+}
+
+/// Journaled writes through the wrapper, then the drain of what they queued.
+async fn journaled_writes_then_drain(ops: usize) -> (f64, f64) {
+    let dir = scratch("journaled");
+    let queue = SqliteQueue::open(dir.join("queue.db")).await.unwrap();
+    let repo = Arc::new(
+        DualWrite::builder(FaultyStore::new(), FaultyStore::new())
+            .queue(queue)
+            .stage(Stage::DualWrite)
+            .delivery(Delivery::Journaled)
+            .worker_concurrency(64)
+            .build()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let repo = Arc::clone(&repo);
+            tokio::spawn(async move {
+                for seq in 0..ops / WRITERS {
+                    let key = u32::try_from(writer * 100_000 + seq).unwrap();
+                    repo.put(key, u64::from(key)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let written = ops / WRITERS * WRITERS;
+    let write_rate = rate(written, started.elapsed());
+
+    let started = Instant::now();
+    let report = repo.worker::<KvRepoOp>().drain().await;
+    let drain_rate = rate(usize::try_from(report.applied).unwrap(), started.elapsed());
+    assert_eq!(report.applied as usize, written, "every write was drained");
+    assert_eq!(repo.new_store().snapshot().len(), written);
+    let _ = std::fs::remove_dir_all(&dir);
+    (write_rate, drain_rate)
+}
+
+fn main() {
+    let ops: usize = std::env::args()
+        .skip(1)
+        .find_map(|arg| arg.parse().ok())
+        .unwrap_or(20_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let baseline_ops = (ops / 10).max(500);
+        let baseline = baseline(baseline_ops).await;
+        println!("baseline: one fsync'd transaction per row, 1 writer ({baseline_ops} rows): {baseline:>10.0} rows/s");
+        let appends = concurrent_appends(ops).await;
+        println!(
+            "SqliteQueue::append, {WRITERS} concurrent writers ({ops} entries):      {appends:>10.0} appends/s  ({:.1}x baseline)",
+            appends / baseline
+        );
+        let (writes, drain) = journaled_writes_then_drain(ops).await;
+        println!(
+            "journaled DualWrite::put, {WRITERS} concurrent writers ({ops} writes):  {writes:>10.0} writes/s   ({:.1}x baseline)",
+            writes / baseline
+        );
+        println!(
+            "worker drain into an in-memory follower ({ops} ops):             {drain:>10.0} ops/s      ({:.2}x the journaled write rate)",
+            drain / writes
+        );
+    });
+}

@@ -1,0 +1,184 @@
+//! Deciding whether two stores' results agree.
+
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+
+use serde::{Deserialize, Serialize};
+
+/// What comparing one read's two results found.
+///
+/// Results that are `Result<T, E>` are compared on their `Ok` values; an
+/// `Err` on either side is an outcome of its own. Other results are compared
+/// whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ComparisonOutcome {
+    /// Both stores answered `Ok` with values the comparator found equal.
+    Match,
+    /// Both answered `Ok` with values the comparator found different.
+    ValueMismatch,
+    /// The serving store answered `Err`, the compared store `Ok`.
+    ServingErrored,
+    /// The compared store answered `Err` or panicked; the serving store `Ok`.
+    ComparedErrored,
+    /// Both stores answered `Err` (or the serving store `Err` and the
+    /// compared store panicked).
+    BothErrored,
+    /// The compared store did not answer within the bound.
+    ComparedTimedOut,
+    /// The comparator (or normaliser) panicked.
+    ComparatorPanicked,
+}
+
+impl ComparisonOutcome {
+    /// Every outcome.
+    pub const ALL: [ComparisonOutcome; 7] = [
+        ComparisonOutcome::Match,
+        ComparisonOutcome::ValueMismatch,
+        ComparisonOutcome::ServingErrored,
+        ComparisonOutcome::ComparedErrored,
+        ComparisonOutcome::BothErrored,
+        ComparisonOutcome::ComparedTimedOut,
+        ComparisonOutcome::ComparatorPanicked,
+    ];
+
+    /// The outcome's name in snake case, as used in the `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComparisonOutcome::Match => "match",
+            ComparisonOutcome::ValueMismatch => "value_mismatch",
+            ComparisonOutcome::ServingErrored => "serving_errored",
+            ComparisonOutcome::ComparedErrored => "compared_errored",
+            ComparisonOutcome::BothErrored => "both_errored",
+            ComparisonOutcome::ComparedTimedOut => "compared_timed_out",
+            ComparisonOutcome::ComparatorPanicked => "comparator_panicked",
+        }
+    }
+
+    /// Whether this outcome is evidence that the stores may disagree. Only
+    /// a match and two errors are not: a timeout or a panicking comparator
+    /// proves nothing either way, and the mismatch-rate guardrail counts
+    /// what it cannot vouch for against the move.
+    pub fn is_disagreement(self) -> bool {
+        !matches!(
+            self,
+            ComparisonOutcome::Match | ComparisonOutcome::BothErrored
+        )
+    }
+}
+
+impl fmt::Display for ComparisonOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the compared store answered, as far as the comparison cares.
+pub(crate) enum Answer<'v, T: ?Sized> {
+    /// `Ok` (or a result that is not a `Result`), with its value.
+    Value(&'v T),
+    /// `Err`, or a panic.
+    Errored,
+    /// Nothing within the bound.
+    TimedOut,
+}
+
+/// Compares the serving store's value (`None` when it errored) with the
+/// compared store's answer, catching a panic in the comparator.
+pub(crate) fn judge<T: ?Sized>(
+    serving: Option<&T>,
+    other: Answer<'_, T>,
+    compare: &dyn Fn(&T, &T) -> bool,
+) -> ComparisonOutcome {
+    match (serving, other) {
+        (_, Answer::TimedOut) => ComparisonOutcome::ComparedTimedOut,
+        (Some(serving), Answer::Value(other)) => {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| compare(serving, other))) {
+                Ok(true) => ComparisonOutcome::Match,
+                Ok(false) => ComparisonOutcome::ValueMismatch,
+                Err(_) => ComparisonOutcome::ComparatorPanicked,
+            }
+        }
+        (Some(_), Answer::Errored) => ComparisonOutcome::ComparedErrored,
+        (None, Answer::Value(_)) => ComparisonOutcome::ServingErrored,
+        (None, Answer::Errored) => ComparisonOutcome::BothErrored,
+    }
+}
+
+/// The default comparator: `PartialEq`.
+pub fn equal<T: PartialEq + ?Sized>(serving: &T, other: &T) -> bool {
+    serving == other
+}
+
+/// A comparator that compares what `normalize` makes of each value, to
+/// ignore differences that do not matter (timestamp precision, the order of
+/// a set, trailing whitespace). The `normalize = path` method option uses it.
+///
+/// ```
+/// use dualwrite_runtime::read::normalized;
+///
+/// /// The old store keeps milliseconds, the new one microseconds.
+/// fn to_millis(micros_or_millis: &(u64, bool)) -> u64 {
+///     let (value, is_micros) = *micros_or_millis;
+///     if is_micros { value / 1000 } else { value }
+/// }
+/// let same = normalized(to_millis);
+/// assert!(same(&(1_500_123, true), &(1_500, false)));
+/// ```
+pub fn normalized<T: ?Sized, U: PartialEq>(
+    normalize: fn(&T) -> U,
+) -> impl Fn(&T, &T) -> bool + Copy + Send + Sync {
+    move |serving, other| normalize(serving) == normalize(other)
+}
+
+/// Splits a `Result` output into its `Ok` value or its error.
+pub fn result_view<T, E>(result: &Result<T, E>) -> Result<&T, &E> {
+    result.as_ref()
+}
+
+/// Views an output that is not a `Result` as always `Ok`.
+pub fn plain_view<T>(value: &T) -> Result<&T, &std::convert::Infallible> {
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pair_of_results_has_its_outcome() {
+        use ComparisonOutcome::*;
+        let eq = &equal::<u32>;
+        assert_eq!(judge(Some(&1), Answer::Value(&1), eq), Match);
+        assert_eq!(judge(Some(&1), Answer::Value(&2), eq), ValueMismatch);
+        assert_eq!(judge(None, Answer::Value(&2), eq), ServingErrored);
+        assert_eq!(judge(Some(&1), Answer::Errored, eq), ComparedErrored);
+        assert_eq!(judge(None, Answer::Errored, eq), BothErrored);
+        assert_eq!(judge(Some(&1), Answer::TimedOut, eq), ComparedTimedOut);
+        assert_eq!(judge(None, Answer::TimedOut, eq), ComparedTimedOut);
+        let panicking = &|_: &u32, _: &u32| -> bool { panic!("comparator bug") };
+        assert_eq!(
+            judge(Some(&1), Answer::Value(&1), panicking),
+            ComparatorPanicked
+        );
+    }
+
+    #[test]
+    fn only_a_match_and_two_errors_are_agreements() {
+        for outcome in ComparisonOutcome::ALL {
+            let agrees = matches!(
+                outcome,
+                ComparisonOutcome::Match | ComparisonOutcome::BothErrored
+            );
+            assert_eq!(outcome.is_disagreement(), !agrees, "{outcome}");
+        }
+    }
+
+    #[test]
+    fn a_normaliser_decides_equality() {
+        let same = normalized(|text: &String| text.trim().to_owned());
+        assert!(same(&"a ".to_owned(), &"a".to_owned()));
+        assert!(!same(&"a".to_owned(), &"b".to_owned()));
+    }
+}

@@ -1,0 +1,583 @@
+//! One read, as the generated code drives it.
+//!
+//! [`DualWrite::__read`](crate::DualWrite) makes a [`ReadPlan`]: the stage
+//! the call is routed by (the base stage, or the rollout's for a key in
+//! it), the serving store, and the store to compare against if this call is
+//! compared (the stage compares and the call was sampled). The generated
+//! code then calls exactly one of the plan's methods:
+//!
+//! - [`ReadPlan::serve`] when nothing is compared;
+//! - [`ReadPlan::compare`] for a concurrent comparison (every async form,
+//!   and `detached` native `async fn`);
+//! - [`ReadPlan::detach`] for a detached comparison (`impl Future + Send`
+//!   and `#[async_trait]` methods marked `detached`);
+//! - the `_blocking` twins for plain `fn` methods.
+//!
+//! Every one of them returns the serving store's result untouched.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{select, Either};
+use futures::FutureExt;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{judge, Answer, ComparisonOutcome};
+use crate::observe::{self, CallOutcome, ComparisonReport};
+use crate::op::Key;
+use crate::stage::{Side, Stage};
+use crate::wrapper::Shared;
+
+/// How one read is routed. Made by generated code; not part of the API.
+#[doc(hidden)]
+#[must_use = "a read plan does nothing until one of its methods runs the read"]
+pub struct ReadPlan<'a> {
+    shared: &'a Arc<Shared>,
+    call: Call,
+    span: tracing::Span,
+}
+
+/// One store's blocking read, boxed so that either store can be first.
+type BlockingRead<'f, R> = Box<dyn FnOnce() -> R + 'f>;
+
+/// What identifies a call in metrics and reports.
+#[derive(Clone)]
+struct Call {
+    namespace: &'static str,
+    method: &'static str,
+    key: Option<Key>,
+    stage: Stage,
+    serving: Side,
+    compared: Option<Side>,
+}
+
+/// The serving store's answer, kept for a comparison that outlives the call.
+struct Served<T> {
+    value: Option<T>,
+    shown: Option<String>,
+    elapsed: Duration,
+}
+
+impl<'a> ReadPlan<'a> {
+    pub(crate) fn new(
+        shared: &'a Arc<Shared>,
+        namespace: &'static str,
+        method: &'static str,
+        key: impl FnOnce() -> Option<Key>,
+    ) -> Self {
+        let mut key = Some(key);
+        let mut take_key = || key.take().and_then(|key| key());
+        let (stage, rollout_key) = shared.stage.read_stage(&mut take_key);
+        let compared = stage
+            .compared()
+            .filter(|_| super::sample::is_sampled(shared.reads.sampling));
+        let key = match (rollout_key, compared) {
+            (Some(key), _) => key,
+            (None, Some(_)) => take_key(),
+            (None, None) => None,
+        };
+        let serving = stage.serving();
+        let span = tracing::info_span!(
+            "dualwrite.read",
+            namespace,
+            method,
+            stage = stage.as_str(),
+            side = serving.as_str(),
+            compared = compared.map_or("none", Side::as_str),
+        );
+        ReadPlan {
+            shared,
+            call: Call {
+                namespace,
+                method,
+                key,
+                stage,
+                serving,
+                compared,
+            },
+            span,
+        }
+    }
+
+    /// The store whose result the caller gets.
+    pub fn serving(&self) -> Side {
+        self.call.serving
+    }
+
+    /// The store to compare against, if this call is compared.
+    pub fn compared(&self) -> Option<Side> {
+        self.call.compared
+    }
+
+    /// The stage this call is routed by.
+    pub fn stage(&self) -> Stage {
+        self.call.stage
+    }
+
+    /// Awaits the serving store alone.
+    pub async fn serve<R, T: ?Sized, E: ?Sized>(
+        self,
+        read: impl Future<Output = R>,
+        view: fn(&R) -> Result<&T, &E>,
+    ) -> R {
+        let call = self.call;
+        async move {
+            let start = Instant::now();
+            let result = read.await;
+            record_served(&call, view(&result).is_ok(), start.elapsed());
+            result
+        }
+        .instrument(self.span)
+        .await
+    }
+
+    /// Calls the serving store alone, for blocking methods.
+    pub fn serve_blocking<R, T: ?Sized, E: ?Sized>(
+        self,
+        read: impl FnOnce() -> R,
+        view: fn(&R) -> Result<&T, &E>,
+    ) -> R {
+        let _entered = self.span.enter();
+        let start = Instant::now();
+        let result = read();
+        record_served(&self.call, view(&result).is_ok(), start.elapsed());
+        result
+    }
+
+    /// Reads both stores concurrently within the caller's future and
+    /// compares; returns the serving store's result. The caller waits for
+    /// the serving store, then at most the compare timeout for the other.
+    /// A panic in the other store or the comparator is caught; a panic in
+    /// the serving store reaches the caller as it would without dualwrite.
+    pub async fn compare<R, T: ?Sized, E: ?Sized>(
+        self,
+        old: impl Future<Output = R>,
+        new: impl Future<Output = R>,
+        view: fn(&R) -> Result<&T, &E>,
+        compare: impl Fn(&T, &T) -> bool,
+        show: Option<fn(&R) -> String>,
+    ) -> R {
+        let ReadPlan { shared, call, span } = self;
+        let Some(_) = call.compared else {
+            let read = match call.serving {
+                Side::Old => Either::Left(old),
+                Side::New => Either::Right(new),
+            };
+            return ReadPlan { shared, call, span }.serve(read, view).await;
+        };
+        let (serving, other) = match call.serving {
+            Side::Old => (Either::Left(old), Either::Right(new)),
+            Side::New => (Either::Right(new), Either::Left(old)),
+        };
+        let timeout = shared.reads.timeout;
+        async move {
+            let start = Instant::now();
+            let serving = pin!(serving.map(|result| (result, start.elapsed())));
+            let other = pin!(caught(other, start));
+            let (result, serving_elapsed, other) = match select(serving, other).await {
+                Either::Left(((result, elapsed), other)) => {
+                    let other = match tokio::time::timeout(timeout, other).await {
+                        Ok(other) => other,
+                        Err(_) => (Err(None), None),
+                    };
+                    (result, elapsed, other)
+                }
+                Either::Right((other, serving)) => {
+                    let (result, elapsed) = serving.await;
+                    (result, elapsed, other)
+                }
+            };
+            let (answer, other_elapsed) = other;
+            let served = Served {
+                value: view(&result).ok(),
+                shown: shown(show, &result),
+                elapsed: serving_elapsed,
+            };
+            record_served(&call, served.value.is_some(), serving_elapsed);
+            conclude(
+                shared,
+                &call,
+                served,
+                answer,
+                other_elapsed,
+                view,
+                &compare,
+                show,
+                false,
+            );
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Calls both stores, serving store first, on the caller's thread, and
+    /// compares; returns the serving store's result. Blocking calls cannot
+    /// be raced or interrupted, so the caller pays the other store's time.
+    pub fn compare_blocking<R, T: ?Sized, E: ?Sized>(
+        self,
+        old: impl FnOnce() -> R,
+        new: impl FnOnce() -> R,
+        view: fn(&R) -> Result<&T, &E>,
+        compare: impl Fn(&T, &T) -> bool,
+        show: Option<fn(&R) -> String>,
+    ) -> R {
+        let _entered = self.span.enter();
+        let (serving, other): (BlockingRead<'_, R>, BlockingRead<'_, R>) = match self.call.serving {
+            Side::Old => (Box::new(old), Box::new(new)),
+            Side::New => (Box::new(new), Box::new(old)),
+        };
+        if self.call.compared.is_none() {
+            drop(other);
+            let start = Instant::now();
+            let result = serving();
+            record_served(&self.call, view(&result).is_ok(), start.elapsed());
+            return result;
+        }
+        let start = Instant::now();
+        let result = serving();
+        let serving_elapsed = start.elapsed();
+        let other_start = Instant::now();
+        let answer = std::panic::catch_unwind(AssertUnwindSafe(other))
+            .map_err(|panic| Some(format!("panicked: {}", crate::panic_message(&*panic))));
+        let other_elapsed = Some(other_start.elapsed());
+        let served = Served {
+            value: view(&result).ok(),
+            shown: shown(show, &result),
+            elapsed: serving_elapsed,
+        };
+        record_served(&self.call, served.value.is_some(), serving_elapsed);
+        conclude(
+            self.shared,
+            &self.call,
+            served,
+            answer,
+            other_elapsed,
+            view,
+            &compare,
+            show,
+            false,
+        );
+        result
+    }
+
+    /// Awaits the serving store and returns its result; the other store's
+    /// read (`other`, already a `'static` future owning its arguments)
+    /// runs in a task of its own, which compares once both have answered.
+    /// When [`detached_concurrency`](crate::Builder::detached_concurrency)
+    /// comparisons are running already, or there is no tokio runtime, the
+    /// comparison is dropped and counted.
+    pub async fn detach<R, T, E, C>(
+        self,
+        serving: impl Future<Output = R>,
+        other: impl Future<Output = R> + Send + 'static,
+        view: fn(&R) -> Result<&T, &E>,
+        compare: C,
+        show: Option<fn(&R) -> String>,
+    ) -> R
+    where
+        R: Send + 'static,
+        T: Clone + Send + 'static,
+        E: ?Sized + 'static,
+        C: Fn(&T, &T) -> bool + Send + 'static,
+    {
+        let ReadPlan { shared, call, span } = self;
+        let Some(_) = call.compared else {
+            return ReadPlan { shared, call, span }.serve(serving, view).await;
+        };
+        let Some(permit) = detached_permit(shared, &call) else {
+            return ReadPlan { shared, call, span }.serve(serving, view).await;
+        };
+        let (sender, receiver) = tokio::sync::oneshot::channel::<Served<T>>();
+        let start = Instant::now();
+        let task_span = tracing::info_span!(
+            parent: None,
+            "dualwrite.detached_compare",
+            namespace = call.namespace,
+            method = call.method,
+            stage = call.stage.as_str(),
+            side = call.serving.as_str(),
+        );
+        task_span.follows_from(&span);
+        let task_shared = Arc::clone(shared);
+        let task_call = call.clone();
+        let timeout = shared.reads.timeout;
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let other = pin!(caught(other, start));
+                let (served, other) = match select(receiver, other).await {
+                    Either::Left((served, other)) => match served {
+                        Ok(served) => match tokio::time::timeout(timeout, other).await {
+                            Ok(other) => (served, other),
+                            Err(_) => (served, (Err(None), None)),
+                        },
+                        Err(_) => return cancelled(&task_call),
+                    },
+                    Either::Right((other, receiver)) => match receiver.await {
+                        Ok(served) => (served, other),
+                        Err(_) => return cancelled(&task_call),
+                    },
+                };
+                let (answer, other_elapsed) = other;
+                conclude(
+                    &task_shared,
+                    &task_call,
+                    served,
+                    answer,
+                    other_elapsed,
+                    view,
+                    &compare,
+                    show,
+                    true,
+                );
+            }
+            .instrument(task_span),
+        );
+        async move {
+            let result = serving.await;
+            let elapsed = start.elapsed();
+            let value = view(&result).ok();
+            record_served(&call, value.is_some(), elapsed);
+            let _ = sender.send(Served {
+                value: value.cloned(),
+                shown: shown(show, &result),
+                elapsed,
+            });
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// [`Self::detach`] for blocking methods: the serving store is called
+    /// on the caller's thread, then the other store on tokio's blocking
+    /// pool (or a thread of its own outside a runtime), where the
+    /// comparison runs.
+    pub fn detach_blocking<R, T, E, C>(
+        self,
+        serving: impl FnOnce() -> R,
+        other: impl FnOnce() -> R + Send + 'static,
+        view: fn(&R) -> Result<&T, &E>,
+        compare: C,
+        show: Option<fn(&R) -> String>,
+    ) -> R
+    where
+        R: Send + 'static,
+        T: Clone + Send + 'static,
+        E: ?Sized + 'static,
+        C: Fn(&T, &T) -> bool + Send + 'static,
+    {
+        let _entered = self.span.enter();
+        let start = Instant::now();
+        let result = serving();
+        let elapsed = start.elapsed();
+        let value = view(&result).ok();
+        record_served(&self.call, value.is_some(), elapsed);
+        if self.call.compared.is_none() {
+            return result;
+        }
+        let Some(permit) = self.shared.reads.detached.clone().try_acquire_owned().ok() else {
+            observe::record_dropped(self.call.namespace, self.call.method, "saturated");
+            return result;
+        };
+        let served = Served {
+            value: value.cloned(),
+            shown: shown(show, &result),
+            elapsed,
+        };
+        let shared = Arc::clone(self.shared);
+        let call = self.call.clone();
+        let task_span = tracing::info_span!(
+            parent: None,
+            "dualwrite.detached_compare",
+            namespace = call.namespace,
+            method = call.method,
+            stage = call.stage.as_str(),
+            side = call.serving.as_str(),
+        );
+        task_span.follows_from(&self.span);
+        let job = move || {
+            let _permit = permit;
+            let _entered = task_span.enter();
+            let other_start = Instant::now();
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(other))
+                .map_err(|panic| Some(format!("panicked: {}", crate::panic_message(&*panic))));
+            let other_elapsed = Some(other_start.elapsed());
+            conclude(
+                &shared,
+                &call,
+                served,
+                answer,
+                other_elapsed,
+                view,
+                &compare,
+                show,
+                true,
+            );
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(job);
+            }
+            Err(_) => {
+                let spawned = std::thread::Builder::new()
+                    .name("dualwrite-compare".into())
+                    .spawn(job);
+                if spawned.is_err() {
+                    observe::record_dropped(self.call.namespace, self.call.method, "no_runtime");
+                }
+            }
+        }
+        result
+    }
+}
+
+/// A permit for a detached comparison, or `None` (counted) when they are
+/// saturated or there is no runtime to run one on.
+fn detached_permit(shared: &Arc<Shared>, call: &Call) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        observe::record_dropped(call.namespace, call.method, "no_runtime");
+        return None;
+    }
+    match Arc::clone(&shared.reads.detached).try_acquire_owned() {
+        Ok(permit) => Some(permit),
+        Err(_) => {
+            observe::record_dropped(call.namespace, call.method, "saturated");
+            tracing::debug!(
+                namespace = call.namespace,
+                method = call.method,
+                "detached comparisons saturated; this call is not compared"
+            );
+            None
+        }
+    }
+}
+
+fn cancelled(call: &Call) {
+    observe::record_dropped(call.namespace, call.method, "cancelled");
+}
+
+/// The other store's read with its panic caught and its time taken from
+/// `start`: `Ok(result)`, or `Err(Some(panic))`; `Err(None)` is kept for a
+/// timeout.
+type OtherAnswer<R> = (Result<R, Option<String>>, Option<Duration>);
+
+fn caught<R>(
+    read: impl Future<Output = R>,
+    start: Instant,
+) -> impl Future<Output = OtherAnswer<R>> {
+    AssertUnwindSafe(read).catch_unwind().map(move |answer| {
+        let elapsed = start.elapsed();
+        match answer {
+            Ok(result) => (Ok(result), Some(elapsed)),
+            Err(panic) => (
+                Err(Some(format!("panicked: {}", crate::panic_message(&*panic)))),
+                Some(elapsed),
+            ),
+        }
+    })
+}
+
+/// The result as text for a report, if the method reports values; a
+/// panicking `Debug` implementation is caught.
+fn shown<R>(show: Option<fn(&R) -> String>, result: &R) -> Option<String> {
+    let show = show?;
+    Some(
+        std::panic::catch_unwind(AssertUnwindSafe(|| show(result)))
+            .unwrap_or_else(|_| "<its Debug implementation panicked>".to_owned()),
+    )
+}
+
+fn record_served(call: &Call, ok: bool, elapsed: Duration) {
+    let outcome = if ok {
+        CallOutcome::Ok
+    } else {
+        CallOutcome::Error
+    };
+    observe::record_call(
+        call.namespace,
+        call.method,
+        call.serving,
+        outcome,
+        Some(elapsed),
+    );
+}
+
+/// Judges, records and reports one comparison. Nothing here may panic out:
+/// the comparator, the formatter and the observers are each caught.
+#[allow(clippy::too_many_arguments)]
+fn conclude<R, T: ?Sized, E: ?Sized, V: std::borrow::Borrow<T>>(
+    shared: &Shared,
+    call: &Call,
+    served: Served<V>,
+    answer: Result<R, Option<String>>,
+    other_elapsed: Option<Duration>,
+    view: fn(&R) -> Result<&T, &E>,
+    compare: &dyn Fn(&T, &T) -> bool,
+    show: Option<fn(&R) -> String>,
+    detached: bool,
+) {
+    let Some(compared) = call.compared else {
+        return;
+    };
+    let other_outcome = match &answer {
+        Ok(result) if view(result).is_ok() => CallOutcome::Ok,
+        Ok(_) => CallOutcome::Error,
+        Err(Some(_)) => CallOutcome::Panic,
+        Err(None) => CallOutcome::Timeout,
+    };
+    let other_elapsed = other_elapsed.filter(|_| other_outcome != CallOutcome::Timeout);
+    observe::record_call(
+        call.namespace,
+        call.method,
+        compared,
+        other_outcome,
+        other_elapsed,
+    );
+    let other = match &answer {
+        Ok(result) => match view(result) {
+            Ok(value) => Answer::Value(value),
+            Err(_) => Answer::Errored,
+        },
+        Err(Some(_)) => Answer::Errored,
+        Err(None) => Answer::TimedOut,
+    };
+    let serving = served.value.as_ref().map(|value| value.borrow());
+    let outcome = judge(serving, other, compare);
+    observe::record_comparison(call.namespace, call.method, outcome);
+    shared.stage.record_comparison(outcome);
+    if outcome == ComparisonOutcome::Match {
+        tracing::debug!(
+            namespace = call.namespace,
+            method = call.method,
+            outcome = outcome.as_str(),
+            "dualwrite read comparison: the stores agree"
+        );
+        return;
+    }
+    let compared_value = match &answer {
+        Ok(result) => shown(show, result),
+        Err(Some(panic)) => show.map(|_| panic.clone()),
+        Err(None) => show.map(|_| "<no answer within the compare timeout>".to_owned()),
+    };
+    let report = ComparisonReport {
+        namespace: call.namespace,
+        method: call.method,
+        key: call.key.clone(),
+        stage: call.stage,
+        serving: call.serving,
+        compared,
+        outcome,
+        serving_elapsed: served.elapsed,
+        compared_elapsed: other_elapsed,
+        detached,
+        serving_value: served.shown,
+        compared_value,
+    };
+    shared.reads.observers.mismatch(&report);
+}

@@ -1,0 +1,129 @@
+//! A stage shared by every instance of a service.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use super::Stage;
+use crate::read::Rollout;
+
+/// Where the instances of a service keep their common stage: a row beside
+/// the reconciliation queue ([`SqliteStageSource`](super::SqliteStageSource)
+/// in the SQLite file; PostgreSQL and MySQL later).
+///
+/// A [`StageHandle`](super::StageHandle) built with
+/// [`StageHandle::with_source`](super::StageHandle::with_source) reads it at
+/// start, writes every move to it (refusing the move if the write fails or
+/// another instance moved first), and polls it to follow moves made
+/// elsewhere. An instance that cannot read it keeps the stage it last knew
+/// and says so (a warning, an observer call, a gauge and
+/// [`StageHandle::source_status`](super::StageHandle::source_status)).
+#[async_trait]
+pub trait StageSource: Send + Sync + 'static {
+    /// The stored stage, or `None` if none was ever stored.
+    async fn load(&self) -> Result<Option<StoredStage>, StageSourceError>;
+
+    /// Stores `stage` if the stored version is still `expected` (`None`:
+    /// nothing stored yet). Returns the new version, or `None` when another
+    /// writer got there first.
+    async fn store(
+        &self,
+        expected: Option<u64>,
+        stage: &StageRecord,
+    ) -> Result<Option<u64>, StageSourceError>;
+
+    /// Where the source is, for messages (a file path, a table).
+    fn describe(&self) -> String;
+}
+
+/// What a move writes to the source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageRecord {
+    /// The base stage.
+    pub stage: Stage,
+    /// The rollout by key, if any.
+    pub rollout: Option<Rollout>,
+    /// The reason of a forced move.
+    pub reason: Option<String>,
+}
+
+/// A stage read from the source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredStage {
+    /// What was stored.
+    pub record: StageRecord,
+    /// Increases with every store; tells instances whether anything moved.
+    pub version: u64,
+    /// When it was stored, if the source keeps that.
+    pub changed_at: Option<SystemTime>,
+}
+
+/// A stage source could not be read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stage source {source_name}: {message}")]
+pub struct StageSourceError {
+    /// Which source.
+    pub source_name: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl StageSourceError {
+    /// An error of the source described by `source_name`.
+    pub fn new(source_name: impl Into<String>, message: impl Into<String>) -> Self {
+        StageSourceError {
+            source_name: source_name.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// How this instance's stage relates to the shared source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SourceStatus {
+    /// The handle has no shared source: its stage is this process's own.
+    Local,
+    /// The last read of the source succeeded.
+    InSync {
+        /// The version applied.
+        version: u64,
+    },
+    /// The source cannot be read; the stage in use is the last one known.
+    Unreachable {
+        /// The stage kept.
+        kept_stage: Stage,
+        /// The last error.
+        error: String,
+        /// When reading first failed.
+        since: SystemTime,
+    },
+}
+
+impl SourceStatus {
+    /// Whether the stage in use may be out of date.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, SourceStatus::Unreachable { .. })
+    }
+}
+
+/// A source shared with the caller (to inspect it, or to build several
+/// handles on it in tests).
+#[async_trait]
+impl<S: StageSource + ?Sized> StageSource for std::sync::Arc<S> {
+    async fn load(&self) -> Result<Option<StoredStage>, StageSourceError> {
+        (**self).load().await
+    }
+
+    async fn store(
+        &self,
+        expected: Option<u64>,
+        stage: &StageRecord,
+    ) -> Result<Option<u64>, StageSourceError> {
+        (**self).store(expected, stage).await
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}

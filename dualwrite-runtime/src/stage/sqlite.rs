@@ -1,0 +1,215 @@
+//! The shared stage in a SQLite file: one row per migration in the table
+//! `dualwrite_stage`, beside the reconciliation queue's tables.
+//!
+//! ```text
+//! $ sqlite3 dualwrite.db 'SELECT * FROM dualwrite_stage'
+//! migration|stage |rollout_stage|rollout_basis_points|version|reason|changed_at_ms
+//! default  |shadow|live         |1000                |4      |      |1718000000000
+//! ```
+//!
+//! `version` grows with every move, which is how instances tell that
+//! something moved. An operator may edit the row by hand (`UPDATE
+//! dualwrite_stage SET stage = 'dual_write', version = version + 1`); the
+//! guardrails only apply to moves made through a [`StageHandle`](super::StageHandle).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+use super::source::{StageRecord, StageSource, StageSourceError, StoredStage};
+use super::Stage;
+use crate::read::Rollout;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS dualwrite_stage (
+    migration TEXT PRIMARY KEY NOT NULL,
+    stage TEXT NOT NULL,
+    rollout_stage TEXT,
+    rollout_basis_points INTEGER,
+    version INTEGER NOT NULL,
+    reason TEXT,
+    changed_at_ms INTEGER NOT NULL
+)";
+
+/// A [`StageSource`] in a SQLite file (usually the queue's file), with a
+/// connection of its own.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use dualwrite_runtime::stage::SqliteStageSource;
+/// use dualwrite_runtime::{Stage, StageHandle};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let source = SqliteStageSource::open("dualwrite.db").await?;
+/// let stage = StageHandle::with_source(source, Stage::DualWrite, Duration::from_secs(1)).await?;
+/// // DualWrite::builder(old, new).stage_handle(stage.clone())...
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStageSource {
+    pool: SqlitePool,
+    path: PathBuf,
+    migration: String,
+}
+
+impl SqliteStageSource {
+    /// Opens (creating if needed) the file at `path` and the stage table,
+    /// for the migration named `default`.
+    ///
+    /// # Errors
+    ///
+    /// [`StageSourceError`] when the file or the table cannot be opened.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StageSourceError> {
+        Self::open_named(path, "default").await
+    }
+
+    /// Like [`open`](Self::open), for one of several migrations sharing the
+    /// file, each with its own row.
+    ///
+    /// # Errors
+    ///
+    /// [`StageSourceError`] when the file or the table cannot be opened.
+    pub async fn open_named(
+        path: impl AsRef<Path>,
+        migration: &str,
+    ) -> Result<Self, StageSourceError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .connect_with(options)
+            .await
+            .map_err(|error| StageSourceError::new(&shown, format!("could not open: {error}")))?;
+        sqlx::query(SCHEMA).execute(&pool).await.map_err(|error| {
+            StageSourceError::new(&shown, format!("could not create the stage table: {error}"))
+        })?;
+        Ok(SqliteStageSource {
+            pool,
+            path,
+            migration: migration.to_owned(),
+        })
+    }
+
+    fn error(&self, what: &str, error: impl std::fmt::Display) -> StageSourceError {
+        StageSourceError::new(self.describe(), format!("could not {what}: {error}"))
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+#[async_trait]
+impl StageSource for SqliteStageSource {
+    async fn load(&self) -> Result<Option<StoredStage>, StageSourceError> {
+        let row = sqlx::query(
+            "SELECT stage, rollout_stage, rollout_basis_points, version, reason, changed_at_ms
+             FROM dualwrite_stage WHERE migration = ?",
+        )
+        .bind(&self.migration)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| self.error("read the stage", error))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let read = |error: sqlx::Error| self.error("read the stage row", error);
+        let stage: String = row.try_get(0).map_err(read)?;
+        let stage = Stage::from_str(&stage).map_err(|error| self.error("read the stage", error))?;
+        let rollout_stage: Option<String> = row.try_get(1).map_err(read)?;
+        let basis_points: Option<i64> = row.try_get(2).map_err(read)?;
+        let rollout = match rollout_stage {
+            None => None,
+            Some(text) => {
+                let stage = Stage::from_str(&text)
+                    .map_err(|error| self.error("read the rollout", error))?;
+                let basis_points = basis_points.unwrap_or(0).clamp(0, 10_000) as u16;
+                Rollout::from_parts(stage, basis_points)
+            }
+        };
+        let version: i64 = row.try_get(3).map_err(read)?;
+        let reason: Option<String> = row.try_get(4).map_err(read)?;
+        let changed_at: i64 = row.try_get(5).map_err(read)?;
+        Ok(Some(StoredStage {
+            record: StageRecord {
+                stage,
+                rollout,
+                reason,
+            },
+            version: u64::try_from(version).unwrap_or(0),
+            changed_at: u64::try_from(changed_at)
+                .ok()
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+        }))
+    }
+
+    async fn store(
+        &self,
+        expected: Option<u64>,
+        record: &StageRecord,
+    ) -> Result<Option<u64>, StageSourceError> {
+        let rollout_stage = record.rollout.map(|rollout| rollout.stage().as_str());
+        let basis_points = record
+            .rollout
+            .map(|rollout| i64::from(rollout.basis_points()));
+        let stored = match expected {
+            None => sqlx::query(
+                "INSERT OR IGNORE INTO dualwrite_stage
+                 (migration, stage, rollout_stage, rollout_basis_points, version, reason, changed_at_ms)
+                 VALUES (?, ?, ?, ?, 1, ?, ?)",
+            )
+            .bind(&self.migration)
+            .bind(record.stage.as_str())
+            .bind(rollout_stage)
+            .bind(basis_points)
+            .bind(&record.reason)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map(|done| (done.rows_affected() == 1).then_some(1)),
+            Some(expected) => {
+                let expected = i64::try_from(expected).unwrap_or(i64::MAX);
+                sqlx::query(
+                    "UPDATE dualwrite_stage
+                     SET stage = ?, rollout_stage = ?, rollout_basis_points = ?,
+                         version = version + 1, reason = ?, changed_at_ms = ?
+                     WHERE migration = ? AND version = ?",
+                )
+                .bind(record.stage.as_str())
+                .bind(rollout_stage)
+                .bind(basis_points)
+                .bind(&record.reason)
+                .bind(now_ms())
+                .bind(&self.migration)
+                .bind(expected)
+                .execute(&self.pool)
+                .await
+                .map(|done| {
+                    (done.rows_affected() == 1).then(|| u64::try_from(expected + 1).unwrap_or(0))
+                })
+            }
+        };
+        stored.map_err(|error| self.error("store the stage", error))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "SQLite {} (migration `{}`)",
+            self.path.display(),
+            self.migration
+        )
+    }
+}

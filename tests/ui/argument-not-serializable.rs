@@ -1,0 +1,14 @@
+use dualwrite_runtime::dual_write;
+
+#[derive(Clone)]
+pub struct Order {
+    pub id: u64,
+}
+
+#[dual_write]
+pub trait Orders {
+    #[dual_write(write, key = order.id)]
+    async fn put(&self, order: Order) -> Result<(), String>;
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use dualwrite_runtime::dual_write;
+
+#[dual_write]
+pub trait Orders {
+    #[dual_write(write, key = order_id)]
+    async fn put(&self, id: u64, total: u64) -> Result<(), String>;
+}
+
+fn main() {}
