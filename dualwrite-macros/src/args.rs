@@ -7,8 +7,8 @@ use syn::parse::Parser;
 use syn::{Attribute, Expr, Ident, LitInt, LitStr, Path};
 
 const TRAIT_OPTIONS: &str =
-    "`namespace = \"name\"`, `version = 1`, `op = EnumName` or `crate = path`";
-const METHOD_OPTIONS: &str = "`read`, `write`, `skip`, `key = <expression>` or `compare = <path>`";
+    "`namespace = \"name\"`, `version = 1`, `op = EnumName`, `crate = path` or `fail_closed`";
+const METHOD_OPTIONS: &str = "`read`, `write`, `skip`, `key = <expression>`, `compare = <path>`, `normalize = <path>`, `detached`, `report_values`, `delivery = sync|journaled` or `fail_closed`";
 
 /// Options on the trait: `#[dual_write(namespace = "orders", version = 2)]`.
 #[derive(Default)]
@@ -17,6 +17,8 @@ pub(crate) struct TraitOptions {
     pub(crate) version: Option<u32>,
     pub(crate) op: Option<Ident>,
     pub(crate) krate: Option<Path>,
+    /// Every write method returns the queue's refusal as its error.
+    pub(crate) fail_closed: Option<Span>,
 }
 
 /// What a method does, as stated by an option.
@@ -44,6 +46,17 @@ pub(crate) struct MethodOptions {
     pub(crate) role: Option<(RoleOption, Span)>,
     pub(crate) key: Option<Expr>,
     pub(crate) compare: Option<Path>,
+    /// For reads: `fn(&T) -> U`, compare what it makes of each value.
+    pub(crate) normalize: Option<Path>,
+    /// For reads: compare after the caller has its result.
+    pub(crate) detached: Option<Span>,
+    /// For reads: put both stores' results in mismatch reports.
+    pub(crate) report_values: Option<Span>,
+    /// `delivery = sync` or `delivery = journaled`: the write's delivery,
+    /// whatever the wrapper's default.
+    pub(crate) delivery: Option<Ident>,
+    /// The write returns the queue's refusal as its error.
+    pub(crate) fail_closed: Option<Span>,
     /// The attribute itself, for errors about the whole set of options.
     pub(crate) span: Option<Span>,
 }
@@ -100,6 +113,9 @@ impl TraitOptions {
             } else if meta.path.is_ident("crate") {
                 let value: Path = meta.value()?.parse()?;
                 set_once(&mut options.krate, value, &meta, "crate")
+            } else if meta.path.is_ident("fail_closed") {
+                let span = syn::spanned::Spanned::span(&meta.path);
+                set_once(&mut options.fail_closed, span, &meta, "fail_closed")
             } else if is_method_option(&meta) {
                 Err(meta.error(format_args!(
                     "`{}` is a method option; on the trait, the options are {TRAIT_OPTIONS}",
@@ -118,9 +134,19 @@ impl TraitOptions {
 }
 
 fn is_method_option(meta: &ParseNestedMeta) -> bool {
-    ["read", "write", "skip", "key", "compare"]
-        .iter()
-        .any(|name| meta.path.is_ident(name))
+    [
+        "read",
+        "write",
+        "skip",
+        "key",
+        "compare",
+        "normalize",
+        "detached",
+        "report_values",
+        "delivery",
+    ]
+    .iter()
+    .any(|name| meta.path.is_ident(name))
 }
 
 impl MethodOptions {
@@ -199,6 +225,40 @@ impl MethodOptions {
         } else if meta.path.is_ident("compare") {
             let value: Path = meta.value()?.parse()?;
             set_once(&mut self.compare, value, &meta, "compare")
+        } else if meta.path.is_ident("normalize") {
+            let value: Path = meta.value()?.parse()?;
+            set_once(&mut self.normalize, value, &meta, "normalize")
+        } else if meta.path.is_ident("detached") || meta.path.is_ident("report_values") {
+            let name = if meta.path.is_ident("detached") {
+                "detached"
+            } else {
+                "report_values"
+            };
+            if meta.input.peek(syn::Token![=]) || meta.input.peek(syn::token::Paren) {
+                return Err(meta.error(format_args!("`{name}` takes no value; write it alone")));
+            }
+            let slot = if name == "detached" {
+                &mut self.detached
+            } else {
+                &mut self.report_values
+            };
+            set_once(slot, meta.path.span(), &meta, name)
+        } else if meta.path.is_ident("delivery") {
+            let value: Ident = meta.value()?.parse()?;
+            if value != "sync" && value != "journaled" {
+                return Err(syn::Error::new(
+                    value.span(),
+                    format!("unknown delivery `{value}`; expected `delivery = sync` or `delivery = journaled`"),
+                ));
+            }
+            set_once(&mut self.delivery, value, &meta, "delivery")
+        } else if meta.path.is_ident("fail_closed") {
+            set_once(
+                &mut self.fail_closed,
+                meta.path.span(),
+                &meta,
+                "fail_closed",
+            )
         } else if ["namespace", "version", "op", "crate"]
             .iter()
             .any(|name| meta.path.is_ident(name))

@@ -85,12 +85,14 @@ fn expand_trait(args: TokenStream, item: &ItemTrait) -> TokenStream {
     let op_enum = context.op_enum();
     let op_impls = context.op_impls();
     let checks = context.checks();
+    let read_checks = context.read_checks();
     let replay = context.replay_impl();
     let wrapper = context.wrapper_impl();
     quote! {
         #stripped
         #op_enum
         #checks
+        #read_checks
         #op_impls
         #replay
         #wrapper
@@ -738,6 +740,18 @@ impl<'m, 'a> Context<'m, 'a> {
         predicates.push(parse_quote!(for<'__dualwrite_check> #op_type: #private::Operation));
         predicates.extend(self.clone_bounds());
         predicates.extend(self.error_display_bounds(old));
+        predicates.extend(self.read_bounds(old));
+        if self
+            .model
+            .implemented()
+            .any(|method| method.role == Role::Read && Self::is_detached(method))
+        {
+            // A detached comparison calls the other store from a task of
+            // its own.
+            let shared = quote!(::core::marker::Send + ::core::marker::Sync + 'static);
+            predicates.push(parse_quote!(#old: #shared));
+            predicates.push(parse_quote!(#new: #shared));
+        }
         let (impl_generics, _, where_clause) = generics.split_for_impl();
         let unsafety = &item.unsafety;
         let async_trait = self.model.async_trait;
@@ -821,7 +835,8 @@ impl<'m, 'a> Context<'m, 'a> {
         }
     }
 
-    fn read_body(&self, method: &Method<'_>) -> TokenStream {
+    /// A `skip` method: forwarded to the serving store, never compared.
+    fn skip_body(&self, method: &Method<'_>) -> TokenStream {
         let private = &self.private;
         let (this, old_store, new_store) = self.receivers(method);
         let (as_old, as_new) = (self.as_trait(&self.old), self.as_trait(&self.new));
@@ -830,40 +845,339 @@ impl<'m, 'a> Context<'m, 'a> {
         let name = Self::method_name(method);
         let args: Vec<&Ident> = method.args.iter().map(|arg| &arg.name).collect();
         let await_ = method.form.is_async().then(|| quote!(.await));
-        // The key and comparator are type-checked now; reads use them once
-        // shadow comparison and rollout by key land.
-        let key_check = method.options.key.as_ref().map(|key| {
-            let key = key_call(private, key);
-            quote!(let _ = || #key;)
-        });
-        let compare_check = method.options.compare.as_ref().and_then(|compare| {
-            let value = method.output().map(read_value_type)?;
-            Some(quote_spanned!(compare.span()=> let _: fn(&#value, &#value) -> bool = #compare;))
-        });
         let call = quote! {
             match #private::DualWrite::__read_side(#this, #namespace, #name) {
                 #private::Side::Old => #as_old::#ident(#old_store, #(#args),*) #await_,
                 #private::Side::New => #as_new::#ident(#new_store, #(#args),*) #await_,
             }
         };
+        match method.item.sig.unsafety {
+            Some(unsafety) => quote!(#unsafety { #call }),
+            None => call,
+        }
+    }
+
+    /// Whether a read marked `detached` can spawn its other-store call:
+    /// its future must be known to be `Send`. Native `async fn` cannot say
+    /// so, and `impl Future` without `+ Send` does not; they compare
+    /// concurrently instead (documented in the runtime's `read` module).
+    fn is_detached(method: &Method<'_>) -> bool {
+        method.options.detached.is_some()
+            && match method.form {
+                Form::AsyncTrait | Form::Blocking => true,
+                Form::NativeAsync => false,
+                Form::ImplFuture(_) => returns_send_future(&method.item.sig.output),
+            }
+    }
+
+    /// A read: planned by the runtime (stage after rollout, sampling), then
+    /// served by one store or compared across both (see the runtime's
+    /// `read` module for what each form does).
+    fn read_body(&self, method: &Method<'_>) -> TokenStream {
+        if method.role == Role::Skip {
+            return self.skip_body(method);
+        }
+        let private = &self.private;
+        let (this, old_store, new_store) = self.receivers(method);
+        let (as_old, as_new) = (self.as_trait(&self.old), self.as_trait(&self.new));
+        let ident = method.ident();
+        let namespace = &self.namespace;
+        let name = Self::method_name(method);
+        let args: Vec<&Ident> = method.args.iter().map(|arg| &arg.name).collect();
+        let [plan, old_var, new_var, store] = [
+            "__dualwrite_plan",
+            "__dualwrite_old",
+            "__dualwrite_new",
+            "__dualwrite_store",
+        ]
+        .map(mixed);
+        let copies: Vec<Ident> = args
+            .iter()
+            .map(|arg| mixed(&format!("__dualwrite_copy_{arg}")))
+            .collect();
+        let owned: Vec<Ident> = args
+            .iter()
+            .map(|arg| mixed(&format!("__dualwrite_owned_{arg}")))
+            .collect();
+        let options = &method.options;
+        let key = match &options.key {
+            Some(key) => {
+                let key = key_call(private, key);
+                quote!(|| ::core::option::Option::Some(#key))
+            }
+            None => quote!(|| ::core::option::Option::None),
+        };
+        let is_result = method
+            .output()
+            .is_some_and(|output| !std::ptr::eq(read_value_type(output), output));
+        let view = if is_result {
+            quote!(#private::result_view)
+        } else {
+            quote!(#private::plain_view)
+        };
+        let compare_check = options.compare.as_ref().and_then(|compare| {
+            let value = method.output().map(read_value_type)?;
+            Some(quote_spanned!(compare.span()=> let _: fn(&#value, &#value) -> bool = #compare;))
+        });
+        let comparator = match (&options.compare, &options.normalize) {
+            (Some(compare), _) => quote!(#compare),
+            (None, Some(normalize)) => {
+                quote_spanned!(normalize.span()=> #private::normalized(#normalize))
+            }
+            (None, None) => quote!(#private::equal),
+        };
+        let show = match options.report_values {
+            Some(span) => quote_spanned!(span=> #private::debug_values()),
+            None => quote!(#private::no_values()),
+        };
+        let copy_args = quote!(#(let #copies = ::core::clone::Clone::clone(&#args);)*);
+        // For a detached call: owned copies of the arguments, moved into the
+        // other store's call, which outlives this one.
+        let passings: Vec<Passing<'_>> = method
+            .args
+            .iter()
+            .map(|arg| owned_passing(arg.ty))
+            .collect();
+        let owned_args = args
+            .iter()
+            .zip(&owned)
+            .zip(&passings)
+            .map(|((arg, owned), passing)| match passing {
+                Passing::Value => quote!(let #owned = ::core::clone::Clone::clone(&#arg);),
+                Passing::Ref(_) => quote!(let #owned = ::core::clone::Clone::clone(#arg);),
+                Passing::Str | Passing::Slice(_) => {
+                    quote!(let #owned = ::std::borrow::ToOwned::to_owned(#arg);)
+                }
+            });
+        let owned_args = quote!(#(#owned_args)*);
+        let owned_pass: Vec<TokenStream> = owned
+            .iter()
+            .zip(&passings)
+            .map(|(owned, passing)| match passing {
+                Passing::Value => quote!(#owned),
+                _ => quote!(&#owned),
+            })
+            .collect();
+        let detached = Self::is_detached(method);
+        let arc_of = |side: &str| match side {
+            "old" => quote!(#private::DualWrite::__old_arc(#this)),
+            _ => quote!(#private::DualWrite::__new_arc(#this)),
+        };
+        let receiver_of_store = match method.receiver {
+            Receiver::Ref => quote!(&*#store),
+            Receiver::Arc => quote!(#store),
+        };
+        let body = if method.form.is_async() {
+            let compared = if detached {
+                let (old_arc, new_arc) = (arc_of("old"), arc_of("new"));
+                quote! {
+                    ::core::option::Option::Some(#private::Side::New) => {
+                        let #store = #new_arc;
+                        #owned_args
+                        #private::ReadPlan::detach(
+                            #plan,
+                            #as_old::#ident(#old_store, #(#args),*),
+                            async move { #as_new::#ident(#receiver_of_store, #(#owned_pass),*).await },
+                            #view, #comparator, #show,
+                        ).await
+                    }
+                    ::core::option::Option::Some(#private::Side::Old) => {
+                        let #store = #old_arc;
+                        #owned_args
+                        #private::ReadPlan::detach(
+                            #plan,
+                            #as_new::#ident(#new_store, #(#args),*),
+                            async move { #as_old::#ident(#receiver_of_store, #(#owned_pass),*).await },
+                            #view, #comparator, #show,
+                        ).await
+                    }
+                }
+            } else {
+                quote! {
+                    ::core::option::Option::Some(_) => {
+                        #copy_args
+                        #private::ReadPlan::compare(
+                            #plan,
+                            #as_old::#ident(#old_store, #(#copies),*),
+                            #as_new::#ident(#new_store, #(#args),*),
+                            #view, #comparator, #show,
+                        ).await
+                    }
+                }
+            };
+            quote! {
+                match #private::ReadPlan::compared(&#plan) {
+                    ::core::option::Option::None => match #private::ReadPlan::serving(&#plan) {
+                        #private::Side::Old => #private::ReadPlan::serve(#plan, #as_old::#ident(#old_store, #(#args),*), #view).await,
+                        #private::Side::New => #private::ReadPlan::serve(#plan, #as_new::#ident(#new_store, #(#args),*), #view).await,
+                    },
+                    #compared
+                }
+            }
+        } else {
+            let compared = if detached {
+                let (old_arc, new_arc) = (arc_of("old"), arc_of("new"));
+                quote! {
+                    ::core::option::Option::Some(#private::Side::New) => {
+                        let #store = #new_arc;
+                        #owned_args
+                        #private::ReadPlan::detach_blocking(
+                            #plan,
+                            move || #as_old::#ident(#old_var, #(#args),*),
+                            move || #as_new::#ident(#receiver_of_store, #(#owned_pass),*),
+                            #view, #comparator, #show,
+                        )
+                    }
+                    ::core::option::Option::Some(#private::Side::Old) => {
+                        let #store = #old_arc;
+                        #owned_args
+                        #private::ReadPlan::detach_blocking(
+                            #plan,
+                            move || #as_new::#ident(#new_var, #(#args),*),
+                            move || #as_old::#ident(#receiver_of_store, #(#owned_pass),*),
+                            #view, #comparator, #show,
+                        )
+                    }
+                }
+            } else {
+                quote! {
+                    ::core::option::Option::Some(_) => {
+                        #copy_args
+                        #private::ReadPlan::compare_blocking(
+                            #plan,
+                            move || #as_old::#ident(#old_var, #(#copies),*),
+                            move || #as_new::#ident(#new_var, #(#args),*),
+                            #view, #comparator, #show,
+                        )
+                    }
+                }
+            };
+            quote! {
+                let #old_var = #old_store;
+                let #new_var = #new_store;
+                match #private::ReadPlan::compared(&#plan) {
+                    ::core::option::Option::None => match #private::ReadPlan::serving(&#plan) {
+                        #private::Side::Old => #private::ReadPlan::serve_blocking(#plan, move || #as_old::#ident(#old_var, #(#args),*), #view),
+                        #private::Side::New => #private::ReadPlan::serve_blocking(#plan, move || #as_new::#ident(#new_var, #(#args),*), #view),
+                    },
+                    #compared
+                }
+            }
+        };
+        let body = quote! {
+            let #plan = #private::DualWrite::__read(#this, #namespace, #name, #key);
+            #body
+        };
         // The caller of an `unsafe fn` upholds its contract; forwarding the
         // call passes the same obligation on. (The block is needed under
         // `unsafe_op_in_unsafe_fn`, and never linted as unused.)
-        let call = match method.item.sig.unsafety {
-            Some(unsafety) => quote!(#unsafety { #call }),
-            None => call,
+        let body = match method.item.sig.unsafety {
+            Some(unsafety) => quote!(#unsafety { #body }),
+            None => body,
         };
         quote! {
-            #key_check
             #compare_check
-            #call
+            #body
         }
+    }
+
+    /// The types a read's comparison needs something of: by-value
+    /// arguments (`Clone`, passed to both stores), the compared value
+    /// (`PartialEq` unless `compare` or `normalize` is given; for a
+    /// detached read also `Clone + Send + 'static`).
+    fn read_requirements<'t>(method: &'t Method<'_>) -> Vec<(&'t Type, Requirement)> {
+        let mut needs = Vec::new();
+        for arg in &method.args {
+            if matches!(owned_passing(arg.ty), Passing::Value) {
+                needs.push((arg.ty, Requirement::Clone));
+            }
+        }
+        if let Some(value) = method.output().map(read_value_type) {
+            if method.options.compare.is_none() && method.options.normalize.is_none() {
+                needs.push((value, Requirement::PartialEq));
+            }
+            if Self::is_detached(method) {
+                needs.push((value, Requirement::Detached));
+            }
+        }
+        needs
+    }
+
+    /// One `const _` per read holding the checks of its concrete types,
+    /// spanned on each type (as `checks()` does for writes).
+    fn read_checks(&self) -> TokenStream {
+        let private = &self.private;
+        let methods = self
+            .model
+            .implemented()
+            .filter(|method| method.role == Role::Read)
+            .map(|method| {
+                let checks: Vec<TokenStream> = Self::read_requirements(method)
+                    .into_iter()
+                    .filter(|(ty, _)| {
+                        !self.mentions_generics(ty) && valid::mentions_self(ty).is_none()
+                    })
+                    .map(|(ty, need)| {
+                        let check = match need {
+                            Requirement::Clone => quote!(assert_compared_argument),
+                            Requirement::PartialEq => quote!(assert_compared_value),
+                            Requirement::Detached => quote!(assert_detached_value),
+                        };
+                        quote_spanned!(ty.span()=> #private::#check::<#ty>();)
+                    })
+                    .collect();
+                if checks.is_empty() {
+                    return TokenStream::new();
+                }
+                let cfgs = &method.cfgs;
+                quote! {
+                    #(#cfgs)*
+                    const _: () = {
+                        #(#checks)*
+                    };
+                }
+            });
+        quote!(#(#methods)*)
+    }
+
+    /// The same requirements as where-clause predicates of the wrapper's
+    /// impl, for the types that name the trait's parameters or `Self`
+    /// (rewritten to `<Old as Trait>`), which a `const _` cannot check.
+    fn read_bounds(&self, store: &Ident) -> Vec<WherePredicate> {
+        let as_trait = self.as_trait(store);
+        let mut bounds = Vec::new();
+        for method in self
+            .model
+            .implemented()
+            .filter(|method| method.role == Role::Read)
+        {
+            for (ty, need) in Self::read_requirements(method) {
+                let generic = self.mentions_generics(ty);
+                let mentions_self = valid::mentions_self(ty).is_some();
+                if !generic && !mentions_self {
+                    continue;
+                }
+                let mut ty = ty.clone();
+                ReplaceSelf { with: &as_trait }.visit_type_mut(&mut ty);
+                let bound = match need {
+                    Requirement::Clone => quote!(::core::clone::Clone),
+                    Requirement::PartialEq => quote!(::core::cmp::PartialEq),
+                    Requirement::Detached => {
+                        quote!(::core::clone::Clone + ::core::marker::Send + 'static)
+                    }
+                };
+                bounds.push(parse_quote!(#ty: #bound));
+            }
+        }
+        bounds
     }
 
     /// The `fail_closed` option on the method or the trait, if given.
     fn fail_closed(&self, method: &Method<'_>) -> Option<Span> {
-        let _ = method;
-        None
+        method
+            .options
+            .fail_closed
+            .or(self.model.options.fail_closed)
     }
 
     fn write_body(&self, method: &Method<'_>) -> TokenStream {
@@ -900,6 +1214,13 @@ impl<'m, 'a> Context<'m, 'a> {
         } else {
             quote!(#private::DualWrite::__begin_write_blocking(#this, #namespace, #name, #key))
         };
+        let begin = match &method.options.delivery {
+            Some(delivery) if delivery == "journaled" => {
+                quote!(#begin.deliver_by(#private::Delivery::Journaled))
+            }
+            Some(_) => quote!(#begin.deliver_by(#private::Delivery::Sync)),
+            None => begin,
+        };
         let captured = method.args.iter().map(|arg| {
             let field = &arg.name;
             match arg.passing {
@@ -923,23 +1244,38 @@ impl<'m, 'a> Context<'m, 'a> {
         };
         // Fail-open writes go on when the queue refuses (it was logged and
         // counted); fail-closed writes return the refusal as their error.
+        // The conversion is called with method syntax and the option's span,
+        // so a missing `From<QueueRefused>` is reported on `fail_closed`.
+        let into_error = |span: Span| {
+            let method = Ident::new("into_method_error", span);
+            quote_spanned! {span=> {
+                use #private::RefusalInto as _;
+                #refusal.#method()
+            }}
+        };
         let refused = |tokens: TokenStream| match &fail_closed {
-            Some(span) => quote_spanned! {*span=>
-                if let ::core::result::Result::Err(#refusal) = #tokens {
-                    return ::core::result::Result::Err(#private::refusal_into(#refusal));
+            Some(span) => {
+                let into_error = into_error(*span);
+                quote! {
+                    if let ::core::result::Result::Err(#refusal) = #tokens {
+                        return ::core::result::Result::Err(#into_error);
+                    }
                 }
-            },
+            }
             None => quote!(let _ = #tokens;),
         };
         let take_prepared = match &fail_closed {
-            Some(span) => quote_spanned! {*span=>
-                let #prepared = match #prepared {
-                    ::core::result::Result::Ok(#prepared) => #prepared,
-                    ::core::result::Result::Err(#refusal) => {
-                        return ::core::result::Result::Err(#private::refusal_into(#refusal));
-                    }
-                };
-            },
+            Some(span) => {
+                let into_error = into_error(*span);
+                quote! {
+                    let #prepared = match #prepared {
+                        ::core::result::Result::Ok(#prepared) => #prepared,
+                        ::core::result::Result::Err(#refusal) => {
+                            return ::core::result::Result::Err(#into_error);
+                        }
+                    };
+                }
+            }
             None => {
                 quote!(let #prepared = ::core::result::Result::unwrap_or(#prepared, ::core::option::Option::None);)
             }
@@ -1118,6 +1454,48 @@ fn read_value_type(ty: &Type) -> &Type {
         }
     }
     ty
+}
+
+/// How a read's argument is copied into a detached call: the types of
+/// `&str`, `&[T]` and `&T` are owned as `String`, `Vec<T>` and `T`.
+fn owned_passing(ty: &Type) -> Passing<'_> {
+    match ty {
+        Type::Reference(reference) if reference.mutability.is_none() => match &*reference.elem {
+            Type::Path(path) if path.path.is_ident("str") => Passing::Str,
+            Type::Slice(slice) => Passing::Slice(&slice.elem),
+            elem => Passing::Ref(elem),
+        },
+        _ => Passing::Value,
+    }
+}
+
+/// Whether `-> impl Future<..> + Send` names `Send`.
+fn returns_send_future(output: &syn::ReturnType) -> bool {
+    let syn::ReturnType::Type(_, ty) = output else {
+        return false;
+    };
+    let Type::ImplTrait(bounds) = &**ty else {
+        return false;
+    };
+    bounds.bounds.iter().any(|bound| match bound {
+        syn::TypeParamBound::Trait(bound) => bound
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "Send"),
+        _ => false,
+    })
+}
+
+/// What the comparison of a read needs of a type.
+#[derive(Clone, Copy)]
+enum Requirement {
+    /// A by-value argument, passed to both stores.
+    Clone,
+    /// The compared value, without `compare` or `normalize`.
+    PartialEq,
+    /// The value of a detached read, kept after the call returns.
+    Detached,
 }
 
 /// Rewrites `Self::X` into `<Store as Trait>::X`.

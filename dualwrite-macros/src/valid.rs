@@ -55,6 +55,33 @@ fn check_method(method: &Method<'_>) -> syn::Result<()> {
             );
         }
     }
+    if method.role != Role::Read {
+        let misplaced = [
+            options
+                .normalize
+                .as_ref()
+                .map(|path| (path.span(), "normalize")),
+            options.detached.map(|span| (span, "detached")),
+            options.report_values.map(|span| (span, "report_values")),
+        ];
+        for (span, option) in misplaced.into_iter().flatten() {
+            combine(
+                &mut errors,
+                syn::Error::new(
+                    span,
+                    format!("`{option}` applies to reads; `{ident}` is not a read (add `read`, or remove `{option}`)"),
+                ),
+            );
+        }
+    } else if let (Some(_), Some(normalize)) = (&options.compare, &options.normalize) {
+        combine(
+            &mut errors,
+            syn::Error::new_spanned(
+                normalize,
+                "give `compare` or `normalize`, not both; a comparator can normalise its values itself",
+            ),
+        );
+    }
     if let Some(key) = &options.key {
         if method.role == Role::Skip || method.role == Role::Inherit {
             combine(
@@ -63,6 +90,21 @@ fn check_method(method: &Method<'_>) -> syn::Result<()> {
             );
         } else if let Err(error) = check_key(key, method) {
             combine(&mut errors, error);
+        }
+    }
+    if method.role != Role::Write {
+        let misplaced = [
+            options
+                .delivery
+                .as_ref()
+                .map(|delivery| (delivery.span(), "delivery")),
+            options.fail_closed.map(|span| (span, "fail_closed")),
+        ];
+        for (span, option) in misplaced.into_iter().flatten() {
+            combine(
+                &mut errors,
+                syn::Error::new(span, format!("`{option}` applies to writes; `{ident}` is not a write (add `write`, or remove `{option}`)")),
+            );
         }
     }
     if method.role == Role::Write {

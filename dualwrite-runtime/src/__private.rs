@@ -128,8 +128,16 @@ pub fn error_text<E: core::fmt::Display>(error: E) -> String {
 pub trait FailClosedError: From<QueueRefused> {}
 impl<E: From<QueueRefused>> FailClosedError for E {}
 
-/// Converts a refusal into the write method's error type, with the error on
-/// the `fail_closed` option when the conversion is missing.
-pub fn refusal_into<E: FailClosedError>(refusal: QueueRefused) -> E {
-    E::from(refusal)
+/// Converts a refusal into the write method's error type. Called with method
+/// syntax so that a missing conversion is reported on the `fail_closed`
+/// option, whose span the generated method name carries.
+pub trait RefusalInto {
+    /// `E::from(self)`.
+    fn into_method_error<E: FailClosedError>(self) -> E;
+}
+
+impl RefusalInto for QueueRefused {
+    fn into_method_error<E: FailClosedError>(self) -> E {
+        E::from(self)
+    }
 }

@@ -716,6 +716,16 @@ async fn aborted_entry_disappears(queue: Queue) {
     );
     assert!(!queue.has_work(NS, Side::New, &key).await.expect("has_work"));
     queue.abort(head).await.expect("aborting twice is harmless");
+
+    // Aborted in the middle and at the end of a key's line.
+    append(&queue, "k", "k2").await;
+    let middle = prepare(&queue, "k", "not me", LONG).await;
+    append(&queue, "k", "k3").await;
+    let tail = prepare(&queue, "k", "nor me", LONG).await;
+    queue.abort(tail).await.expect("abort");
+    queue.abort(middle).await.expect("abort");
+    append(&queue, "k", "k4").await;
+    assert_eq!(drain(&queue, 10).await["k"], ["k2", "k3", "k4"]);
 }
 
 async fn expired_prepared_entry_is_claimed_as_orphan(queue: Queue) {

@@ -251,39 +251,19 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
     /// claimed until [`commit`](Self::commit)ted; [`abort`](Self::abort)
     /// removes it. If neither comes within `expiry`, the writer is presumed
     /// dead and the entry is claimed as [orphaned](ClaimedEntry::orphaned).
-    async fn prepare(&self, entry: NewEntry, expiry: Duration) -> Result<EntryId, QueueError> {
-        let _ = (entry, expiry);
-        Err(QueueError::Backend(
-            "this queue backend cannot hold prepared entries".into(),
-        ))
-    }
+    async fn prepare(&self, entry: NewEntry, expiry: Duration) -> Result<EntryId, QueueError>;
 
     /// Makes a prepared entry pending. Committing an entry that was already
     /// claimed as an orphan does nothing (the worker has it).
-    async fn commit(&self, id: EntryId) -> Result<(), QueueError> {
-        let _ = id;
-        Err(QueueError::Backend(
-            "this queue backend cannot hold prepared entries".into(),
-        ))
-    }
+    async fn commit(&self, id: EntryId) -> Result<(), QueueError>;
 
     /// Removes a prepared entry whose authoritative write failed.
-    async fn abort(&self, id: EntryId) -> Result<(), QueueError> {
-        let _ = id;
-        Err(QueueError::Backend(
-            "this queue backend cannot hold prepared entries".into(),
-        ))
-    }
+    async fn abort(&self, id: EntryId) -> Result<(), QueueError>;
 
     /// Whether entries were appended to the claimed entry's key after it.
     /// The worker asks before replaying an orphaned entry to the store that
     /// was authoritative: a later write of the key supersedes it there.
-    async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError> {
-        let _ = lease;
-        Err(QueueError::Backend(
-            "this queue backend cannot hold prepared entries".into(),
-        ))
-    }
+    async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError>;
 
     /// Whether the key has pending, in-flight or dead entries for `target`.
     /// A write for such a key must be queued behind them.

@@ -1243,26 +1243,7 @@ impl Writer {
     /// commit; if a statement fails, retries them one transaction each.
     async fn execute(&mut self, writes: Vec<(Write, Answer)>) {
         let (writes, answers): (Vec<Write>, Vec<Answer>) = writes.into_iter().unzip();
-        let t0 = std::time::Instant::now();
-        let kinds = (
-            writes.iter().filter(|w| w.inserted().is_some()).count(),
-            writes
-                .iter()
-                .filter(|w| matches!(w, Write::Commit(_)))
-                .count(),
-            writes.len(),
-        );
-        let tx = self.transaction(&writes).await;
-        if std::env::var_os("DWQ_TRACE").is_some() {
-            eprintln!(
-                "batch inserts {} commits {} total {} took {:?}",
-                kinds.0,
-                kinds.1,
-                kinds.2,
-                t0.elapsed()
-            );
-        }
-        let results = match tx {
+        let results = match self.transaction(&writes).await {
             Ok(results) => results,
             Err(TxError::Begin(error)) => {
                 let error = BackendError::new(self.context("start a transaction"), error);
@@ -1714,14 +1695,38 @@ impl Writer {
                 Ok(Ok(Done::Unit))
             }
             Write::Abort(id) => {
-                self.remove_entries(REMOVE_PREPARED, &format!("[{}]", lease_id(*id)), now, delta)
+                // A prepared entry may sit anywhere in its key's line; the
+                // delete trigger relinks its neighbours and the key's tail.
+                let sql = self.opening(ABORT_PREPARED);
+                let removed = sqlx::query(sql)
+                    .bind(lease_id(*id))
+                    .fetch_optional(&mut self.conn)
                     .await?;
+                if let Some(row) = removed {
+                    let text = |at| lenient_text(&row, at, "key").map(|text| text.value);
+                    if let (Ok(namespace), Ok(target), Ok(key)) = (text(0), text(1), text(2)) {
+                        let busy: bool = sqlx::query_scalar(
+                            "SELECT EXISTS (SELECT 1 FROM streams \
+                             WHERE namespace = ? AND target = ? AND key = ?)",
+                        )
+                        .bind(namespace.as_str())
+                        .bind(target.as_str())
+                        .bind(key.as_str())
+                        .fetch_one(&mut self.conn)
+                        .await?;
+                        if let (false, Some(side)) = (busy, side_from_str(&target)) {
+                            delta.emptied.push((namespace, side, Key::from(key)));
+                        }
+                    }
+                }
                 Ok(Ok(Done::Unit))
             }
             Write::HasLater(lease) => {
                 self.begin().await?;
                 let (leased, later): (bool, bool) = sqlx::query_as(
-                    "SELECT EXISTS (SELECT 1 FROM entries WHERE id = ? AND state = 'leased'                        AND lease_token = ?),                      EXISTS (SELECT 1 FROM entries WHERE prev_id = ?)",
+                    "SELECT EXISTS (SELECT 1 FROM entries WHERE id = ? AND state = 'leased' \
+                       AND lease_token = ?), \
+                     EXISTS (SELECT 1 FROM entries WHERE prev_id = ?)",
                 )
                 .bind(lease_id(lease.id))
                 .bind(token(lease.token))
@@ -2024,8 +2029,8 @@ const CLAIM: &Opening = opening!(
        enqueued_at, last_error, namespace, orphaned"
 );
 
-/// Removes completed entries, given `[[id, lease_token], ..]` of entries
-/// leased with that token: makes each one's successor the head of its key,
+/// Removes completed entries (always heads of their keys), given
+/// `[[id, lease_token], ..]` of entries leased with that token: makes each one's successor the head of its key,
 /// ready now (parameters: time, turn), drops the `streams` row of keys left
 /// empty (returning their keys) and deletes the entries (returning their
 /// ids). The JSON list is bound three times.
@@ -2048,19 +2053,13 @@ const COMMIT_ONLY: &Opening = opening!(
      WHERE state = 'prepared' AND id IN (SELECT value FROM json_each(?));"
 );
 
-/// [`REMOVE_LEASED`] for prepared entries (aborted), given `[id, ..]`.
-const REMOVE_PREPARED: &Opening = opening!(
-    "UPDATE entries SET prev_id = NULL, ready_at = ?, turn = ? WHERE prev_id IN ( \
-       SELECT e.id FROM json_each(?) j JOIN entries e ON e.id = j.value AND e.state = 'prepared'); \
-     DELETE FROM streams WHERE (namespace, target, key, tail_id) IN ( \
-       SELECT e.namespace, e.target, e.key, e.id FROM json_each(?) j JOIN entries e \
-       ON e.id = j.value AND e.state = 'prepared') RETURNING namespace, target, key; \
-     DELETE FROM entries WHERE id IN ( \
-       SELECT e.id FROM json_each(?) j JOIN entries e ON e.id = j.value AND e.state = 'prepared') \
-     RETURNING id"
+/// Deletes a prepared entry (parameter: its id), returning its key.
+const ABORT_PREPARED: &Opening = opening!(
+    "DELETE FROM entries WHERE id = ? AND state = 'prepared' RETURNING namespace, target, key"
 );
 
-/// [`REMOVE_LEASED`] for dead letters, given `[id, ..]`.
+/// [`REMOVE_LEASED`] for dead letters (heads, or out of line), given
+/// `[id, ..]`.
 const REMOVE_DEAD: &Opening = opening!(
     "UPDATE entries SET prev_id = NULL, ready_at = ?, turn = ? WHERE prev_id IN ( \
        SELECT e.id FROM json_each(?) j JOIN entries e ON e.id = j.value AND e.state = 'dead'); \
