@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dualwrite_runtime::{dual_write, DualWrite, InMemoryQueue, RetryPolicy, Stage, Worker};
+use dualwrite_runtime::{dual_write, DualWrite, RetryPolicy, Stage, Worker};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow};
 use sqlx::Row;
@@ -345,12 +345,12 @@ async fn run(dir: &Path) -> Result<bool, Box<dyn Error>> {
     let old = OldStore(Db::open("old", dir, OLD_SCHEMA, &calls).await?);
     let new = NewStore(Db::open("new", dir, NEW_SCHEMA, &calls).await?);
 
-    // Writes the follower misses wait here. In memory, so lost if the
-    // process dies; the durable SQLite queue will take its place.
-    let queue = InMemoryQueue::new(); // QUEUE: the one line to swap for the SQLite queue
+    // Writes the follower misses wait in a third SQLite file, the embedded
+    // durable queue: they survive a restart of the process.
     let retry = RetryPolicy::default().min_delay(Duration::from_millis(20));
     let repo = DualWrite::builder(old, new)
-        .queue(queue)
+        .queue_file(dir.join("queue.db"))
+        .await?
         .stage(Stage::DualWrite)
         // A slow follower holds callers up this long at most, then is queued.
         .follower_timeout(Duration::from_millis(250))
@@ -415,7 +415,7 @@ async fn walk_stages(
     calls: &Mutex<Vec<&'static str>>,
 ) -> Result<(usize, i64), Box<dyn Error>> {
     println!("\nWalking the stages, one write and one read at each:");
-    println!("  stage        write went to    read served by");
+    println!("  stage        write went to    read served by (and compared with)");
     let (mut surprises, mut id) = (0, 2000);
     // Every stage after `off`, in migration order.
     for stage in Stage::ALL.into_iter().skip(1) {
@@ -430,11 +430,24 @@ async fn walk_stages(
         let read = repo.get_order(id).await?;
         let served = std::mem::take(&mut *calls.lock().unwrap());
 
-        let (name, writes, reads) = (stage.as_str(), wrote.join(", then "), served.join(", "));
+        let reads = match stage.compared() {
+            Some(other) => format!("{} ({other})", stage.serving()),
+            None => stage.serving().to_string(),
+        };
+        let (name, writes) = (stage.as_str(), wrote.join(", then "));
         println!("  {name:<12} {writes:<16} {reads}");
         let should_write = std::iter::once(stage.authoritative()).chain(stage.follower());
         let should_write: Vec<_> = should_write.map(|side| side.as_str()).collect();
-        if wrote != should_write || served != [stage.serving().as_str()] || read.is_none() {
+        // In `shadow` and `live` both databases are read (concurrently), the
+        // other one only to compare: the caller gets the serving one's answer.
+        let mut should_read: Vec<_> = std::iter::once(stage.serving())
+            .chain(stage.compared())
+            .map(|side| side.as_str())
+            .collect();
+        let mut did_read = served.clone();
+        should_read.sort_unstable();
+        did_read.sort_unstable();
+        if wrote != should_write || did_read != should_read || read.is_none() {
             println!("  ^ not what the stage table says!");
             surprises += 1;
         }

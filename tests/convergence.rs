@@ -139,6 +139,99 @@ fn run_case(
     })
 }
 
+/// The same property over the durable SQLite queue, on the real clock, with
+/// the worker killed (its future dropped mid-operation, leaving leases
+/// behind) and restarted several times while the writers write.
+fn run_case_on_sqlite(
+    stage: Stage,
+    writers: Vec<Vec<Write>>,
+    follower: Vec<Option<Fault>>,
+    restarts: Vec<u64>,
+) -> Result<(), TestCaseError> {
+    static CASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let case = CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "dualwrite-convergence-{}-{case}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    dualwrite_suite::silence_injected_panics();
+    let outcome = runtime.block_on(async {
+        let queue = dualwrite_runtime::queue::SqliteQueue::open(dir.join("queue.db"))
+            .await
+            .unwrap();
+        let repo = DualWrite::builder(FaultyStore::new(), FaultyStore::new())
+            .queue(queue)
+            .stage(stage)
+            .follower_timeout(FOLLOWER_TIMEOUT)
+            .lease(FOLLOWER_TIMEOUT * 4)
+            .retry(
+                RetryPolicy::default()
+                    .max_attempts(10_000)
+                    .min_delay(Duration::from_millis(1))
+                    .max_delay(Duration::from_millis(20)),
+            )
+            .build()
+            .unwrap();
+        let follower_store = match stage.authoritative() {
+            dualwrite_runtime::Side::Old => repo.new_store(),
+            dualwrite_runtime::Side::New => repo.old_store(),
+        };
+        script(follower_store, &follower);
+        let writes = futures::future::join_all(writers.iter().map(|writes| {
+            let repo = &repo;
+            async move {
+                for write in writes {
+                    apply(repo, *write).await;
+                }
+            }
+        }));
+        let restarting_worker = async {
+            for lifetime_ms in &restarts {
+                let worker = repo.worker::<KvRepoOp>();
+                tokio::select! {
+                    _ = worker.run() => {}
+                    () = tokio::time::sleep(Duration::from_millis(*lifetime_ms)) => {}
+                }
+            }
+        };
+        tokio::join!(writes, restarting_worker);
+        repo.worker::<KvRepoOp>().drain().await;
+
+        let dead = repo.queue().dead_letters().await.unwrap();
+        prop_assert!(dead.is_empty(), "nothing should be dead-lettered: {dead:?}");
+        let stats = repo.queue().stats().await.unwrap();
+        prop_assert!(
+            stats.old.is_empty() && stats.new.is_empty(),
+            "queue drained: {stats:?}"
+        );
+        prop_assert_eq!(repo.old_store().snapshot(), repo.new_store().snapshot());
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn follower_converges_over_the_sqlite_queue_with_worker_restarts(
+        stage in prop_oneof![Just(Stage::DualWrite), Just(Stage::Live)],
+        writers in prop::collection::vec(prop::collection::vec(write(), 1..12), 1..4),
+        follower in follower_schedule(),
+        restarts in prop::collection::vec(1u64..40, 1..5),
+    ) {
+        run_case_on_sqlite(stage, writers, follower, restarts)?;
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 

@@ -285,6 +285,16 @@ impl<'m, 'a> Context<'m, 'a> {
         }
     }
 
+    /// What a `match` over the enum matches on: `self`, or `*self` when the
+    /// trait has no write methods (an empty enum, matched with no arms).
+    fn match_scrutinee(&self) -> TokenStream {
+        if self.model.writes().next().is_none() && !self.op_is_generic {
+            quote!(*self)
+        } else {
+            quote!(self)
+        }
+    }
+
     fn marker_variant(&self) -> Option<TokenStream> {
         if !self.op_is_generic {
             return None;
@@ -380,11 +390,13 @@ impl<'m, 'a> Context<'m, 'a> {
             quote!(#(#cfgs)* Self::#variant { .. } => #name,)
         });
         let marker = self.marker_arm();
-        quote!(match self { #(#arms)* #marker })
+        let scrutinee = self.match_scrutinee();
+        quote!(match #scrutinee { #(#arms)* #marker })
     }
 
     fn op_impls(&self) -> TokenStream {
         let private = &self.private;
+        let scrutinee = self.match_scrutinee();
         let op_type = self.op_type();
         let op_name = self.op.to_string();
         let generics = self.op_generics();
@@ -419,6 +431,15 @@ impl<'m, 'a> Context<'m, 'a> {
         });
         let marker = self.marker_arm();
         let formatter = mixed("__dualwrite_formatter");
+        // A trait without write methods has an empty enum: no value to show.
+        let debug_body = if self.model.writes().next().is_none() && !self.op_is_generic {
+            quote!(#method_match)
+        } else {
+            quote! {
+                let method: &'static str = #method_match;
+                ::core::write!(#formatter, "{}::{} {{ .. }}", #op_name, method)
+            }
+        };
         quote! {
             #[automatically_derived]
             impl #impl_generics #private::Operation for #op_type #operation_where {
@@ -433,7 +454,7 @@ impl<'m, 'a> Context<'m, 'a> {
             #[automatically_derived]
             impl #impl_generics ::core::clone::Clone for #op_type #clone_where {
                 fn clone(&self) -> Self {
-                    match self { #(#clone_arms)* #marker }
+                    match #scrutinee { #(#clone_arms)* #marker }
                 }
             }
 
@@ -441,8 +462,7 @@ impl<'m, 'a> Context<'m, 'a> {
             #[automatically_derived]
             impl #impl_generics ::core::fmt::Debug for #op_type #where_clause {
                 fn fmt(&self, #formatter: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                    let method: &'static str = #method_match;
-                    ::core::write!(#formatter, "{}::{} {{ .. }}", #op_name, method)
+                    #debug_body
                 }
             }
         }
@@ -630,6 +650,7 @@ impl<'m, 'a> Context<'m, 'a> {
 
     fn replay_impl(&self) -> TokenStream {
         let private = &self.private;
+        let scrutinee = self.match_scrutinee();
         let store = &self.store;
         let op_type = self.op_type();
         let trait_path = self.trait_path();
@@ -695,7 +716,7 @@ impl<'m, 'a> Context<'m, 'a> {
                     Output = ::core::result::Result<(), ::std::string::String>,
                 > + '__dualwrite {
                     async move {
-                        match self { #(#arms)* #marker }
+                        match #scrutinee { #(#arms)* #marker }
                     }
                 }
             }

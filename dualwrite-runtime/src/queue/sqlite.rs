@@ -34,18 +34,22 @@
 //! | `method` | the write method |
 //! | `version` | the payload's encoding version |
 //! | `payload` | the operation as JSON, stored as a BLOB (`CAST(payload AS TEXT)` shows it) |
-//! | `state` | `pending`, `leased` (in flight) or `dead` |
-//! | `head` | 1 for the oldest entry of its key, the only one a worker may claim |
+//! | `state` | `prepared` (written ahead, waiting for its writer's commit), `pending`, `leased` (in flight) or `dead` |
+//! | `prev_id` | the previous entry of the same key; NULL for the head of the key, the only entry a worker may claim; 0 for a dead letter taken out of line ([`PoisonPolicy::Skip`]) |
+//! | `orphaned` | 1 once a prepared entry was claimed because its writer never committed it |
 //! | `attempts` | failed attempts so far |
 //! | `last_error` | the last attempt's error, or why the operation was queued |
 //! | `enqueued_at` | when it was appended, in Unix milliseconds |
-//! | `ready_at` | Unix milliseconds: pending, when it may be tried (after a retry delay); leased, when the lease expires |
+//! | `ready_at` | Unix milliseconds: pending, when it may be tried (it became the head, or its retry delay ends); leased, when the lease expires; prepared, when it is presumed orphaned |
 //! | `turn` | a tie-breaker between keys ready in the same millisecond (microseconds, unique per writer) |
 //! | `lease_token` | incremented by every claim; a settle with an older token is refused |
 //! | `died_at` | when it was dead-lettered, in Unix milliseconds |
 //!
-//! Open the file read-only with the `sqlite3` shell to look at the queue
-//! while the service runs:
+//! A second table, `streams`, holds one row per key with entries
+//! (`namespace`, `target`, `key`, and `tail_id`, its newest entry), so that
+//! an append finds the entry it goes behind without an index over every
+//! entry's key. Open the file read-only with the `sqlite3` shell to look at
+//! the queue while the service runs:
 //!
 //! ```text
 //! $ sqlite3 -readonly -header -column /var/lib/orders/dualwrite-queue.db
@@ -58,7 +62,8 @@
 //!        datetime(enqueued_at / 1000, 'unixepoch') AS enqueued
 //!   FROM entries WHERE state <> 'dead' ORDER BY id;
 //!
-//! -- dead letters (each blocks the later entries of its key)
+//! -- dead letters (unless taken out of line, each blocks the later
+//! -- entries of its key)
 //! SELECT id, namespace, target, key, method, attempts, last_error,
 //!        datetime(died_at / 1000, 'unixepoch') AS died
 //!   FROM entries WHERE state = 'dead' ORDER BY id;
@@ -66,7 +71,7 @@
 //! -- the work waiting behind dead letters
 //! SELECT e.id, e.namespace, e.target, e.key, e.method
 //!   FROM entries e JOIN entries d
-//!     ON d.state = 'dead' AND d.namespace = e.namespace
+//!     ON d.state = 'dead' AND d.prev_id IS NULL AND d.namespace = e.namespace
 //!    AND d.target = e.target AND d.key = e.key AND e.id > d.id;
 //!
 //! -- one operation
@@ -75,8 +80,9 @@
 //!
 //! Retry and drop dead letters through [`ReconciliationQueue::retry_dead`]
 //! and [`ReconciliationQueue::drop_dead`] (or the command-line tool) rather
-//! than with SQL: they keep the `head` column right. If rows are edited by
-//! hand anyway, the next open recomputes `head` for every key.
+//! than with SQL. A row deleted by hand is still unlinked cleanly (a
+//! trigger joins its neighbours), and any other broken link found at open
+//! (rows inserted or edited by hand) is repaired then, in `id` order.
 //!
 //! # Group commit and claims
 //!
@@ -85,37 +91,43 @@
 //! every request waiting for it (up to
 //! [`max_batch`](SqliteQueueOptions::max_batch)), runs them in one
 //! `BEGIN IMMEDIATE` transaction, commits, and only then answers each
-//! caller. Appends are written with multi-row `INSERT` statements; their ids
-//! are assigned in the order the requests arrived, so two appends of one key
-//! are never reordered. While a commit's `fsync` runs, the next requests
-//! queue up and form the next batch, so the batch size follows the load.
-//! Settling calls from the worker (`complete`, `retry_later`, ...) and claims
-//! share those transactions too. If a statement of a batch fails, the batch
-//! is rolled back and its requests are retried one transaction each, so one
-//! bad request cannot fail the others.
+//! caller. Appends are written with multi-row `INSERT` statements (padded
+//! to a power of two rows, so only a handful of statements are ever
+//! prepared); their ids are assigned in the order the requests arrived, so
+//! two appends of one key are never reordered. A batch of appends, prepares
+//! and commits (the journaled write path) is a single round trip to SQLite.
+//! While a commit's `fsync` runs, the next requests queue up and form the
+//! next batch, so the batch size follows the load. Completions and claims
+//! from the worker share those transactions too; all the completions of a
+//! batch are one statement. If a statement of a batch fails, the batch is
+//! rolled back and its requests are retried one transaction each, so one
+//! bad request cannot fail the others. Checkpoints (copying the WAL into
+//! the file) run on a connection of their own, beside the writer.
 //!
-//! A claim takes, through a partial index, the heads of keys (`head = 1`)
-//! that are not dead and whose `ready_at` has passed, ordered by `ready_at`
-//! and then `turn`. A head's `ready_at` is set when it becomes the head (its
-//! predecessor completed), when its retry delay ends, or when its lease
-//! expires, so keys are served in the order they became ready: a key with a
-//! long backlog gets one turn and then waits behind the keys that were
-//! already waiting, and cannot starve them. A claim costs a few index seeks,
-//! however many keys and entries the file holds.
+//! A claim takes, through a partial index, the heads of keys (`prev_id IS
+//! NULL`) that are not dead and whose `ready_at` has passed, ordered by
+//! `ready_at` and then `turn`. A head's `ready_at` is set when it becomes
+//! the head (its predecessor completed), when its retry delay ends, or when
+//! its lease expires, so keys are served in the order they became ready: a
+//! key with a long backlog gets one turn and then waits behind the keys that
+//! were already waiting, and cannot starve them. A claim costs a few index
+//! seeks, however many keys and entries the file holds.
 //!
 //! # `has_work` and other processes
 //!
 //! [`ReconciliationQueue::has_work`] runs on every write, so it answers from
 //! an index in process memory of the keys that have entries, built from the
-//! table at open and kept up to date by the writer after each commit. It is
-//! exact for entries appended and removed through this [`SqliteQueue`] (and
-//! its clones). Entries removed by another process (an operator's tool
-//! dropping a dead letter) can leave a key marked busy: its next write is
-//! queued rather than applied directly, which is safe, and the mark clears
-//! when that entry completes. Entries *appended* by another process are not
-//! seen; if several processes append to one file, turn on
+//! `streams` table at open and kept up to date by the writer after each
+//! commit. It is exact for entries appended and removed through this
+//! [`SqliteQueue`] (and its clones). Entries removed by another process (an
+//! operator's tool dropping a dead letter) can leave a key marked busy: its
+//! next write is queued rather than applied directly, which is safe, and the
+//! mark clears when that entry completes. Entries *appended* by another
+//! process are not seen; if several processes append to one file, turn on
 //! [`SqliteQueueOptions::multi_process`], and `has_work` queries the file
-//! (an index seek) instead.
+//! (one primary-key lookup) instead. Claims, leases and settles are safe
+//! across processes either way: each transaction takes the file's write
+//! lock, waiting up to the [busy timeout](SqliteQueueOptions::busy_timeout).
 //!
 //! # Times
 //!

@@ -105,6 +105,21 @@ impl<Old, New> Builder<Old, New> {
         self.shared_queue(Arc::new(queue))
     }
 
+    /// The embedded default: a durable [`SqliteQueue`](crate::queue::SqliteQueue)
+    /// in the file at `path`, created (mode `0600`) if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened or created, or holds something other than
+    /// a dualwrite queue of this version or older.
+    #[cfg(feature = "sqlite")]
+    pub async fn queue_file(
+        self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, crate::QueueError> {
+        Ok(self.queue(crate::queue::SqliteQueue::open(path).await?))
+    }
+
     /// A reconciliation queue shared with other wrappers or workers.
     pub fn shared_queue(mut self, queue: Arc<dyn ReconciliationQueue>) -> Self {
         self.queue = Some(queue);
@@ -238,7 +253,7 @@ impl<Old, New> Builder<Old, New> {
     pub fn build(self) -> Result<DualWrite<Old, New>, BuildError> {
         let queue = self.queue.ok_or(BuildError::Missing {
             setting: "queue",
-            hint: "pass a reconciliation queue, e.g. `.queue(InMemoryQueue::new())`",
+            hint: "pass a reconciliation queue: `.queue_file(path).await?` for the embedded SQLite queue, or `.queue(InMemoryQueue::new())` in tests",
         })?;
         if self.follower_timeout.is_zero() {
             return Err(builder_invalid(
