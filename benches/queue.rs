@@ -112,7 +112,7 @@ async fn journaled_writes_then_drain(ops: usize) -> (f64, f64) {
             .queue(queue)
             .stage(Stage::DualWrite)
             .delivery(Delivery::Journaled)
-            .worker_concurrency(64)
+            .worker_concurrency(256)
             .build()
             .unwrap(),
     );

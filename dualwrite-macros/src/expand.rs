@@ -1162,8 +1162,10 @@ impl<'m, 'a> Context<'m, 'a> {
     }
 
     /// The same requirements as where-clause predicates of the wrapper's
-    /// impl, for the types that name the trait's parameters or `Self`
-    /// (rewritten to `<Old as Trait>`), which a `const _` cannot check.
+    /// impl: plain for the types that name the trait's parameters or
+    /// `Self` (rewritten to `<Old as Trait>`), which a `const _` cannot
+    /// check; higher-ranked for concrete types, so that the `const _` check
+    /// is the one report of a missing trait (see `bound`).
     fn read_bounds(&self, store: &Ident) -> Vec<WherePredicate> {
         let as_trait = self.as_trait(store);
         let mut bounds = Vec::new();
@@ -1173,13 +1175,6 @@ impl<'m, 'a> Context<'m, 'a> {
             .filter(|method| method.role == Role::Read)
         {
             for (ty, need) in Self::read_requirements(method) {
-                let generic = self.mentions_generics(ty);
-                let mentions_self = valid::mentions_self(ty).is_some();
-                if !generic && !mentions_self {
-                    continue;
-                }
-                let mut ty = ty.clone();
-                ReplaceSelf { with: &as_trait }.visit_type_mut(&mut ty);
                 let bound = match need {
                     Requirement::Clone => quote!(::core::clone::Clone),
                     Requirement::PartialEq => quote!(::core::cmp::PartialEq),
@@ -1187,7 +1182,16 @@ impl<'m, 'a> Context<'m, 'a> {
                         quote!(::core::clone::Clone + ::core::marker::Send + 'static)
                     }
                 };
-                bounds.push(parse_quote!(#ty: #bound));
+                if valid::mentions_self(ty).is_some() {
+                    let mut ty = ty.clone();
+                    ReplaceSelf { with: &as_trait }.visit_type_mut(&mut ty);
+                    bounds.push(parse_quote!(#ty: #bound));
+                    continue;
+                }
+                let generic = self.mentions_generics(ty);
+                if Self::bounds_apply(method, generic) {
+                    bounds.push(self.bound(ty, generic, &bound));
+                }
             }
         }
         bounds

@@ -254,7 +254,9 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
     async fn prepare(&self, entry: NewEntry, expiry: Duration) -> Result<EntryId, QueueError>;
 
     /// Makes a prepared entry pending. Committing an entry that was already
-    /// claimed as an orphan does nothing (the worker has it).
+    /// claimed as an orphan does nothing (the worker has it). It may return
+    /// before the change is durable, but must take effect before any request
+    /// made after it returns: a lost commit only makes the entry an orphan.
     async fn commit(&self, id: EntryId) -> Result<(), QueueError>;
 
     /// Removes a prepared entry whose authoritative write failed.

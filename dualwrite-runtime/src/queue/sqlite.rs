@@ -170,7 +170,7 @@ use crate::stage::Side;
 /// `PRAGMA application_id` of a queue file: `"dwqu"`.
 const APPLICATION_ID: i64 = 0x6477_7175;
 
-/// The most rows one multi-row `INSERT` holds (11 parameters a row).
+/// The most rows one multi-row `INSERT` holds (12 parameters a row).
 const MAX_INSERT_ROWS: usize = 256;
 
 const SCHEMA: &str = r#"
@@ -286,8 +286,9 @@ impl SqliteQueueOptions {
     /// Whether claims and settles of claimed entries (`claim`, `complete`,
     /// `retry_later`, `release`) wait for `fsync` like appends do (default
     /// `true`). With `false` they are committed with `synchronous = NORMAL`
-    /// when no append shares their transaction: about twice the drain rate,
-    /// and nothing acknowledged is lost, but after an *operating-system*
+    /// when no append shares their transaction, which saves an `fsync` per
+    /// batch while draining. Nothing acknowledged is lost, but after an
+    /// *operating-system*
     /// crash or power loss (not a process crash) the last completions may be
     /// rolled back, and their operations are then applied again, in order,
     /// so a store may briefly hold an older value of a key before the replay
@@ -521,9 +522,17 @@ impl ReconciliationQueue for SqliteQueue {
         }
     }
 
+    /// Hands the commit to the writer thread and returns without waiting for
+    /// it: the caller (a journaled write) has nothing to gain from waiting.
+    /// The writer applies it in order, before any later request, so a later
+    /// claim sees it; if the process dies before it is durable, the entry is
+    /// an orphan and the worker replays it to both stores, which is correct.
     async fn commit(&self, id: EntryId) -> Result<(), QueueError> {
-        self.write_unit(Write::Commit(id), "commit a prepared entry")
-            .await
+        let (answer, _unheard) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Write(Write::Commit(id), answer))
+            .map_err(|_| self.closed("commit a prepared entry"))
     }
 
     async fn abort(&self, id: EntryId) -> Result<(), QueueError> {

@@ -33,7 +33,7 @@
 //!
 //! | method form | concurrent (default) | `detached` |
 //! |---|---|---|
-//! | `fn .. -> impl Future + Send` | both futures polled together in the caller's future | the other store's future is spawned on the tokio runtime |
+//! | `fn .. -> impl Future + Send` | both futures polled together in the caller's future | the other store's future is spawned on the tokio runtime (without `+ Send` in the signature: falls back to concurrent, as native `async fn` does) |
 //! | `#[async_trait]` | as above | as above |
 //! | native `async fn` | as above | **falls back to concurrent**: the generated code cannot prove the store's future is `Send`, so it cannot spawn it; the caller still waits at most serving time + timeout |
 //! | blocking `fn` | **serially**, other store after the serving one, on the caller's thread: a blocking call cannot be raced or interrupted, so the caller pays the other store's time on compared calls; keep the sampling rate low, or use `detached` | the other store is called on tokio's blocking pool (or a thread of its own outside a runtime); the caller pays nothing |

@@ -522,6 +522,7 @@ impl StageHandle {
         let (from, to) = (change.from, change.to);
         let rollout = change.rollout.map(|rollout| rollout.to_string());
         match &change.forced {
+            None if from == to => tracing::info!(stage = %to, rollout, "dualwrite rollout changed"),
             None => tracing::info!(%from, %to, rollout, "dualwrite stage changed"),
             Some(reason) => tracing::warn!(
                 %from,
@@ -531,7 +532,9 @@ impl StageHandle {
                 "dualwrite stage change forced past the guardrails"
             ),
         }
-        observe::record_stage_change(change);
+        if from != to {
+            observe::record_stage_change(change);
+        }
         self.observers().stage_change(change);
     }
 

@@ -80,7 +80,7 @@ impl<Old, New> Builder<Old, New> {
             delivery: Delivery::Sync,
             orphan_after: Duration::from_secs(300),
             circuit_breaker: Some(CircuitBreaker::default()),
-            worker_concurrency: 16,
+            worker_concurrency: 64,
             lease: None,
             poll_interval: Duration::from_millis(500),
             reads: ReadSettings::default(),
@@ -171,7 +171,7 @@ impl<Old, New> Builder<Old, New> {
     }
 
     /// How many keys a worker reconciles at once. Writes of one key are
-    /// always applied one after another. Default: 16.
+    /// always applied one after another. Default: 64.
     pub fn worker_concurrency(mut self, keys: usize) -> Self {
         self.worker_concurrency = keys;
         self
