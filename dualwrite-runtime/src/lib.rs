@@ -75,6 +75,7 @@
 //! | `version = 2` | the operation encoding version (default 1); bump it when a write method's arguments change, and entries of other versions are dead-lettered rather than misread |
 //! | `op = OrderOps` | the name of the generated enum (default: the trait's name + `Op`) |
 //! | `crate = path` | where to find this crate, if it is neither a direct dependency nor re-exported under its own name |
+//! | `fail_closed` | every write method is `fail_closed` (below) |
 //!
 //! Options on a method, written `#[dual_write(...)]`:
 //!
@@ -87,6 +88,8 @@
 //! | `compare = <path>` | for reads: `fn(&T, &T) -> bool` deciding whether two results agree (default: `PartialEq`) |
 //! | `normalize = <path>` | for reads: `fn(&T) -> U` (`U: PartialEq`), compare what it makes of each value (e.g. to ignore timestamp precision); not with `compare` |
 //! | `detached` | for reads: compare after the caller has its result, in a task of its own (see [`read`]) |
+//! | `delivery = sync` / `delivery = journaled` | for writes: this method's [`Delivery`], whatever the wrapper's default |
+//! | `fail_closed` | for writes: when the queue refuses the operation, return [`QueueRefused`] converted with `From` into the method's error type, instead of the authoritative result (with journaled delivery, before either store is written) |
 //! | `report_values` | for reads: put both stores' results (`{:?}`, so the output must be `Debug`) in mismatch reports; off by default, so values never reach logs unasked |
 //!
 //! A method without `read`, `write` or `skip` is classified by its name:
@@ -102,6 +105,11 @@
 //! `Clone`, and all their arguments serde-serialisable, because the
 //! operation may be queued. A write without `key` is ordered with every
 //! other keyless write of the trait.
+//!
+//! A trait's lifetime parameters are replayed at `'static` (queued
+//! operations own their data), so stores implement `impl<'a> Repo<'a>`.
+//! `unsafe fn` write methods are refused: a replay could not uphold their
+//! contract.
 //!
 //! Once the attribute is removed from the trait, method-level
 //! `#[dual_write(..)]` attributes left behind are inert, so cutover is one
@@ -138,7 +146,23 @@
 //!   behind it, so the follower sees the key's writes in order.
 //! - The queue refuses an operation: the caller still gets the authoritative
 //!   result; an error is logged with the key and
-//!   [`DualWrite::drift_count`] grows (fail-open).
+//!   [`DualWrite::drift_count`] grows (fail-open). A `fail_closed` method
+//!   returns the refusal as its error instead.
+//!
+//! # Delivery
+//!
+//! - [`Delivery::Sync`] (default): the follower is called in the request,
+//!   with the [follower timeout](Builder::follower_timeout); a
+//!   [`CircuitBreaker`] stops calling a follower that keeps failing.
+//! - [`Delivery::Journaled`]: the operation is written ahead to the queue
+//!   before the authoritative write, confirmed after it (withdrawn if it
+//!   failed) and applied by the [`Worker`]; callers never wait for the
+//!   follower. A process killed between the two writes loses nothing: the
+//!   worker finds the unconfirmed operation after
+//!   [`orphan_after`](Builder::orphan_after) and applies it to both stores.
+//!
+//! The embedded durable queue is one SQLite file
+//! ([`Builder::queue_file`], [`queue::SqliteQueue`]).
 //!
 //! Replays and retries deliver at least once: follower writes must be
 //! idempotent (an upsert, a delete), as a timed-out write may have landed.
