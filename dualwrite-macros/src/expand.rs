@@ -1320,6 +1320,17 @@ impl<'m, 'a> Context<'m, 'a> {
                 quote!(enqueue_blocking),
             )
         };
+        let (authoritative_old, authoritative_new) = if is_async {
+            (
+                quote!(#guard.authoritative_call(#as_old::#ident(#old_store, #(#names),*)).await),
+                quote!(#guard.authoritative_call(#as_new::#ident(#new_store, #(#names),*)).await),
+            )
+        } else {
+            (
+                quote!(#guard.authoritative_call_blocking(|| #as_old::#ident(#old_store, #(#names),*))),
+                quote!(#guard.authoritative_call_blocking(|| #as_new::#ident(#new_store, #(#names),*))),
+            )
+        };
         let enqueue_after_failure =
             refused(quote!(#guard.#enqueue(#side, &#op_value, #reason) #await_));
         let enqueue_planned = refused(quote!(#guard.#enqueue(#side, &#op_value, #reason) #await_));
@@ -1338,8 +1349,8 @@ impl<'m, 'a> Context<'m, 'a> {
             };
             #take_prepared
             let #result = match #guard.authoritative() {
-                #private::Side::Old => #as_old::#ident(#old_store, #(#names),*) #await_,
-                #private::Side::New => #as_new::#ident(#new_store, #(#names),*) #await_,
+                #private::Side::Old => #authoritative_old,
+                #private::Side::New => #authoritative_new,
             };
             if ::core::result::Result::is_err(&#result) {
                 #guard.#abort(#prepared) #await_;

@@ -111,6 +111,14 @@
 //! `unsafe fn` write methods are refused: a replay could not uphold their
 //! contract.
 //!
+//! Read methods are compared in `Shadow` and `Live`, so the value a read
+//! returns (`T` of `Result<T, E>`, else the whole output) must be
+//! `PartialEq` unless the method gives `compare` or `normalize`, and its
+//! by-value arguments must be `Clone` (they go to both stores). For types
+//! named through the trait's parameters or associated types these become
+//! bounds of the generated impl; for other types, a compile error on the
+//! type. Mark a method `skip` to forward it without comparison.
+//!
 //! Once the attribute is removed from the trait, method-level
 //! `#[dual_write(..)]` attributes left behind are inert, so cutover is one
 //! deleted line.

@@ -186,7 +186,6 @@ pub(crate) fn record_queue(stats: &QueueStats) {
 }
 
 /// A queued operation applied by the worker.
-#[allow(dead_code)] // the worker's hook; see `observe/mod.rs`
 pub(crate) fn record_reconciled(namespace: &str, method: &str, target: Side) {
     ::metrics::counter!(
         names::RECONCILED,

@@ -69,7 +69,6 @@ pub(crate) use self::metrics::{
 };
 // For the reconciliation worker: `record_reconciled` when it applies a queued
 // operation; dead letters go through `Observers::dead_letter`, which counts.
-#[allow(unused_imports)]
 pub(crate) use self::metrics::record_reconciled;
 pub(crate) use observers::{merged as merged_observers, Observers};
 

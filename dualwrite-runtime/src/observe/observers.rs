@@ -68,7 +68,6 @@ impl Observers {
     }
 
     /// Reports a dead letter to the observers and counts it.
-    #[allow(dead_code)] // the worker's hook; see `observe/mod.rs`
     pub(crate) fn dead_letter(&self, report: &DeadLetterReport) {
         super::metrics::record_dead_letter(&report.namespace, &report.method, report.target);
         self.each("on_dead_letter", |observer| observer.on_dead_letter(report));

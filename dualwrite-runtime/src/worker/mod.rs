@@ -27,6 +27,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use tokio::sync::watch;
 
+use crate::observe::DeadLetterReport;
 use crate::op::Replay;
 use crate::queue::{ClaimedEntry, QueueError};
 use crate::stage::Side;
@@ -156,6 +157,7 @@ where
         let mut report = WorkerReport::default();
         let mut in_flight = FuturesUnordered::new();
         let mut queue_failures = 0u32;
+        let mut gauges_updated: Option<tokio::time::Instant> = None;
         tracing::debug!(namespace, ?until, "reconciliation worker started");
         loop {
             let stopping = *stop.borrow_and_update() != baseline;
@@ -199,6 +201,13 @@ where
                 if stopping || (until == Until::Idle && idle) {
                     break;
                 }
+                // Idle: refresh the queue-depth gauges, at most once a poll.
+                if gauges_updated.is_none_or(|at| at.elapsed() >= self.shared.poll_interval) {
+                    gauges_updated = Some(tokio::time::Instant::now());
+                    if let Ok(stats) = self.shared.queue.stats().await {
+                        crate::observe::record_queue(&stats);
+                    }
+                }
                 tokio::select! {
                     () = self.shared.queued.notified() => {}
                     () = tokio::time::sleep(wait) => {}
@@ -227,10 +236,7 @@ where
             Ok(op) => op,
             Err(error) => {
                 tracing::error!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, %error, "undecodable queue entry dead-lettered");
-                return settle(
-                    queue.dead_letter(lease, &error).await,
-                    Outcome::DeadLettered,
-                );
+                return self.dead_letter(&entry, &error).await;
             }
         };
         let attempt = if entry.orphaned {
@@ -244,16 +250,14 @@ where
                 // The store just took a write: if writes were skipping it,
                 // they may call it again.
                 self.shared.breakers.record_success(entry.target);
+                crate::observe::record_reconciled(&entry.namespace, &entry.method, entry.target);
                 settle(queue.complete(lease).await, Outcome::Applied)
             }
             Err(error) => {
                 let failures = entry.attempts + 1;
                 if failures >= self.shared.retry.attempts() {
                     tracing::error!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, target = %entry.target, failures, %error, "retry budget spent; operation dead-lettered and its key blocked");
-                    settle(
-                        queue.dead_letter(lease, &error).await,
-                        Outcome::DeadLettered,
-                    )
+                    self.dead_letter(&entry, &error).await
                 } else {
                     let delay = self.shared.retry.delay_after(failures);
                     tracing::warn!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, target = %entry.target, failures, %error, retry_in = ?delay, "queued operation failed; will retry");
@@ -264,6 +268,26 @@ where
                 }
             }
         }
+    }
+
+    /// Dead-letters the entry and tells the observers (which also count it).
+    async fn dead_letter(&self, entry: &ClaimedEntry, error: &str) -> Outcome {
+        let outcome = settle(
+            self.shared.queue.dead_letter(entry.lease, error).await,
+            Outcome::DeadLettered,
+        );
+        if matches!(outcome, Outcome::DeadLettered) {
+            let report = DeadLetterReport::new(
+                entry.namespace.as_str(),
+                entry.method.as_str(),
+                entry.target,
+                entry.key.clone(),
+                entry.attempts + 1,
+                error,
+            );
+            self.shared.observers().dead_letter(&report);
+        }
+        outcome
     }
 
     async fn replay_to(&self, op: &Op, side: Side) -> Result<(), String> {

@@ -79,7 +79,6 @@ pub(crate) struct Shared {
 impl Shared {
     /// The wrapper's observers (for dead letters: see
     /// [`Observers::dead_letter`]).
-    #[allow(dead_code)] // called by the worker once it reports dead letters
     pub(crate) fn observers(&self) -> &Observers {
         &self.reads.observers
     }

@@ -21,6 +21,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::observe::CallOutcome;
 use tokio::sync::OwnedRwLockReadGuard;
 
 use super::breaker::Admission;
@@ -39,6 +43,8 @@ pub struct WriteGuard<'a> {
     key: Key,
     stage: Stage,
     delivery: Delivery,
+    /// `dualwrite.write`, entered around each store call of this write.
+    span: tracing::Span,
     _key_lock: KeyLockGuard,
     _stage_barrier: OwnedRwLockReadGuard<()>,
 }
@@ -91,6 +97,14 @@ impl<'a> WriteGuard<'a> {
             key,
             stage,
             delivery: shared.delivery,
+            span: tracing::info_span!(
+                "dualwrite.write",
+                namespace,
+                method,
+                stage = stage.as_str(),
+                side = stage.authoritative().as_str(),
+                follower = stage.follower().map_or("none", Side::as_str),
+            ),
             _key_lock: key_lock,
             _stage_barrier: stage_barrier,
         }
@@ -99,6 +113,51 @@ impl<'a> WriteGuard<'a> {
     /// The store whose result the caller gets.
     pub fn authoritative(&self) -> Side {
         self.stage.authoritative()
+    }
+
+    /// Awaits the authoritative store's write inside the write's span,
+    /// counting and timing it (`dualwrite_calls_total`,
+    /// `dualwrite_call_duration_seconds`).
+    pub async fn authoritative_call<F, T, E>(&self, write: F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let started = Instant::now();
+        let result = write.instrument(self.span.clone()).await;
+        self.record(
+            self.authoritative(),
+            if result.is_ok() {
+                CallOutcome::Ok
+            } else {
+                CallOutcome::Error
+            },
+            started,
+        );
+        result
+    }
+
+    /// [`Self::authoritative_call`] for blocking traits.
+    pub fn authoritative_call_blocking<F, T, E>(&self, write: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Result<T, E>,
+    {
+        let started = Instant::now();
+        let result = self.span.in_scope(write);
+        self.record(
+            self.authoritative(),
+            if result.is_ok() {
+                CallOutcome::Ok
+            } else {
+                CallOutcome::Error
+            },
+            started,
+        );
+        result
+    }
+
+    fn record(&self, side: Side, outcome: CallOutcome, started: Instant) {
+        let elapsed = (outcome != CallOutcome::Timeout).then(|| started.elapsed());
+        crate::observe::record_call(self.namespace, self.method, side, outcome, elapsed);
     }
 
     /// Whether this stage has a follower, so the operation must be captured.
@@ -284,13 +343,23 @@ impl<'a> WriteGuard<'a> {
         E: Display,
     {
         let timeout = self.shared.follower_timeout;
-        let outcome =
-            match tokio::time::timeout(timeout, AssertUnwindSafe(write).catch_unwind()).await {
-                Ok(Ok(Ok(_))) => Ok(()),
-                Ok(Ok(Err(error))) => Err(error.to_string()),
-                Ok(Err(panic)) => Err(format!("panicked: {}", crate::panic_message(&*panic))),
-                Err(_) => Err(format!("timed out after {timeout:?}")),
-            };
+        let started = Instant::now();
+        let write = AssertUnwindSafe(write)
+            .catch_unwind()
+            .instrument(self.span.clone());
+        let (outcome, kind) = match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(Ok(_))) => (Ok(()), CallOutcome::Ok),
+            Ok(Ok(Err(error))) => (Err(error.to_string()), CallOutcome::Error),
+            Ok(Err(panic)) => (
+                Err(format!("panicked: {}", crate::panic_message(&*panic))),
+                CallOutcome::Panic,
+            ),
+            Err(_) => (
+                Err(format!("timed out after {timeout:?}")),
+                CallOutcome::Timeout,
+            ),
+        };
+        self.record(self.follower(), kind, started);
         self.record_follower_call(outcome)
     }
 
@@ -300,11 +369,19 @@ impl<'a> WriteGuard<'a> {
         F: FnOnce() -> Result<T, E>,
         E: Display,
     {
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(write)) {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(panic) => Err(format!("panicked: {}", crate::panic_message(&*panic))),
+        let started = Instant::now();
+        let (outcome, kind) = match self
+            .span
+            .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(write)))
+        {
+            Ok(Ok(_)) => (Ok(()), CallOutcome::Ok),
+            Ok(Err(error)) => (Err(error.to_string()), CallOutcome::Error),
+            Err(panic) => (
+                Err(format!("panicked: {}", crate::panic_message(&*panic))),
+                CallOutcome::Panic,
+            ),
         };
+        self.record(self.follower(), kind, started);
         self.record_follower_call(outcome)
     }
 
