@@ -634,16 +634,7 @@ impl<'m, 'a> Context<'m, 'a> {
                     None => {}
                 }
             }
-            if checks.is_empty() {
-                return TokenStream::new();
-            }
-            let cfgs = &method.cfgs;
-            quote! {
-                #(#cfgs)*
-                const _: () = {
-                    #(#checks)*
-                };
-            }
+            checks_item(&method.cfgs, &checks)
         });
         quote!(#(#methods)*)
     }
@@ -1147,16 +1138,7 @@ impl<'m, 'a> Context<'m, 'a> {
                         quote_spanned!(ty.span()=> #private::#check::<#ty>();)
                     })
                     .collect();
-                if checks.is_empty() {
-                    return TokenStream::new();
-                }
-                let cfgs = &method.cfgs;
-                quote! {
-                    #(#cfgs)*
-                    const _: () = {
-                        #(#checks)*
-                    };
-                }
+                checks_item(&method.cfgs, &checks)
             });
         quote!(#(#methods)*)
     }
@@ -1433,6 +1415,20 @@ fn with_static_lifetimes(tokens: TokenStream, names: &[String]) -> TokenStream {
             token
         })
         .collect()
+}
+
+/// A `const _` item running a method's compile-time checks, under the
+/// method's `#[cfg]`s (nothing when there are no checks).
+fn checks_item(cfgs: &[&syn::Attribute], checks: &[TokenStream]) -> TokenStream {
+    if checks.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        #(#cfgs)*
+        const _: () = {
+            #(#checks)*
+        };
+    }
 }
 
 /// How a field borrowed from the operation is passed to a store.
