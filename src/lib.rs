@@ -49,6 +49,8 @@ pub enum Fault {
     Slow(Duration),
     /// Applies the write, then sleeps: a write that lands but looks timed out.
     ApplyThenStall(Duration),
+    /// Sleeps, then returns an error without applying: a slow failure.
+    ErrorAfter(Duration),
 }
 
 /// One store's record of a call.
@@ -163,6 +165,10 @@ impl FaultyStore {
             Some(Fault::Slow(delay)) => {
                 tokio::time::sleep(delay).await;
                 apply(&mut self.data.lock().unwrap());
+            }
+            Some(Fault::ErrorAfter(delay)) => {
+                tokio::time::sleep(delay).await;
+                return Err(StoreError("store failed after a delay".into()));
             }
             Some(Fault::ApplyThenStall(delay)) => {
                 apply(&mut self.data.lock().unwrap());

@@ -135,3 +135,33 @@ async fn leaving_complete_needs_force_with_a_reason() {
     );
     assert_eq!(repo.stage().get(), Stage::RampDown);
 }
+
+#[tokio::test]
+async fn a_move_that_stops_writing_a_store_with_queued_work_is_refused() {
+    let repo = DualWrite::builder(FaultyStore::new(), FaultyStore::new())
+        .queue(InMemoryQueue::new())
+        .stage(Stage::RampDown)
+        .build()
+        .unwrap();
+    // The old store is the follower in RampDown; one write misses it.
+    repo.old_store().script([Fault::Error]);
+    repo.put(3, 1).await.unwrap();
+
+    let refused = repo.stage().set(Stage::Complete).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            StageError::FollowerBacklog {
+                side: dualwrite_runtime::Side::Old,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("would stop receiving writes"),
+        "{refused}"
+    );
+    repo.worker::<KvRepoOp>().drain().await;
+    repo.stage().set(Stage::Complete).await.unwrap();
+}

@@ -96,3 +96,38 @@ async fn an_open_circuit_breaker_queues_without_calling_and_a_probe_closes_it() 
     repo.worker::<KvRepoOp>().drain().await;
     assert_eq!(repo.new_store().snapshot(), repo.old_store().snapshot());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_journaled_write_that_fails_after_being_presumed_orphaned_is_not_replayed() {
+    let repo = DualWrite::builder(FaultyStore::new(), FaultyStore::new())
+        .queue(InMemoryQueue::new())
+        .stage(Stage::DualWrite)
+        .delivery(Delivery::Journaled)
+        .orphan_after(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    // The authoritative write outlasts `orphan_after`, then fails: the
+    // worker claims the written-ahead operation as an orphan meanwhile.
+    repo.old_store()
+        .script([Fault::ErrorAfter(Duration::from_millis(500))]);
+    let worker = repo.worker::<KvRepoOp>();
+    let drain_later = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        worker.drain().await
+    };
+    let (written, report) = tokio::join!(repo.put(9, 42), drain_later);
+
+    assert!(written.is_err(), "the caller was told the write failed");
+    assert_eq!(report.applied, 0, "{report:?}");
+    assert_eq!(
+        repo.old_store().snapshot().get(&9),
+        None,
+        "I1: the failed write is nowhere"
+    );
+    assert_eq!(
+        repo.new_store().snapshot().get(&9),
+        None,
+        "I1: the failed write is nowhere"
+    );
+    assert!(repo.queue().stats().await.unwrap().new.is_empty());
+}

@@ -166,11 +166,13 @@ impl ReconciliationQueue for InMemoryQueue {
 
     async fn abort(&self, id: EntryId) -> Result<(), QueueError> {
         let mut state = self.lock();
-        if state
-            .entries
-            .get(&id.0)
-            .is_some_and(|stored| matches!(stored.status, Status::Prepared { .. }))
-        {
+        // Also once claimed as an orphan: the writer is alive after all, and
+        // its authoritative write failed, so the worker must not replay it.
+        let withdrawable = |stored: &Stored| {
+            matches!(stored.status, Status::Prepared { .. })
+                || (stored.orphaned && matches!(stored.status, Status::Leased { .. }))
+        };
+        if state.entries.get(&id.0).is_some_and(withdrawable) {
             state.remove(id.0);
         }
         Ok(())

@@ -259,7 +259,9 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
     /// made after it returns: a lost commit only makes the entry an orphan.
     async fn commit(&self, id: EntryId) -> Result<(), QueueError>;
 
-    /// Removes a prepared entry whose authoritative write failed.
+    /// Removes a prepared entry whose authoritative write failed, even if a
+    /// worker already claimed it as an orphan (that worker's lease is then
+    /// lost, and it must not replay the entry).
     async fn abort(&self, id: EntryId) -> Result<(), QueueError>;
 
     /// Whether entries were appended to the claimed entry's key after it.

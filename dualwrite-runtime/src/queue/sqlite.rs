@@ -2076,7 +2076,8 @@ const COMMIT_ONLY: &Opening = opening!(
 
 /// Deletes a prepared entry (parameter: its id), returning its key.
 const ABORT_PREPARED: &Opening = opening!(
-    "DELETE FROM entries WHERE id = ? AND state = 'prepared' RETURNING namespace, target, key"
+    "DELETE FROM entries WHERE id = ? AND (state = 'prepared' OR (state = 'leased' AND orphaned = 1)) \
+     RETURNING namespace, target, key"
 );
 
 /// [`REMOVE_LEASED`] for dead letters (heads, or out of line), given

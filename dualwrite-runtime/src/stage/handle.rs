@@ -105,6 +105,23 @@ pub enum StageError {
         /// Its queued work.
         backlog: TargetStats,
     },
+    /// The move stops writes to a store that still has queued work: that
+    /// work could be applied after newer writes the store never sees queued
+    /// (a written-ahead operation replayed as an orphan, say).
+    #[error(
+        "refusing to move from `{from}` to `{to}`: the {side} store would stop receiving writes while {} pending, {} in-flight and {} dead operations are queued for it; let the worker drain them (retry or drop dead letters), or force the move with a reason",
+        backlog.pending, backlog.in_flight, backlog.dead
+    )]
+    FollowerBacklog {
+        /// The current stage.
+        from: Stage,
+        /// The requested stage.
+        to: Stage,
+        /// The store that would stop being written.
+        side: Side,
+        /// Its queued work.
+        backlog: TargetStats,
+    },
     /// Leaving `Complete` would make the old store serve data it stopped receiving.
     #[error(
         "refusing to move from `complete` to `{to}`: the old store has not received writes since the move to `complete`; force the move with a reason if you have repaired it"
@@ -321,6 +338,23 @@ impl StageHandle {
                 .map_err(|source| StageError::Queue { from, to, source })?;
             if !backlog.is_empty() {
                 return Err(StageError::Backlog {
+                    from,
+                    to,
+                    side,
+                    backlog,
+                });
+            }
+        }
+        if let Some(side) = from
+            .follower()
+            .filter(|side| to.follower() != Some(*side) && to.authoritative() != *side)
+        {
+            let backlog = self
+                .backlog(side)
+                .await
+                .map_err(|source| StageError::Queue { from, to, source })?;
+            if !backlog.is_empty() {
+                return Err(StageError::FollowerBacklog {
                     from,
                     to,
                     side,

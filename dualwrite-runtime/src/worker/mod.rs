@@ -82,12 +82,22 @@ impl WorkerReport {
             Outcome::Retried => self.retried += 1,
             Outcome::DeadLettered => self.dead_lettered += 1,
             Outcome::QueueError => self.queue_errors += 1,
+            Outcome::Withdrawn => {}
         }
     }
 }
 
+/// What became of an orphaned operation.
+enum Replayed {
+    Applied,
+    /// Its writer aborted it after the worker claimed it.
+    Withdrawn,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
+    /// The writer withdrew an orphaned operation; nothing was applied.
+    Withdrawn,
     Applied,
     Retried,
     DeadLettered,
@@ -240,7 +250,14 @@ where
             }
         };
         let attempt = if entry.orphaned {
-            self.replay_orphan(&op, &entry).await
+            match self.replay_orphan(&op, &entry).await {
+                Ok(Replayed::Withdrawn) => {
+                    tracing::debug!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, "orphaned operation withdrawn by its writer");
+                    return Outcome::Withdrawn;
+                }
+                Ok(Replayed::Applied) => Ok(()),
+                Err(error) => Err(error),
+            }
         } else {
             self.replay_to(&op, entry.target).await
         };
@@ -306,18 +323,19 @@ where
     /// it in the authoritative store and it only goes to the target, in its
     /// place in the key's order. The key's order guard is held meanwhile, so
     /// no write of this process interleaves.
-    async fn replay_orphan(&self, op: &Op, entry: &ClaimedEntry) -> Result<(), String> {
+    async fn replay_orphan(&self, op: &Op, entry: &ClaimedEntry) -> Result<Replayed, String> {
         let _order = self
             .shared
             .locks
             .lock(Op::NAMESPACE, entry.key.clone())
             .await;
-        let superseded = self
-            .shared
-            .queue
-            .has_later_entries(entry.lease)
-            .await
-            .map_err(|error| format!("could not check the key for later writes: {error}"))?;
+        let superseded = match self.shared.queue.has_later_entries(entry.lease).await {
+            Ok(superseded) => superseded,
+            // The writer was alive after all and withdrew the operation (its
+            // authoritative write failed): nothing to replay.
+            Err(QueueError::LeaseLost(_)) => return Ok(Replayed::Withdrawn),
+            Err(error) => return Err(format!("could not check the key for later writes: {error}")),
+        };
         if !superseded {
             let authoritative = entry.target.other();
             tracing::warn!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, "replaying an orphaned written-ahead operation to both stores");
@@ -325,7 +343,9 @@ where
                 format!("replaying the orphaned operation to the {authoritative} store: {error}")
             })?;
         }
-        self.replay_to(op, entry.target).await
+        self.replay_to(op, entry.target)
+            .await
+            .map(|()| Replayed::Applied)
     }
 
     async fn attempt<F>(&self, replay: F) -> Result<(), String>

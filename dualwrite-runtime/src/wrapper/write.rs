@@ -33,6 +33,7 @@ use super::{Delivery, Shared};
 use crate::op::{Key, Operation};
 use crate::queue::{EntryId, NewEntry, QueueError};
 use crate::stage::{Side, Stage};
+use std::sync::Arc;
 
 /// The state of one write in progress. Used by generated code only.
 #[doc(hidden)]
@@ -45,8 +46,16 @@ pub struct WriteGuard<'a> {
     delivery: Delivery,
     /// `dualwrite.write`, entered around each store call of this write.
     span: tracing::Span,
-    _key_lock: KeyLockGuard,
-    _stage_barrier: OwnedRwLockReadGuard<()>,
+    /// The operation the follower is owed once the authoritative write
+    /// succeeded, until the follower has it or it is queued. If the caller's
+    /// future is dropped meanwhile (a client went away), `Drop` queues it.
+    owed: std::sync::Mutex<Option<NewEntry>>,
+    /// Keeps the shared state alive for that last append.
+    owner: Arc<Shared>,
+    /// Both guards are `Option`s only so that `Drop` can hand them to the
+    /// task that queues an owed operation, keeping the key's order.
+    key_lock: Option<KeyLockGuard>,
+    stage_barrier: Option<OwnedRwLockReadGuard<()>>,
 }
 
 /// The reconciliation queue refused an operation, so the follower may miss
@@ -81,11 +90,12 @@ pub enum FollowerPlan {
 
 impl<'a> WriteGuard<'a> {
     pub(super) async fn begin(
-        shared: &'a Shared,
+        owner: &'a Arc<Shared>,
         namespace: &'static str,
         method: &'static str,
         key: Key,
     ) -> Self {
+        let shared: &'a Shared = owner;
         // Barrier first, key second: a stage move waits for writes that hold
         // the barrier, and those must never wait for a writer that does not.
         let (stage, stage_barrier) = shared.stage.enter_write().await;
@@ -105,8 +115,10 @@ impl<'a> WriteGuard<'a> {
                 side = stage.authoritative().as_str(),
                 follower = stage.follower().map_or("none", Side::as_str),
             ),
-            _key_lock: key_lock,
-            _stage_barrier: stage_barrier,
+            owed: std::sync::Mutex::new(None),
+            owner: Arc::clone(owner),
+            key_lock: Some(key_lock),
+            stage_barrier: Some(stage_barrier),
         }
     }
 
@@ -173,7 +185,10 @@ impl<'a> WriteGuard<'a> {
 
     fn record_follower_call(&self, outcome: Result<(), String>) -> Result<(), String> {
         match &outcome {
-            Ok(()) => self.shared.breakers.record_success(self.follower()),
+            Ok(()) => {
+                self.settle_owed();
+                self.shared.breakers.record_success(self.follower());
+            }
             Err(_) => self.shared.breakers.record_failure(self.follower()),
         }
         outcome
@@ -298,8 +313,20 @@ impl<'a> WriteGuard<'a> {
 
     /// Decides how the follower gets the write. Call only when
     /// [`has_follower`](Self::has_follower).
-    pub async fn follower_plan(&self) -> FollowerPlan {
+    pub async fn follower_plan<Op: Operation>(&self, op: &Op) -> FollowerPlan {
         let side = self.follower();
+        // From here until the follower has the write (or it is queued), a
+        // dropped caller must not lose it.
+        if let Ok(entry) = self.entry(
+            side,
+            op,
+            "the caller went away before the follower had the write".to_owned(),
+        ) {
+            *self
+                .owed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(entry);
+        }
         if self.delivery == Delivery::Journaled {
             return FollowerPlan::Queue(side, "journaled delivery".to_owned());
         }
@@ -331,8 +358,8 @@ impl<'a> WriteGuard<'a> {
     }
 
     /// [`Self::follower_plan`] for blocking traits.
-    pub fn follower_plan_blocking(&self) -> FollowerPlan {
-        futures::executor::block_on(self.follower_plan())
+    pub fn follower_plan_blocking<Op: Operation>(&self, op: &Op) -> FollowerPlan {
+        futures::executor::block_on(self.follower_plan(op))
     }
 
     /// Awaits a follower write with the timeout, catching panics. Returns
@@ -412,6 +439,8 @@ impl<'a> WriteGuard<'a> {
             Ok(entry) => self.shared.queue.append(entry).await,
             Err(error) => Err(error),
         };
+        // Queued or refused (and reported), the follower is owed nothing more.
+        self.settle_owed();
         match appended {
             Ok(_) => {
                 self.shared.queued.notify_one();
@@ -430,6 +459,13 @@ impl<'a> WriteGuard<'a> {
                 Err(self.refusal(side, error))
             }
         }
+    }
+
+    fn settle_owed(&self) {
+        self.owed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
     }
 
     fn refusal(&self, target: Side, source: QueueError) -> QueueRefused {
@@ -457,5 +493,40 @@ impl<'a> WriteGuard<'a> {
         reason: String,
     ) -> Result<(), QueueRefused> {
         futures::executor::block_on(self.enqueue(side, op, reason))
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    /// The caller's future was dropped after the authoritative write
+    /// succeeded but before the follower had the write: queue it now, in a
+    /// task that keeps the key's order guard until it is queued, so the
+    /// follower still converges (I2) and nothing is lost silently (I7).
+    fn drop(&mut self) {
+        let owed = self
+            .owed
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some(entry) = owed else { return };
+        let shared = Arc::clone(&self.owner);
+        let held = (self.key_lock.take(), self.stage_barrier.take());
+        let (namespace, method, key) = (self.namespace, self.method, self.key.clone());
+        tracing::warn!(namespace, method, key = %key, "write cancelled before the follower had it; queueing it");
+        let append = async move {
+            let _held = held;
+            match shared.queue.append(entry).await {
+                Ok(_) => shared.queued.notify_one(),
+                Err(error) => {
+                    shared.drift.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(namespace, method, key = %key, %error, "reconciliation queue refused the operation of a cancelled write: the follower will miss it until it is repaired");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(append);
+            }
+            Err(_) => futures::executor::block_on(append),
+        }
     }
 }
