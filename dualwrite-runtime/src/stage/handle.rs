@@ -55,6 +55,9 @@ struct Inner {
     rollout: AtomicU32,
     /// Writes hold it shared; a stage change holds it exclusively.
     barrier: Arc<RwLock<()>>,
+    /// The per-key order guards of every wrapper built with this handle, so
+    /// that wrappers moving together also order each key together.
+    key_locks: Arc<crate::wrapper::KeyLocks>,
     queues: Mutex<Vec<Arc<dyn ReconciliationQueue>>>,
     observers: Mutex<Observers>,
     comparisons: ComparisonWindow,
@@ -200,6 +203,7 @@ impl StageHandle {
                 stage: AtomicU8::new(stage.to_u8()),
                 rollout: AtomicU32::new(0),
                 barrier: Arc::new(RwLock::new(())),
+                key_locks: Arc::default(),
                 queues: Mutex::new(Vec::new()),
                 observers: Mutex::new(Observers::default()),
                 comparisons: ComparisonWindow::default(),
@@ -700,6 +704,10 @@ impl StageHandle {
             };
         }
         Ok(total)
+    }
+
+    pub(crate) fn key_locks(&self) -> Arc<crate::wrapper::KeyLocks> {
+        Arc::clone(&self.inner.key_locks)
     }
 
     pub(crate) fn attach_queue(&self, queue: &Arc<dyn ReconciliationQueue>) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::breaker::{Breakers, CircuitBreaker};
-use super::{locks::KeyLocks, Delivery, DualWrite, Shared};
+use super::{Delivery, DualWrite, Shared};
 use crate::observe::Observer;
 use crate::queue::ReconciliationQueue;
 use crate::read::ReadSettings;
@@ -95,6 +95,8 @@ impl<Old, New> Builder<Old, New> {
     }
 
     /// A stage handle shared with other wrappers, so that they move together.
+    /// Wrappers built with one handle also share the per-key order guard, so
+    /// writes of one key through any of them reach both stores in one order.
     pub fn stage_handle(mut self, handle: StageHandle) -> Self {
         self.stage = Some(handle);
         self
@@ -301,9 +303,9 @@ impl<Old, New> Builder<Old, New> {
         stage.attach_queue(&queue);
         let reads = self.reads.build(&stage)?;
         let shared = Shared {
+            locks: stage.key_locks(),
             stage,
             queue,
-            locks: Arc::new(KeyLocks::default()),
             follower_timeout: self.follower_timeout,
             delivery: self.delivery,
             orphan_after: self.orphan_after,

@@ -22,7 +22,7 @@ use crate::queue::{QueueError, QueueStats, ReconciliationQueue};
 use crate::read::{ReadPlan, Reads};
 use crate::stage::{Side, StageHandle};
 use crate::worker::{RetryPolicy, Worker};
-use locks::KeyLocks;
+pub(crate) use locks::KeyLocks;
 
 /// How a write reaches the follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
