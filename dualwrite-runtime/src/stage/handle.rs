@@ -334,37 +334,41 @@ impl StageHandle {
         if from == Stage::Complete && to != Stage::Complete {
             return Err(StageError::LeavingComplete { to });
         }
-        if from.authoritative() != to.authoritative() {
-            let side = to.authoritative();
-            let backlog = self
-                .backlog(side)
-                .await
-                .map_err(|source| StageError::Queue { from, to, source })?;
-            if !backlog.is_empty() {
-                return Err(StageError::Backlog {
-                    from,
-                    to,
-                    side,
-                    backlog,
-                });
-            }
-        }
-        if let Some(side) = from
+        // Queued work must be drained before a store becomes authoritative
+        // (it is older than anything the store would then accept), and
+        // before a store stops being written (it could land after newer
+        // writes the store never sees queued).
+        let becomes_authoritative =
+            (from.authoritative() != to.authoritative()).then(|| to.authoritative());
+        let stops_following = from
             .follower()
-            .filter(|side| to.follower() != Some(*side) && to.authoritative() != *side)
+            .filter(|side| to.follower() != Some(*side) && to.authoritative() != *side);
+        for side in [becomes_authoritative, stops_following]
+            .into_iter()
+            .flatten()
         {
             let backlog = self
                 .backlog(side)
                 .await
                 .map_err(|source| StageError::Queue { from, to, source })?;
-            if !backlog.is_empty() {
-                return Err(StageError::FollowerBacklog {
+            if backlog.is_empty() {
+                continue;
+            }
+            return Err(if Some(side) == becomes_authoritative {
+                StageError::Backlog {
                     from,
                     to,
                     side,
                     backlog,
-                });
-            }
+                }
+            } else {
+                StageError::FollowerBacklog {
+                    from,
+                    to,
+                    side,
+                    backlog,
+                }
+            });
         }
         if to.serving() == Side::New && to > from {
             self.check_mismatch_rate(from, to)?;
