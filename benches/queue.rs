@@ -47,6 +47,7 @@ fn entry(key: usize) -> NewEntry {
         version: 1,
         payload: format!(r#"{{"method":"put","args":{{"key":{key},"value":{key}}}}}"#).into_bytes(),
         reason: "journaled delivery".into(),
+        uncertain: false,
     }
 }
 

@@ -96,6 +96,7 @@ async fn undecodable_entries_are_dead_lettered_with_the_reason_and_the_worker_go
         version,
         payload: payload.to_vec(),
         reason: "test".into(),
+        uncertain: false,
     };
     queue
         .append(entry("1", "put", 1, b"{not json"))

@@ -1289,14 +1289,14 @@ impl<'m, 'a> Context<'m, 'a> {
         };
         let (plan, call_old, call_new, enqueue) = if is_async {
             (
-                quote!(#guard.follower_plan(&#op_value).await),
+                quote!(#guard.follower_plan().await),
                 quote!(#guard.call_follower(#as_old::#ident(#old_store, #(#follower_args),*)).await),
                 quote!(#guard.call_follower(#as_new::#ident(#new_store, #(#follower_args),*)).await),
                 quote!(enqueue),
             )
         } else {
             (
-                quote!(#guard.follower_plan_blocking(&#op_value)),
+                quote!(#guard.follower_plan_blocking()),
                 quote!(#guard.call_follower_blocking(|| #as_old::#ident(#old_store, #(#follower_args),*))),
                 quote!(#guard.call_follower_blocking(|| #as_new::#ident(#new_store, #(#follower_args),*))),
                 quote!(enqueue_blocking),
@@ -1304,13 +1304,13 @@ impl<'m, 'a> Context<'m, 'a> {
         };
         let (authoritative_old, authoritative_new) = if is_async {
             (
-                quote!(#guard.authoritative_call(#as_old::#ident(#old_store, #(#names),*)).await),
-                quote!(#guard.authoritative_call(#as_new::#ident(#new_store, #(#names),*)).await),
+                quote!(#guard.authoritative_call(::core::option::Option::as_ref(&#op_value), #as_old::#ident(#old_store, #(#names),*)).await),
+                quote!(#guard.authoritative_call(::core::option::Option::as_ref(&#op_value), #as_new::#ident(#new_store, #(#names),*)).await),
             )
         } else {
             (
-                quote!(#guard.authoritative_call_blocking(|| #as_old::#ident(#old_store, #(#names),*))),
-                quote!(#guard.authoritative_call_blocking(|| #as_new::#ident(#new_store, #(#names),*))),
+                quote!(#guard.authoritative_call_blocking(::core::option::Option::as_ref(&#op_value), || #as_old::#ident(#old_store, #(#names),*))),
+                quote!(#guard.authoritative_call_blocking(::core::option::Option::as_ref(&#op_value), || #as_new::#ident(#new_store, #(#names),*))),
             )
         };
         let enqueue_after_failure =

@@ -189,6 +189,8 @@
 // Lets generated code name `::dualwrite_runtime` inside this crate's own tests.
 extern crate self as dualwrite_runtime;
 
+mod config;
+mod guarded;
 pub mod observe;
 mod op;
 pub mod queue;
@@ -200,14 +202,18 @@ mod wrapper;
 #[doc(hidden)]
 pub mod __private;
 
+pub use config::BuildError;
 pub use dualwrite_macros::dual_write;
 pub use observe::Observer;
+pub use op::ShownKey;
 pub use op::{Key, Operation, Replay};
 pub use queue::{InMemoryQueue, QueueError, QueueStats, ReconciliationQueue};
 pub use read::{ComparisonOutcome, Rollout};
 pub use stage::{MismatchGuard, Side, Stage, StageChange, StageError, StageHandle};
-pub use worker::{RetryPolicy, Worker, WorkerReport, WorkerStop};
-pub use wrapper::{BuildError, Builder, CircuitBreaker, Delivery, DualWrite, QueueRefused};
+pub use worker::{
+    RetryPolicy, Worker, WorkerHandle, WorkerReport, WorkerShutdownError, WorkerStop,
+};
+pub use wrapper::{Builder, CircuitBreaker, Delivery, DualWrite, QueueRefused};
 
 /// The message of a caught panic, if it carried one.
 pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -36,6 +36,56 @@ impl Key {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether this is the namespace-wide key of unkeyed writes.
+    pub fn is_unkeyed(&self) -> bool {
+        self.0 == Self::UNKEYED
+    }
+
+    /// A stable 64-bit hash of the key's text (FNV-1a spread by
+    /// MurmurHash3's `fmix64`; the hash rollouts bucket keys by), the same in
+    /// every process, platform and release. Logs and errors show keys by it
+    /// unless the wrapper is built with
+    /// [`log_keys`](crate::Builder::log_keys), because keys are made from
+    /// arguments (emails, names) that must not reach logs unasked.
+    pub fn fingerprint(&self) -> u64 {
+        stable_hash(self.0.as_bytes())
+    }
+
+    /// How logs show the key: its text when `reveal`, else `#` and its
+    /// [fingerprint](Self::fingerprint) in hex (`#00c0ffee..`).
+    pub fn shown(&self, reveal: bool) -> ShownKey {
+        if reveal {
+            ShownKey(self.0.clone())
+        } else {
+            ShownKey(format!("#{:016x}", self.fingerprint()))
+        }
+    }
+}
+
+/// A key as logs and errors show it: its text (with
+/// [`log_keys`](crate::Builder::log_keys)) or its
+/// [fingerprint](Key::fingerprint).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ShownKey(String);
+
+impl ShownKey {
+    /// The text shown.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ShownKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ShownKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl From<String> for Key {
@@ -90,4 +140,21 @@ pub trait Replay<Store: ?Sized>: Operation {
     /// dead-letter record.
     fn replay<'a>(&'a self, store: &'a Arc<Store>)
         -> impl Future<Output = Result<(), String>> + 'a;
+}
+
+/// 64-bit FNV-1a, then MurmurHash3's `fmix64` to spread the low bits.
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
+    hash
 }

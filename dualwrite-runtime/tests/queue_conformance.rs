@@ -26,6 +26,7 @@ fn entry(namespace: &str, target: Side, key: &str, value: &str) -> NewEntry {
         version: 1,
         payload: value.as_bytes().to_vec(),
         reason: "follower down".to_owned(),
+        uncertain: false,
     }
 }
 
@@ -199,6 +200,7 @@ async fn claimed_entry_carries_its_fields(queue: Queue) {
             version: 3,
             payload: b"{\"x\":1}".to_vec(),
             reason: "timed out".to_owned(),
+            uncertain: false,
         })
         .await
         .expect("append");

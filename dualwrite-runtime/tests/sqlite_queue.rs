@@ -55,6 +55,7 @@ fn entry(key: &str, value: &str) -> NewEntry {
         version: 1,
         payload: value.as_bytes().to_vec(),
         reason: "follower down".to_owned(),
+        uncertain: false,
     }
 }
 

@@ -28,6 +28,11 @@ pub mod names {
     pub const DEAD_LETTERS: &str = "dualwrite_dead_letters_total";
     /// Counter: queued operations applied by the worker.
     pub const RECONCILED: &str = "dualwrite_reconciled_total";
+    /// Counter: follower writes lost because the queue refused them
+    /// (fail-open), by namespace, method and target. Anything above zero
+    /// needs a verify-and-repair pass; each loss is also logged at error
+    /// level and counted in `DualWrite::drift_count`.
+    pub const DRIFT: &str = "dualwrite_drift_total";
     /// Gauge: the current stage's position in `Stage::ALL`.
     pub const STAGE: &str = "dualwrite_stage";
     /// Counter: stage moves.
@@ -191,6 +196,17 @@ pub(crate) fn record_reconciled(namespace: &str, method: &str, target: Side) {
         names::RECONCILED,
         labels::NAMESPACE => namespace.to_owned(),
         labels::METHOD => method.to_owned(),
+        labels::TARGET => target.as_str(),
+    )
+    .increment(1);
+}
+
+/// A follower write the queue refused (fail-open: the follower misses it).
+pub(crate) fn record_drift(namespace: &'static str, method: &'static str, target: Side) {
+    ::metrics::counter!(
+        names::DRIFT,
+        labels::NAMESPACE => namespace,
+        labels::METHOD => method,
         labels::TARGET => target.as_str(),
     )
     .increment(1);

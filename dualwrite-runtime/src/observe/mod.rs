@@ -18,9 +18,14 @@
 //!
 //! Argument values never appear in reports, spans, events or metrics. The
 //! exceptions are explicit: the ordering key (`key = ..`) is in comparison
-//! and dead-letter reports, because a mismatch is only actionable with it;
-//! the values the stores returned are in a comparison report only for methods
-//! marked `report_values` (their output must be `Debug`).
+//! and dead-letter reports given to observers, because a mismatch is only
+//! actionable with it (an observer you register has opted in); the values
+//! the stores returned are in a comparison report only for methods marked
+//! `report_values` (their output must be `Debug`). Keys are made from
+//! arguments, so logs, errors and the default [`TracingObserver`] show a key
+//! by its stable [fingerprint](crate::Key::fingerprint) (`#` and 16 hex
+//! digits, the same in every process) unless the wrapper is built with
+//! [`log_keys(true)`](crate::Builder::log_keys).
 //!
 //! # Metrics
 //!
@@ -39,6 +44,7 @@
 //! | `dualwrite_queue_oldest_pending_seconds` | gauge | `target` | age of the oldest pending operation (0 when none) |
 //! | `dualwrite_dead_letters_total` | counter | `namespace`, `method`, `target` | operations dead-lettered by the worker |
 //! | `dualwrite_reconciled_total` | counter | `namespace`, `method`, `target` | queued operations the worker applied |
+//! | `dualwrite_drift_total` | counter | `namespace`, `method`, `target` | follower writes lost because the queue refused them (fail-open); each needs a repair |
 //! | `dualwrite_stage` | gauge | - | the current stage, as its position in [`Stage::ALL`](crate::Stage::ALL) (`off` = 0 ... `complete` = 5) |
 //! | `dualwrite_stage_changes_total` | counter | `from`, `to`, `forced` | stage moves; `forced` is `true` or `false` |
 //! | `dualwrite_stage_source_stale` | gauge | - | 1 while the shared stage source cannot be read (the last known stage is kept), else 0 |
@@ -70,6 +76,8 @@ pub(crate) use self::metrics::{
 // For the reconciliation worker: `record_reconciled` when it applies a queued
 // operation; dead letters go through `Observers::dead_letter`, which counts.
 pub(crate) use self::metrics::record_reconciled;
+// For the write path: a follower write the queue refused.
+pub(crate) use self::metrics::record_drift;
 pub(crate) use observers::{merged as merged_observers, Observers};
 
 #[doc(inline)]

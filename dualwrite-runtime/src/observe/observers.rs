@@ -10,15 +10,34 @@ use crate::stage::StageChange;
 /// `error` events. Stage changes and stage-source errors are logged by the
 /// [`StageHandle`](crate::StageHandle) itself, so this observer leaves them
 /// out.
+///
+/// Keys appear by their stable [fingerprint](crate::Key::fingerprint)
+/// unless it is made with `TracingObserver::new(true)` (the builder does
+/// that with [`log_keys(true)`](crate::Builder::log_keys)).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TracingObserver;
+pub struct TracingObserver {
+    log_keys: bool,
+}
+
+impl TracingObserver {
+    /// An observer that logs keys as written when `log_keys`, else by
+    /// fingerprint.
+    pub fn new(log_keys: bool) -> Self {
+        TracingObserver { log_keys }
+    }
+}
 
 impl Observer for TracingObserver {
     fn on_mismatch(&self, report: &ComparisonReport) {
         tracing::warn!(
             namespace = report.namespace,
             method = report.method,
-            key = report.key.as_ref().map(|key| key.as_str()),
+            key = report
+                .key
+                .as_ref()
+                .map(|key| key.shown(self.log_keys))
+                .as_ref()
+                .map(|key| key.as_str()),
             stage = report.stage.as_str(),
             serving = report.serving.as_str(),
             compared = report.compared.as_str(),
@@ -35,7 +54,7 @@ impl Observer for TracingObserver {
             namespace = %report.namespace,
             method = %report.method,
             target = report.target.as_str(),
-            key = %report.key,
+            key = %report.key.shown(self.log_keys),
             attempts = report.attempts,
             error = %report.error,
             "dualwrite operation dead-lettered"

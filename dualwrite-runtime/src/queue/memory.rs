@@ -67,6 +67,14 @@ enum Status {
     },
 }
 
+/// `now + wait`, saturating at a century from now, so that a huge expiry
+/// or delay (`Duration::MAX`) means "practically never", not a panic.
+fn later(now: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(wait.min(CENTURY))
+        .unwrap_or(now + Duration::from_secs(365 * 24 * 3600))
+}
+
 impl InMemoryQueue {
     /// An empty queue whose dead letters block their key ([`PoisonPolicy::Block`]).
     pub fn new() -> Self {
@@ -92,6 +100,40 @@ impl InMemoryQueue {
                     .get(id)
                     .is_some_and(|stored| !matches!(stored.status, Status::Dead { .. }))
             }),
+        }
+    }
+
+    /// Whether an entry counts for ordering: under [`PoisonPolicy::Skip`]
+    /// dead entries are out of line.
+    fn in_line(&self, stored: &Stored) -> bool {
+        self.poison == PoisonPolicy::Block || !matches!(stored.status, Status::Dead { .. })
+    }
+
+    /// Whether the head `id` of `stream` must wait for another key's entry:
+    /// an unkeyed head waits for every older entry of its namespace and
+    /// target; a keyed head waits for older unkeyed entries.
+    fn behind_barrier(&self, state: &State, stream: &StreamKey, id: u64) -> bool {
+        let (namespace, target, key) = stream;
+        let older_in_line = |ids: &VecDeque<u64>| {
+            ids.iter().any(|other| {
+                *other < id
+                    && state
+                        .entries
+                        .get(other)
+                        .is_some_and(|stored| self.in_line(stored))
+            })
+        };
+        if key.is_unkeyed() {
+            state
+                .streams
+                .range((namespace.clone(), *target, Key::from(""))..)
+                .take_while(|((ns, side, _), _)| ns == namespace && side == target)
+                .any(|((_, _, other), ids)| !other.is_unkeyed() && older_in_line(ids))
+        } else {
+            state
+                .streams
+                .get(&(namespace.clone(), *target, Key::unkeyed()))
+                .is_some_and(older_in_line)
         }
     }
 
@@ -147,9 +189,21 @@ impl ReconciliationQueue for InMemoryQueue {
         Ok(self.insert(
             entry,
             Status::Prepared {
-                expires_at: Instant::now() + expiry,
+                expires_at: later(Instant::now(), expiry),
             },
         ))
+    }
+
+    async fn commit_uncertain(&self, id: EntryId) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        if let Some(stored) = state.entries.get_mut(&id.0) {
+            if matches!(stored.status, Status::Prepared { .. }) {
+                stored.status = Status::Prepared {
+                    expires_at: Instant::now(),
+                };
+            }
+        }
+        Ok(())
     }
 
     async fn commit(&self, id: EntryId) -> Result<(), QueueError> {
@@ -189,12 +243,23 @@ impl ReconciliationQueue for InMemoryQueue {
 
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
         let state = self.lock();
-        Ok(state
-            .streams
-            .get(&(namespace.to_owned(), target, key.clone()))
-            .is_some_and(|ids| {
-                self.workable(&state, ids).is_some() || self.poison == PoisonPolicy::Block
-            }))
+        let busy = |key: &Key| {
+            state
+                .streams
+                .get(&(namespace.to_owned(), target, key.clone()))
+                .is_some_and(|ids| {
+                    self.workable(&state, ids).is_some() || self.poison == PoisonPolicy::Block
+                })
+        };
+        if key.is_unkeyed() {
+            // Any key of the namespace: the unkeyed write goes behind it all.
+            return Ok(state
+                .streams
+                .range((namespace.to_owned(), target, Key::from(""))..)
+                .take_while(|((ns, side, _), _)| ns == namespace && *side == target)
+                .any(|((_, _, other), _)| busy(other)));
+        }
+        Ok(busy(key) || busy(&Key::unkeyed()))
     }
     async fn claim(
         &self,
@@ -223,6 +288,7 @@ impl ReconciliationQueue for InMemoryQueue {
             .into_iter()
             .filter(|(key, _)| key.0 == namespace)
             .filter_map(|(key, ids)| self.workable(state, ids).map(|id| (key.clone(), id)))
+            .filter(|(key, id)| !self.behind_barrier(state, key, *id))
             .collect();
         let mut claim = Claim::default();
         for (stream_key, id) in heads {
@@ -266,7 +332,7 @@ impl ReconciliationQueue for InMemoryQueue {
             let token = state.next_token;
             stored.status = Status::Leased {
                 token,
-                until: now + lease,
+                until: later(now, lease),
             };
             claim.entries.push(ClaimedEntry {
                 lease: Lease {
@@ -289,6 +355,16 @@ impl ReconciliationQueue for InMemoryQueue {
         Ok(claim)
     }
 
+    async fn renew(&self, lease: Lease, duration: Duration) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        let stored = state.leased(lease)?;
+        stored.status = Status::Leased {
+            token: lease.token,
+            until: later(Instant::now(), duration),
+        };
+        Ok(())
+    }
+
     async fn complete(&self, lease: Lease) -> Result<(), QueueError> {
         let mut state = self.lock();
         state.leased(lease)?;
@@ -307,7 +383,7 @@ impl ReconciliationQueue for InMemoryQueue {
         stored.attempts += 1;
         stored.last_error = error.to_owned();
         stored.status = Status::Pending {
-            ready_at: Instant::now() + delay,
+            ready_at: later(Instant::now(), delay),
         };
         Ok(())
     }
@@ -408,6 +484,11 @@ impl ReconciliationQueue for InMemoryQueue {
         }
         Ok(stats)
     }
+
+    /// Every change is complete when its call returns: nothing to wait for.
+    async fn flush(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
 }
 
 impl InMemoryQueue {
@@ -417,11 +498,12 @@ impl InMemoryQueue {
         let id = state.next_id;
         let stream_key = State::stream_key(&entry);
         let last_error = entry.reason.clone();
+        let orphaned = entry.uncertain;
         state.entries.insert(
             id,
             Stored {
                 entry,
-                orphaned: false,
+                orphaned,
                 attempts: 0,
                 last_error,
                 enqueued_at: SystemTime::now(),

@@ -24,6 +24,8 @@
 mod memory;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use memory::InMemoryQueue;
 #[cfg(feature = "sqlite")]
@@ -85,6 +87,22 @@ pub struct NewEntry {
     /// Why it was queued rather than applied directly (the follower's error,
     /// "timed out", "key has queued work", ...).
     pub reason: String,
+    /// Whether the store that was authoritative may have missed the write:
+    /// its caller was cancelled while the authoritative call ran, so nobody
+    /// knows whether it landed. The worker then treats the entry like an
+    /// [orphan](ClaimedEntry::orphaned): it applies it to the other store
+    /// first (unless a later write of the key superseded it there), then to
+    /// `target`.
+    pub uncertain: bool,
+}
+
+impl NewEntry {
+    /// The key every unkeyed write of a namespace is filed under
+    /// ([`Key::unkeyed`]): an entry of it is ordered against every key of
+    /// its namespace and target (see [`ReconciliationQueue`]).
+    pub fn is_unkeyed(&self) -> bool {
+        self.key.is_unkeyed()
+    }
 }
 
 /// A claim on an entry, held by one worker until it completes, retries,
@@ -123,9 +141,12 @@ pub struct ClaimedEntry {
     pub last_error: String,
     /// The entry was [prepared](ReconciliationQueue::prepare) by a writer
     /// that neither committed nor aborted it in time (it died between
-    /// preparing and finishing its authoritative write). The worker applies
-    /// it to the other store first (the one that was authoritative), then to
-    /// `target`, so both end up holding it.
+    /// preparing and finishing its authoritative write), or was queued
+    /// [uncertain](NewEntry::uncertain), or [committed
+    /// uncertain](ReconciliationQueue::commit_uncertain). The worker applies
+    /// it to the other store first (the one that was authoritative), unless
+    /// a later entry of the key supersedes it there, then to `target`, so
+    /// both end up holding it.
     pub orphaned: bool,
 }
 
@@ -239,6 +260,21 @@ pub enum QueueError {
 /// entry is only claimed once every earlier entry of its key is completed
 /// (a dead earlier entry blocks it), and at most one entry of a key is in
 /// flight at a time.
+///
+/// # Unkeyed entries
+///
+/// Entries of the key [`Key::unkeyed`] (writes without a `key`, such as a
+/// `delete_all()`) are ordered against *every* key of their namespace and
+/// target, by id: an unkeyed entry is claimed only once no entry of another
+/// key with a smaller id remains, and an entry of any other key only once no
+/// unkeyed entry with a smaller id remains. [`has_work`](Self::has_work)
+/// answers accordingly.
+///
+/// # Prepared entries
+///
+/// A [prepared](Self::prepare) entry is never claimed before its own expiry
+/// passes, wherever it sits in its key's line: an entry ahead of it being
+/// completed, dead-lettered or dropped does not make it claimable.
 #[async_trait]
 pub trait ReconciliationQueue: Send + Sync + 'static {
     /// Appends an entry at the tail of its key. Returns once it is stored.
@@ -259,9 +295,19 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
     /// made after it returns: a lost commit only makes the entry an orphan.
     async fn commit(&self, id: EntryId) -> Result<(), QueueError>;
 
+    /// Makes a prepared entry claimable at once as an
+    /// [orphan](ClaimedEntry::orphaned), instead of after its expiry: its
+    /// writer no longer knows whether the authoritative write happened (the
+    /// caller was cancelled during that call). Does nothing to an entry that
+    /// is no longer prepared. Like [`commit`](Self::commit) it may return
+    /// before the change is durable; a lost change only delays the replay
+    /// until the entry's expiry.
+    async fn commit_uncertain(&self, id: EntryId) -> Result<(), QueueError>;
+
     /// Removes a prepared entry whose authoritative write failed, even if a
     /// worker already claimed it as an orphan (that worker's lease is then
-    /// lost, and it must not replay the entry).
+    /// lost, and it must not replay the entry). Removing an entry that is
+    /// already gone succeeds, so a caller may retry it.
     async fn abort(&self, id: EntryId) -> Result<(), QueueError>;
 
     /// Whether entries were appended to the claimed entry's key after it.
@@ -269,8 +315,11 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
     /// was authoritative: a later write of the key supersedes it there.
     async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError>;
 
-    /// Whether the key has pending, in-flight or dead entries for `target`.
-    /// A write for such a key must be queued behind them.
+    /// Whether a write of `key` must be queued behind work already queued
+    /// for `target`: the key has prepared, pending, in-flight or (under
+    /// [`PoisonPolicy::Block`]) dead entries, or the namespace has unkeyed
+    /// ones. For the [unkeyed](Key::unkeyed) key itself: whether the
+    /// namespace has any entry for `target`.
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError>;
 
     /// Claims up to `limit` ready entries of `namespace`, each the head of a
@@ -281,6 +330,16 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
         limit: usize,
         lease: Duration,
     ) -> Result<Claim, QueueError>;
+
+    /// Extends a claim to `lease` from now, for an attempt that takes longer
+    /// than the lease it was claimed with.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::LeaseLost`] when the claim is no longer held (it
+    /// expired and another claim took the entry, or the entry was aborted):
+    /// the attempt must then not be applied.
+    async fn renew(&self, lease: Lease, duration: Duration) -> Result<(), QueueError>;
 
     /// Removes an applied entry.
     async fn complete(&self, lease: Lease) -> Result<(), QueueError>;
@@ -311,4 +370,9 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
 
     /// Counts by target.
     async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    /// Returns once every change requested before the call (including
+    /// [`commit`](Self::commit)s that returned before they were durable) is
+    /// durable. Graceful shutdown calls it last.
+    async fn flush(&self) -> Result<(), QueueError>;
 }

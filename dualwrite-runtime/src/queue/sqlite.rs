@@ -21,7 +21,9 @@
 //! versioned with `PRAGMA user_version` ([`SqliteQueue::SCHEMA_VERSION`]);
 //! `PRAGMA application_id` is `0x64777175` (`"dwqu"`). A file written by a
 //! newer build (a higher schema version), or a database that is not a
-//! dualwrite queue, is refused with an error rather than guessed at.
+//! dualwrite queue, is refused with an error rather than guessed at. A file
+//! of an older version is upgraded at open (version 2 added the index
+//! `entries_unkeyed`, which orders unkeyed writes against every key).
 //!
 //! Every queued operation is one row of the table `entries`:
 //!
@@ -36,7 +38,7 @@
 //! | `payload` | the operation as JSON, stored as a BLOB (`CAST(payload AS TEXT)` shows it) |
 //! | `state` | `prepared` (written ahead, waiting for its writer's commit), `pending`, `leased` (in flight) or `dead` |
 //! | `prev_id` | the previous entry of the same key; NULL for the head of the key, the only entry a worker may claim; 0 for a dead letter taken out of line ([`PoisonPolicy::Skip`]) |
-//! | `orphaned` | 1 once a prepared entry was claimed because its writer never committed it |
+//! | `orphaned` | 1 for an entry to apply to the other store first: a prepared entry claimed because its writer never committed it, or an entry queued *uncertain* (its writer was cancelled during the authoritative call) |
 //! | `attempts` | failed attempts so far |
 //! | `last_error` | the last attempt's error, or why the operation was queued |
 //! | `enqueued_at` | when it was appended, in Unix milliseconds |
@@ -170,7 +172,7 @@ use crate::stage::Side;
 /// `PRAGMA application_id` of a queue file: `"dwqu"`.
 const APPLICATION_ID: i64 = 0x6477_7175;
 
-/// The most rows one multi-row `INSERT` holds (12 parameters a row).
+/// The most rows one multi-row `INSERT` holds (13 parameters a row).
 const MAX_INSERT_ROWS: usize = 256;
 
 const SCHEMA: &str = r#"
@@ -197,6 +199,7 @@ CREATE TABLE entries (
 CREATE INDEX entries_next ON entries (prev_id) WHERE prev_id IS NOT NULL;
 CREATE INDEX entries_ready ON entries (namespace, ready_at, turn) WHERE prev_id IS NULL AND state <> 'dead';
 CREATE INDEX entries_dead ON entries (id) WHERE state = 'dead';
+CREATE INDEX entries_unkeyed ON entries (namespace, target, id) WHERE key = '*';
 CREATE TABLE streams (
     namespace TEXT    NOT NULL,
     target    TEXT    NOT NULL,
@@ -220,6 +223,11 @@ CREATE TRIGGER entries_unlink AFTER DELETE ON entries BEGIN
           AND tail_id = old.id AND old.prev_id IS NULL;
 END;
 "#;
+
+/// Schema version 2: the index that orders unkeyed entries against every
+/// key of their namespace.
+const MIGRATE_1_TO_2: &str =
+    "CREATE INDEX IF NOT EXISTS entries_unkeyed ON entries (namespace, target, id) WHERE key = '*';";
 
 /// Counts broken links between entries; 0 for a healthy file.
 const CHECK_LINKS: &str = "SELECT \
@@ -431,7 +439,7 @@ impl fmt::Debug for SqliteQueue {
 impl SqliteQueue {
     /// The schema version this build writes and understands
     /// (`PRAGMA user_version` of the file).
-    pub const SCHEMA_VERSION: i64 = 1;
+    pub const SCHEMA_VERSION: i64 = 2;
 
     /// Opens the queue file at `path` with default
     /// [options](SqliteQueueOptions), creating it (mode `0600` on Unix) and
@@ -535,6 +543,17 @@ impl ReconciliationQueue for SqliteQueue {
             .map_err(|_| self.closed("commit a prepared entry"))
     }
 
+    /// Fire-and-forget like [`commit`](Self::commit): the writer applies it
+    /// before any later request; if it is lost, the entry becomes an orphan
+    /// at its own expiry instead.
+    async fn commit_uncertain(&self, id: EntryId) -> Result<(), QueueError> {
+        let (answer, _unheard) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Write(Write::CommitUncertain(id), answer))
+            .map_err(|_| self.closed("mark a prepared entry uncertain"))
+    }
+
     async fn abort(&self, id: EntryId) -> Result<(), QueueError> {
         self.write_unit(Write::Abort(id), "abort a prepared entry")
             .await
@@ -560,7 +579,7 @@ impl ReconciliationQueue for SqliteQueue {
                 .index
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            return Ok(index.contains(namespace, target, key));
+            return Ok(index.must_queue(namespace, target, key));
         }
         let read = Read::HasWork {
             namespace: namespace.to_owned(),
@@ -591,6 +610,11 @@ impl ReconciliationQueue for SqliteQueue {
             Done::Claim(claim) => Ok(claim),
             _ => Err(self.unexpected("claim entries")),
         }
+    }
+
+    async fn renew(&self, lease: Lease, duration: Duration) -> Result<(), QueueError> {
+        self.write_unit(Write::Renew(lease, duration), "renew a lease")
+            .await
     }
 
     async fn complete(&self, lease: Lease) -> Result<(), QueueError> {
@@ -654,6 +678,13 @@ impl ReconciliationQueue for SqliteQueue {
             _ => Err(self.unexpected("count entries")),
         }
     }
+
+    /// Answered by the writer after every request sent before it has been
+    /// committed (and, with relaxed settles, after a checkpoint has synced
+    /// the log).
+    async fn flush(&self) -> Result<(), QueueError> {
+        self.write_unit(Write::Flush, "flush").await
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -676,8 +707,11 @@ enum Write {
     Append(NewEntry),
     Prepare(NewEntry, Duration),
     Commit(EntryId),
+    CommitUncertain(EntryId),
     Abort(EntryId),
     HasLater(Lease),
+    Renew(Lease, Duration),
+    Flush,
     Claim {
         namespace: String,
         limit: usize,
@@ -714,7 +748,10 @@ impl Write {
             Write::Append(_) => "append",
             Write::Prepare(..) => "prepare an entry",
             Write::Commit(_) => "commit a prepared entry",
+            Write::CommitUncertain(_) => "mark a prepared entry uncertain",
             Write::Abort(_) => "abort a prepared entry",
+            Write::Renew(..) => "renew a lease",
+            Write::Flush => "flush",
             Write::HasLater(_) => "look for later entries",
             Write::Claim { .. } => "claim entries",
             Write::Complete(_) => "complete an entry",
@@ -753,6 +790,15 @@ enum Done {
 struct KeyIndex {
     /// namespace -> key -> bit 0: work for the old store, bit 1: for the new.
     keys: HashMap<String, HashMap<Key, u8>>,
+    /// namespace -> how many keys have work for (old, new).
+    counts: HashMap<String, [usize; 2]>,
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Old => 0,
+        Side::New => 1,
+    }
 }
 
 fn side_bit(side: Side) -> u8 {
@@ -770,16 +816,46 @@ impl KeyIndex {
             .is_some_and(|bits| bits & side_bit(target) != 0)
     }
 
+    /// [`ReconciliationQueue::has_work`]: the key or the namespace's
+    /// unkeyed writes; for the unkeyed key, any key of the namespace.
+    fn must_queue(&self, namespace: &str, target: Side, key: &Key) -> bool {
+        if key.is_unkeyed() {
+            self.counts
+                .get(namespace)
+                .is_some_and(|counts| counts[side_index(target)] > 0)
+        } else {
+            self.contains(namespace, target, key)
+                || self.contains(namespace, target, &Key::unkeyed())
+        }
+    }
+
+    fn count(&mut self, namespace: &str, target: Side, delta: isize) {
+        let counts = self.counts.entry(namespace.to_owned()).or_default();
+        let count = &mut counts[side_index(target)];
+        *count = count.saturating_add_signed(delta);
+        if counts == &[0, 0] {
+            self.counts.remove(namespace);
+        }
+    }
+
     fn insert(&mut self, namespace: &str, target: Side, key: &Key) {
         let keys = match self.keys.get_mut(namespace) {
             Some(keys) => keys,
             None => self.keys.entry(namespace.to_owned()).or_default(),
         };
-        match keys.get_mut(key) {
-            Some(bits) => *bits |= side_bit(target),
+        let added = match keys.get_mut(key) {
+            Some(bits) => {
+                let added = *bits & side_bit(target) == 0;
+                *bits |= side_bit(target);
+                added
+            }
             None => {
                 keys.insert(key.clone(), side_bit(target));
+                true
             }
+        };
+        if added {
+            self.count(namespace, target, 1);
         }
     }
 
@@ -787,7 +863,9 @@ impl KeyIndex {
         let Some(keys) = self.keys.get_mut(namespace) else {
             return;
         };
+        let mut removed = false;
         if let Some(bits) = keys.get_mut(key) {
+            removed = *bits & side_bit(target) != 0;
             *bits &= !side_bit(target);
             if *bits == 0 {
                 keys.remove(key);
@@ -795,6 +873,9 @@ impl KeyIndex {
         }
         if keys.is_empty() {
             self.keys.remove(namespace);
+        }
+        if removed {
+            self.count(namespace, target, -1);
         }
     }
 }
@@ -948,7 +1029,8 @@ fn create_file(path: &Path) -> std::io::Result<()> {
 /// 1-based position in the batch (NULL for padding, which is skipped),
 /// namespace, target, key, method, version, payload, reason, turn, the
 /// position of the previous entry of its key in the same statement (or
-/// NULL), state and `ready_at`. Ids are assigned explicitly as the highest
+/// NULL), state, `ready_at` and `orphaned` (the entry is
+/// [uncertain](NewEntry::uncertain)). Ids are assigned explicitly as the highest
 /// id ever used plus the position, so they follow the order the appends
 /// arrived in; `prev_id` links each entry to the previous entry of its key,
 /// from the batch or from the key's `streams` row.
@@ -962,13 +1044,13 @@ fn insert_sql(rows: usize) -> &'static str {
                 // on their order.
                 let mut sql = String::from(
                     "INSERT INTO entries (id, namespace, target, key, method, version, payload, \
-                     state, prev_id, attempts, last_error, enqueued_at, ready_at, turn, lease_token) \
+                     state, prev_id, attempts, last_error, enqueued_at, ready_at, turn, lease_token, orphaned) \
                      SELECT b.base + v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
                      v.column7, v.column11, \
                      CASE WHEN v.column10 IS NOT NULL THEN b.base + v.column10 \
                      ELSE (SELECT s.tail_id FROM streams s WHERE s.namespace = v.column2 \
                            AND s.target = v.column3 AND s.key = v.column4) END, \
-                     0, v.column8, ?, v.column12, v.column9, 0 \
+                     0, v.column8, ?, v.column12, v.column9, 0, v.column13 \
                      FROM (SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0), \
                                       coalesce((SELECT max(id) FROM entries), 0)) AS base) AS b, (VALUES ",
                 );
@@ -976,7 +1058,7 @@ fn insert_sql(rows: usize) -> &'static str {
                     if row > 0 {
                         sql.push_str(", ");
                     }
-                    sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                    sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
                 }
                 sql.push_str(") AS v WHERE v.column1 IS NOT NULL ORDER BY v.column1");
                 sql
@@ -1232,7 +1314,10 @@ impl Writer {
                     target,
                     key,
                 } => sqlx::query_scalar::<_, bool>(
-                    "SELECT EXISTS (SELECT 1 FROM streams WHERE namespace = ? AND target = ? AND key = ?)",
+                    // Unkeyed: any key of the namespace; keyed: the key or
+                    // the namespace's unkeyed writes.
+                    "SELECT EXISTS (SELECT 1 FROM streams WHERE namespace = ?1 AND target = ?2 \
+                     AND (?3 = '*' OR key = ?3 OR key = '*'))",
                 )
                 .bind(namespace)
                 .bind(target.as_str())
@@ -1297,7 +1382,23 @@ impl Writer {
                 results
             }
         };
-        for (answer, result) in answers.into_iter().zip(results) {
+        let flushes = writes.iter().any(|write| matches!(write, Write::Flush));
+        let synced = if flushes && self.relaxed_settles {
+            // Settles committed with `synchronous = NORMAL` are durable once
+            // the log is synced, which a checkpoint does.
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut self.conn)
+                .await
+                .map(|_| ())
+                .map_err(|error| BackendError::new(self.context("flush"), error))
+        } else {
+            Ok(())
+        };
+        for ((write, answer), result) in writes.iter().zip(answers).zip(results) {
+            let result = match (write, &synced) {
+                (Write::Flush, Err(error)) => Err(QueueError::Backend(Box::new(error.clone()))),
+                _ => result,
+            };
             let _ = answer.send(result);
         }
     }
@@ -1316,6 +1417,7 @@ impl Writer {
                         | Write::Complete(_)
                         | Write::RetryLater { .. }
                         | Write::Release(_)
+                        | Write::Renew(..)
                         | Write::HasLater(_)
                 )
             });
@@ -1529,10 +1631,11 @@ impl Writer {
                 .bind(turn)
                 .bind(previous)
                 .bind(*state)
-                .bind(now.saturating_add(duration_ms(*wait)));
+                .bind(now.saturating_add(duration_ms(*wait)))
+                .bind(i64::from(entry.uncertain));
         }
         for _ in rows.len()..rows.len().next_power_of_two() {
-            for _ in 0..12 {
+            for _ in 0..13 {
                 query = query.bind(None::<i64>);
             }
         }
@@ -1742,6 +1845,34 @@ impl Writer {
                 }
                 Ok(Ok(Done::Unit))
             }
+            Write::CommitUncertain(id) => {
+                let turn = self.next_turn();
+                self.begin().await?;
+                sqlx::query(
+                    "UPDATE entries SET ready_at = ?, turn = ? WHERE id = ? AND state = 'prepared'",
+                )
+                .bind(now)
+                .bind(turn)
+                .bind(lease_id(*id))
+                .execute(&mut self.conn)
+                .await?;
+                Ok(Ok(Done::Unit))
+            }
+            Write::Renew(lease, duration) => {
+                self.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE entries SET ready_at = ? WHERE id = ? AND state = 'leased' AND lease_token = ?",
+                )
+                .bind(now.saturating_add(duration_ms(*duration)))
+                .bind(lease_id(lease.id))
+                .bind(token(lease.token))
+                .execute(&mut self.conn)
+                .await?;
+                Ok(settled(done.rows_affected(), lease.id))
+            }
+            // Everything sent earlier is committed by the time this batch
+            // is (requests run in order); `execute` syncs relaxed settles.
+            Write::Flush => Ok(Ok(Done::Unit)),
             Write::HasLater(lease) => {
                 self.begin().await?;
                 let (leased, later): (bool, bool) = sqlx::query_as(
@@ -1865,7 +1996,9 @@ impl Writer {
     ) -> Result<(), sqlx::Error> {
         let turn = self.next_turn();
         let rows = sqlx::query(
-            "UPDATE entries SET prev_id = NULL, ready_at = ?, turn = ? WHERE prev_id = ?; \
+            "UPDATE entries SET prev_id = NULL, \
+               ready_at = CASE WHEN state = 'prepared' THEN ready_at ELSE ? END, \
+               turn = CASE WHEN state = 'prepared' THEN turn ELSE ? END WHERE prev_id = ?; \
              DELETE FROM streams WHERE (namespace, target, key, tail_id) IN \
                (SELECT namespace, target, key, id FROM entries WHERE id = ?) \
              RETURNING namespace, target, key; \
@@ -1899,8 +2032,8 @@ impl Writer {
         delta: &mut IndexDelta,
     ) -> Result<Option<Result<Done, QueueError>>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT namespace, target, key, method, version, payload, last_error FROM entries \
-             WHERE id = ? AND state = 'dead' AND prev_id = 0",
+            "SELECT namespace, target, key, method, version, payload, last_error, orphaned \
+             FROM entries WHERE id = ? AND state = 'dead' AND prev_id = 0",
         )
         .bind(lease_id(id))
         .fetch_optional(&mut self.conn)
@@ -1932,6 +2065,8 @@ impl Writer {
             version,
             payload,
             reason: text(6, "last_error").unwrap_or_default(),
+            // An orphan stays one: whether its first store has it is unknown.
+            uncertain: lenient_integer(&row, 7, "orphaned").is_ok_and(|orphaned| orphaned != 0),
         };
         let inserted = [(&entry, "pending", Duration::ZERO)];
         let query = self.bind_rows(sqlx::query(insert_sql(1)), now, &inserted);
@@ -2024,11 +2159,27 @@ struct Opening {
 }
 
 macro_rules! opening {
-    ($sql:literal) => {
+    ($($sql:expr),+ $(,)?) => {
         &Opening {
-            plain: $sql,
-            begin: concat!("BEGIN IMMEDIATE; ", $sql),
+            plain: concat!($($sql),+),
+            begin: concat!("BEGIN IMMEDIATE; ", $($sql),+),
         }
+    };
+}
+
+/// True for a head (`entries`) that must wait for another key's entry: an
+/// unkeyed head for any older entry of another key in its namespace and
+/// target, a keyed head for an older unkeyed entry (through the partial
+/// index `entries_unkeyed`). Entries taken out of line (`prev_id = 0`) do
+/// not count.
+macro_rules! barrier {
+    () => {
+        "(entries.key = '*' AND EXISTS (SELECT 1 FROM entries k WHERE k.id < entries.id \
+           AND k.namespace = entries.namespace AND k.target = entries.target \
+           AND k.key <> '*' AND k.prev_id IS NOT 0)) \
+         OR (entries.key <> '*' AND EXISTS (SELECT 1 FROM entries b WHERE b.key = '*' \
+           AND b.namespace = entries.namespace AND b.target = entries.target \
+           AND b.id < entries.id AND b.prev_id IS NOT 0))"
     };
 }
 
@@ -2040,23 +2191,32 @@ const CLAIM: &Opening = opening!(
        (SELECT min(ready_at) FROM entries \
          WHERE namespace = ? AND prev_id IS NULL AND state <> 'dead' AND ready_at > ?), \
        (SELECT count(*) FROM (SELECT 1 FROM entries \
-         WHERE namespace = ? AND prev_id IS NULL AND state <> 'dead' AND ready_at <= ? LIMIT ?)); \
+         WHERE namespace = ? AND prev_id IS NULL AND state <> 'dead' AND ready_at <= ? \
+         AND NOT (",
+    barrier!(),
+    ") LIMIT ?)); \
      UPDATE entries SET state = 'leased', lease_token = lease_token + 1, ready_at = ?, turn = ?, \
        orphaned = (orphaned OR state = 'prepared') \
      WHERE id IN (SELECT id FROM entries \
        WHERE namespace = ? AND prev_id IS NULL AND state <> 'dead' AND ready_at <= ? \
-       ORDER BY ready_at, turn LIMIT ?) \
+       AND NOT (",
+    barrier!(),
+    ") ORDER BY ready_at, turn LIMIT ?) \
      RETURNING id, lease_token, target, key, method, version, payload, attempts, \
        enqueued_at, last_error, namespace, orphaned"
 );
 
 /// Removes completed entries (always heads of their keys), given
-/// `[[id, lease_token], ..]` of entries leased with that token: makes each one's successor the head of its key,
-/// ready now (parameters: time, turn), drops the `streams` row of keys left
+/// `[[id, lease_token], ..]` of entries leased with that token: makes each
+/// one's successor the head of its key, ready now (parameters: time, turn)
+/// unless it is still prepared (a prepared entry keeps its own expiry as its
+/// `ready_at`: it becomes an orphan only when that passes, never because the
+/// entry ahead of it went away), drops the `streams` row of keys left
 /// empty (returning their keys) and deletes the entries (returning their
 /// ids). The JSON list is bound three times.
 const REMOVE_LEASED: &Opening = opening!(
-    "UPDATE entries SET prev_id = NULL, ready_at = ?, turn = ? WHERE prev_id IN ( \
+    "UPDATE entries SET prev_id = NULL, ready_at = CASE WHEN state = 'prepared' THEN ready_at ELSE ? END, \
+       turn = CASE WHEN state = 'prepared' THEN turn ELSE ? END WHERE prev_id IN ( \
        SELECT e.id FROM json_each(?) j JOIN entries e ON e.id = json_extract(j.value, '$[0]') \
        AND e.lease_token = json_extract(j.value, '$[1]') AND e.state = 'leased'); \
      DELETE FROM streams WHERE (namespace, target, key, tail_id) IN ( \
@@ -2083,7 +2243,8 @@ const ABORT_PREPARED: &Opening = opening!(
 /// [`REMOVE_LEASED`] for dead letters (heads, or out of line), given
 /// `[id, ..]`.
 const REMOVE_DEAD: &Opening = opening!(
-    "UPDATE entries SET prev_id = NULL, ready_at = ?, turn = ? WHERE prev_id IN ( \
+    "UPDATE entries SET prev_id = NULL, ready_at = CASE WHEN state = 'prepared' THEN ready_at ELSE ? END, \
+       turn = CASE WHEN state = 'prepared' THEN turn ELSE ? END WHERE prev_id IN ( \
        SELECT e.id FROM json_each(?) j JOIN entries e ON e.id = j.value AND e.state = 'dead'); \
      DELETE FROM streams WHERE (namespace, target, key, tail_id) IN ( \
        SELECT e.namespace, e.target, e.key, e.id FROM json_each(?) j JOIN entries e \
@@ -2196,6 +2357,21 @@ async fn prepare_schema_locked(
         return Err(BackendError::message(format!(
             "SQLite queue {shown}: the file has user_version {version} but not the application id of a dualwrite queue; refusing to touch it"
         )));
+    }
+    if version < SqliteQueue::SCHEMA_VERSION {
+        tracing::info!(
+            path = shown,
+            from = version,
+            to = SqliteQueue::SCHEMA_VERSION,
+            "upgrading the SQLite queue's schema"
+        );
+        sqlx::raw_sql(&format!(
+            "{MIGRATE_1_TO_2} PRAGMA user_version = {};",
+            SqliteQueue::SCHEMA_VERSION
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(|error| BackendError::new(context("upgrade the schema"), error))?;
     }
     // Every key's entries must form one chain in id order: rows deleted or
     // edited by hand (or a bug) must not block or reorder a key.

@@ -120,14 +120,13 @@ impl Default for ReadSettings {
 impl ReadSettings {
     /// Checks the settings and builds the wrapper's read state; applies the
     /// observers and guard to `stage`.
-    pub(crate) fn build(self, stage: &crate::StageHandle) -> Result<Reads, crate::BuildError> {
-        use crate::wrapper::builder_invalid;
-        if self.timeout.is_zero() {
-            return Err(builder_invalid(
-                "compare_timeout",
-                "must be greater than zero".into(),
-            ));
-        }
+    pub(crate) fn build(
+        self,
+        stage: &crate::StageHandle,
+        log_keys: bool,
+    ) -> Result<Reads, crate::BuildError> {
+        use crate::config::{self, invalid as builder_invalid};
+        config::duration("compare_timeout", self.timeout, false)?;
         if !(0.0..=1.0).contains(&self.sampling) {
             return Err(builder_invalid(
                 "compare_sampling",
@@ -137,7 +136,7 @@ impl ReadSettings {
         if self.detached_concurrency == 0 {
             return Err(builder_invalid(
                 "detached_concurrency",
-                "must be at least 1".into(),
+                "must be at least 1",
             ));
         }
         if let Some(guard) = self.mismatch_guard {
@@ -148,7 +147,7 @@ impl ReadSettings {
         }
         let mut observers = self.observers;
         if self.default_observer {
-            observers.insert(0, Arc::new(crate::observe::TracingObserver));
+            observers.insert(0, Arc::new(crate::observe::TracingObserver::new(log_keys)));
         }
         let observers = Observers::new(observers);
         stage.attach_observers(&observers);

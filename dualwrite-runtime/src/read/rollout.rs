@@ -135,29 +135,13 @@ impl fmt::Display for Rollout {
 /// instance puts a key in the same bucket and tools in other languages can
 /// compute it.
 pub fn bucket(key: &Key) -> u64 {
-    stable_hash(key.as_str().as_bytes()) % BUCKETS
-}
-
-/// 64-bit FNV-1a, then MurmurHash3's `fmix64` to spread the low bits.
-pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(PRIME);
-    }
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    hash ^= hash >> 33;
-    hash
+    key.fingerprint() % BUCKETS
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::op::stable_hash;
 
     #[test]
     fn the_hash_is_fixed() {

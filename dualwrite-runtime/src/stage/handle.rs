@@ -36,6 +36,13 @@ use crate::read::{ComparisonOutcome, Rollout};
 ///
 /// A move waits for writes already in progress to finish, and writes that
 /// start meanwhile wait for the move, so no write straddles two stages.
+/// Only the switch itself runs under that barrier: the queue's counts, the
+/// shared source's read and the observers run outside it (with a shared
+/// source, storing the move is the one call made under the barrier, since
+/// the move must not apply here unless stored). Work queued by a write that
+/// finished between the check of the counts and the switch is noticed, and
+/// the counts are checked again (the last of three tries holds the barrier
+/// while it checks). Moves are made one at a time.
 ///
 /// # Shared across instances
 ///
@@ -63,6 +70,14 @@ struct Inner {
     comparisons: ComparisonWindow,
     guard: Mutex<MismatchGuard>,
     source: Option<Arc<dyn StageSource>>,
+    /// Serialises moves (`set`, `force`, `set_rollout`, `refresh`, polls
+    /// that apply a change), whose I/O runs under it rather than under the
+    /// barrier.
+    moves: tokio::sync::Mutex<()>,
+    /// Operations queued for each target (old, new) through wrappers using
+    /// this handle, counted once the queue took them: a move compares the
+    /// counts from before its backlog check with those under the barrier.
+    queued: [AtomicU64; 2],
     /// The source's version of the stage in use.
     version: AtomicU64,
     status: Mutex<SourceStatus>,
@@ -87,6 +102,13 @@ pub struct StageChange {
     pub forced: Option<String>,
     /// The rollout by key in force after the move.
     pub rollout: Option<Rollout>,
+}
+
+/// What storing a move decided, to announce once the barrier is released.
+enum Committed {
+    Moved(StageChange),
+    Conflict { from: Stage, to: Stage },
+    Failed(StageError),
 }
 
 /// A stage move that was refused. The stage is unchanged.
@@ -209,6 +231,8 @@ impl StageHandle {
                 comparisons: ComparisonWindow::default(),
                 guard: Mutex::new(MismatchGuard::default()),
                 source,
+                moves: tokio::sync::Mutex::new(()),
+                queued: [AtomicU64::new(0), AtomicU64::new(0)],
                 version: AtomicU64::new(0),
                 status: Mutex::new(status),
             }),
@@ -328,12 +352,46 @@ impl StageHandle {
     /// shared source, a move already stored reaches this handle on the next
     /// poll.
     pub async fn set(&self, to: Stage) -> Result<StageChange, StageError> {
-        let _barrier = self.inner.barrier.write().await;
-        self.sync_locked(to).await?;
-        let from = self.get();
-        if from == Stage::Complete && to != Stage::Complete {
-            return Err(StageError::LeavingComplete { to });
+        let _moves = self.inner.moves.lock().await;
+        const TRIES: usize = 3;
+        for attempt in 1..=TRIES {
+            self.sync_source(to).await?;
+            let from = self.get();
+            if from == Stage::Complete && to != Stage::Complete {
+                return Err(StageError::LeavingComplete { to });
+            }
+            // The last try checks under the barrier, so that a busy stream
+            // of writes queueing work cannot keep the move from deciding.
+            let held = if attempt == TRIES {
+                Some(self.inner.barrier.write().await)
+            } else {
+                None
+            };
+            let counts = self.queued_counts();
+            self.check_backlog(from, to).await?;
+            if to.serving() == Side::New && to > from {
+                self.check_mismatch_rate(from, to)?;
+            }
+            let barrier = match held {
+                Some(barrier) => barrier,
+                None => self.inner.barrier.write().await,
+            };
+            if self.queued_counts() != counts {
+                // A write queued work after the check: check again.
+                drop(barrier);
+                continue;
+            }
+            let rollout = self.rollout();
+            let change = self.commit_locked(from, to, rollout, None).await;
+            drop(barrier);
+            return self.announce_committed(change).await;
         }
+        unreachable!("the last try holds the barrier, so the counts cannot change")
+    }
+
+    /// Refuses a move that would make a store authoritative, or stop writing
+    /// one, while it has queued work.
+    async fn check_backlog(&self, from: Stage, to: Stage) -> Result<(), StageError> {
         // Queued work must be drained before a store becomes authoritative
         // (it is older than anything the store would then accept), and
         // before a store stops being written (it could land after newer
@@ -370,11 +428,29 @@ impl StageHandle {
                 }
             });
         }
-        if to.serving() == Side::New && to > from {
-            self.check_mismatch_rate(from, to)?;
-        }
-        let rollout = self.rollout();
-        self.commit_locked(from, to, rollout, None).await
+        Ok(())
+    }
+
+    fn queued_counts(&self) -> [u64; 2] {
+        [
+            self.inner.queued[0].load(Ordering::SeqCst),
+            self.inner.queued[1].load(Ordering::SeqCst),
+        ]
+    }
+
+    /// Counts an operation queued for `target` (after the queue took it).
+    pub(crate) fn note_queued(&self, target: Side) {
+        let index = match target {
+            Side::Old => 0,
+            Side::New => 1,
+        };
+        self.inner.queued[index].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Waits until no write is in progress and holds off new ones while the
+    /// guard lives (graceful shutdown).
+    pub(crate) async fn quiesce_writes(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.inner.barrier.write().await
     }
 
     /// Moves to `to` whatever the guardrails say. `reason` is logged at warn
@@ -386,12 +462,16 @@ impl StageHandle {
     /// Only with a shared source: [`StageError::Source`] when it cannot be
     /// written, [`StageError::Conflict`] when another instance moved first.
     pub async fn force(&self, to: Stage, reason: &str) -> Result<StageChange, StageError> {
-        let _barrier = self.inner.barrier.write().await;
-        self.sync_locked(to).await?;
+        let _moves = self.inner.moves.lock().await;
+        self.sync_source(to).await?;
         let from = self.get();
         let rollout = self.rollout();
-        self.commit_locked(from, to, rollout, Some(reason.to_owned()))
-            .await
+        let barrier = self.inner.barrier.write().await;
+        let change = self
+            .commit_locked(from, to, rollout, Some(reason.to_owned()))
+            .await;
+        drop(barrier);
+        self.announce_committed(change).await
     }
 
     /// Sets (or with `None` clears) the rollout by key. Widening a rollout
@@ -403,10 +483,10 @@ impl StageHandle {
     /// [`StageError::MismatchRate`], and with a shared source
     /// [`StageError::Source`] or [`StageError::Conflict`].
     pub async fn set_rollout(&self, rollout: Option<Rollout>) -> Result<StageChange, StageError> {
-        let _barrier = self.inner.barrier.write().await;
+        let _moves = self.inner.moves.lock().await;
         let stage = self.get();
         let target = rollout.map_or(stage, Rollout::stage);
-        self.sync_locked(target).await?;
+        self.sync_source(target).await?;
         let stage = self.get();
         if let Some(rollout) = rollout {
             let widens = self.rollout().is_none_or(|current| {
@@ -417,7 +497,10 @@ impl StageHandle {
                 self.check_mismatch_rate(stage, rollout.stage())?;
             }
         }
-        self.commit_locked(stage, stage, rollout, None).await
+        let barrier = self.inner.barrier.write().await;
+        let change = self.commit_locked(stage, stage, rollout, None).await;
+        drop(barrier);
+        self.announce_committed(change).await
     }
 
     /// Reads the shared source now and applies a move stored by another
@@ -429,9 +512,9 @@ impl StageHandle {
     /// [`StageError::Source`] when the source cannot be read; the stage in
     /// use is kept.
     pub async fn refresh(&self) -> Result<(), StageError> {
-        let _barrier = self.inner.barrier.write().await;
+        let _moves = self.inner.moves.lock().await;
         let stage = self.get();
-        self.sync_locked(stage).await
+        self.sync_source(stage).await
     }
 
     /// How this handle's stage relates to its shared source.
@@ -519,15 +602,16 @@ impl StageHandle {
         self.inner.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores the move in the source (if any), then applies it here. Holds
-    /// the barrier.
+    /// Stores the move in the source (if any), then applies it here. Runs
+    /// under the barrier; what it returns is announced after the barrier is
+    /// released ([`announce_committed`](Self::announce_committed)).
     async fn commit_locked(
         &self,
         from: Stage,
         to: Stage,
         rollout: Option<Rollout>,
         forced: Option<String>,
-    ) -> Result<StageChange, StageError> {
+    ) -> Committed {
         if let Some(source) = &self.inner.source {
             let record = StageRecord {
                 stage: to,
@@ -537,15 +621,8 @@ impl StageHandle {
             let expected = self.inner.version.load(Ordering::Acquire);
             match source.store(Some(expected), &record).await {
                 Ok(Some(version)) => self.inner.version.store(version, Ordering::Release),
-                Ok(None) => {
-                    let _ = self.sync_locked(to).await;
-                    return Err(StageError::Conflict {
-                        from,
-                        to,
-                        now: self.get(),
-                    });
-                }
-                Err(source) => return Err(StageError::Source { from, to, source }),
+                Ok(None) => return Committed::Conflict { from, to },
+                Err(source) => return Committed::Failed(StageError::Source { from, to, source }),
             }
         }
         let change = StageChange {
@@ -554,13 +631,33 @@ impl StageHandle {
             forced,
             rollout,
         };
-        self.apply_locked(&change);
-        Ok(change)
+        self.store_local(change.to, change.rollout);
+        Committed::Moved(change)
     }
 
-    /// Applies a move here: the stage, logs, metrics, observers.
-    fn apply_locked(&self, change: &StageChange) {
-        self.store_local(change.to, change.rollout);
+    /// Announces a committed move (logs, metrics, observers), or on a
+    /// conflict follows the other instance's move; outside the barrier.
+    async fn announce_committed(&self, committed: Committed) -> Result<StageChange, StageError> {
+        match committed {
+            Committed::Moved(change) => {
+                self.announce(&change);
+                Ok(change)
+            }
+            Committed::Failed(error) => Err(error),
+            Committed::Conflict { from, to } => {
+                let _ = self.sync_source(to).await;
+                Err(StageError::Conflict {
+                    from,
+                    to,
+                    now: self.get(),
+                })
+            }
+        }
+    }
+
+    /// Logs, counts and reports a move that took place. Never under the
+    /// barrier: an observer may write through a wrapper.
+    fn announce(&self, change: &StageChange) {
         let (from, to) = (change.from, change.to);
         let rollout = change.rollout.map(|rollout| rollout.to_string());
         match &change.forced {
@@ -580,9 +677,10 @@ impl StageHandle {
         self.observers().stage_change(change);
     }
 
-    /// Reads the source (if any) and applies what another instance stored.
-    /// Holds the barrier. `to` is only for the error.
-    async fn sync_locked(&self, to: Stage) -> Result<(), StageError> {
+    /// Reads the source (if any) and applies what another instance stored:
+    /// the read outside the barrier, the switch under it, the announcement
+    /// after it. Call with the moves lock held. `to` is only for the error.
+    async fn sync_source(&self, to: Stage) -> Result<(), StageError> {
         let Some(source) = &self.inner.source else {
             return Ok(());
         };
@@ -611,17 +709,26 @@ impl StageHandle {
             }
         };
         self.mark_in_sync(stored.version);
-        if stored.version != self.inner.version.load(Ordering::Acquire) {
+        if stored.version == self.inner.version.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let record = stored.record;
+        let change = {
+            let _barrier = self.inner.barrier.write().await;
             self.inner.version.store(stored.version, Ordering::Release);
-            let record = stored.record;
-            if record.stage != from || record.rollout != self.rollout() {
-                self.apply_locked(&StageChange {
+            let from = self.get();
+            (record.stage != from || record.rollout != self.rollout()).then(|| {
+                self.store_local(record.stage, record.rollout);
+                StageChange {
                     from,
                     to: record.stage,
                     forced: record.reason,
                     rollout: record.rollout,
-                });
-            }
+                }
+            })
+        };
+        if let Some(change) = change {
+            self.announce(&change);
         }
         Ok(())
     }
@@ -637,9 +744,9 @@ impl StageHandle {
                 self.mark_in_sync(stored.version);
             }
             Ok(_) => {
-                let _barrier = self.inner.barrier.write().await;
+                let _moves = self.inner.moves.lock().await;
                 let stage = self.get();
-                let _ = self.sync_locked(stage).await;
+                let _ = self.sync_source(stage).await;
             }
             Err(error) => self.mark_unreachable(&error),
         }

@@ -14,24 +14,39 @@
 //! Several workers, in one process or many, may share a queue: leases keep
 //! them off each other's entries, and an entry whose worker died is claimed
 //! again when its lease expires.
+//!
+//! # Leases
+//!
+//! An attempt renews its lease every third of the lease while it runs (an
+//! orphan's replay may wait for the key and call two stores), and fences
+//! itself: if a renewal is refused because the claim was lost, or if the
+//! lease would run out by this process's monotonic clock before a renewal
+//! succeeded, the attempt is dropped before it can land and the entry is
+//! left to whoever holds it now. Within one process a key never has two
+//! attempts at once, even if the queue hands an entry out again (a wall
+//! clock stepping forward can make a lease look expired): the second waits
+//! for the first. Across processes, fencing is as good as the clocks that
+//! grant leases: a process whose wall clock runs ahead by more than two
+//! thirds of the lease can take over an entry while its holder still runs
+//! it, for up to a third of the lease.
 
+mod handle;
 mod retry;
 
+pub use handle::{WorkerHandle, WorkerShutdownError};
 pub use retry::RetryPolicy;
 
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::observe::DeadLetterReport;
-use crate::op::Replay;
-use crate::queue::{ClaimedEntry, QueueError};
+use crate::op::{Key, Replay};
+use crate::queue::{ClaimedEntry, Lease, QueueError, ReconciliationQueue};
 use crate::stage::Side;
-use crate::wrapper::Shared;
+use crate::wrapper::{KeyLocks, Shared};
 
 /// Applies queued operations of one trait (`Op`) to the stores of a
 /// [`DualWrite`](crate::DualWrite). Create it with
@@ -41,6 +56,13 @@ pub struct Worker<Op, Old, New> {
     new: Arc<New>,
     shared: Arc<Shared>,
     stop: watch::Sender<u64>,
+    /// What it did so far, shared with its handle.
+    report: Arc<std::sync::Mutex<WorkerReport>>,
+    /// One attempt per key at a time in this worker, whatever the queue
+    /// hands out (see the module docs on leases).
+    attempts: Arc<KeyLocks>,
+    /// How many runs are in progress, for [`WorkerHandle::shutdown`].
+    running: watch::Sender<usize>,
     op: PhantomData<fn() -> Op>,
 }
 
@@ -73,6 +95,9 @@ pub struct WorkerReport {
     pub dead_lettered: u64,
     /// Queue calls that failed (the entry's lease expires and it is retried).
     pub queue_errors: u64,
+    /// Attempts dropped before they could land because their lease was lost
+    /// or ran out (another claim holds the entry).
+    pub fenced: u64,
 }
 
 impl WorkerReport {
@@ -82,6 +107,7 @@ impl WorkerReport {
             Outcome::Retried => self.retried += 1,
             Outcome::DeadLettered => self.dead_lettered += 1,
             Outcome::QueueError => self.queue_errors += 1,
+            Outcome::Fenced => self.fenced += 1,
             Outcome::Withdrawn => {}
         }
     }
@@ -102,6 +128,8 @@ enum Outcome {
     Retried,
     DeadLettered,
     QueueError,
+    /// The lease was lost or ran out; the attempt was dropped unsettled.
+    Fenced,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +148,38 @@ where
             new,
             shared,
             stop: watch::Sender::new(0),
+            report: Arc::default(),
+            attempts: Arc::default(),
+            running: watch::Sender::new(0),
             op: PhantomData,
         }
+    }
+
+    /// A handle that stops this worker and waits for it, once it runs in a
+    /// task of its own (see [`WorkerHandle`]).
+    pub fn handle(&self) -> WorkerHandle {
+        WorkerHandle::new(
+            self.stopper(),
+            self.running.subscribe(),
+            Arc::clone(&self.report),
+            Arc::clone(&self.shared.queue),
+        )
+    }
+
+    /// What this worker has done so far, over all its runs.
+    pub fn report(&self) -> WorkerReport {
+        *self
+            .report
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn count(&self, report: &mut WorkerReport, outcome: Outcome) {
+        report.add(outcome);
+        self.report
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .add(outcome);
     }
 
     /// A handle that stops [`run`](Self::run).
@@ -154,6 +212,9 @@ where
     }
 
     async fn run_loop(&self, until: Until) -> WorkerReport {
+        self.running.send_modify(|running| *running += 1);
+        // Counted down when the run returns or its future is dropped.
+        let _running = RunningGuard(&self.running);
         let namespace = Op::NAMESPACE;
         let concurrency = self.shared.worker_concurrency;
         // `run` honours a stop requested before it started; `drain` only a
@@ -178,6 +239,7 @@ where
             // claim transaction per batch instead of one per operation.
             let refill_at = concurrency.div_ceil(2);
             if !stopping && in_flight.len() < refill_at.max(1) {
+                let claimed_at = tokio::time::Instant::now();
                 match self
                     .shared
                     .queue
@@ -191,13 +253,13 @@ where
                             wait = wait.min(ready_in);
                         }
                         for entry in claim.entries {
-                            tracing::trace!(namespace, key = %entry.key, method = %entry.method, target = %entry.target, "claimed");
-                            in_flight.push(self.apply(entry));
+                            tracing::trace!(namespace, key = %self.shown(&entry.key), method = %entry.method, target = %entry.target, "claimed");
+                            in_flight.push(self.attempt_fenced(entry, claimed_at));
                         }
                     }
                     Err(error) => {
                         queue_failures = queue_failures.saturating_add(1);
-                        report.queue_errors += 1;
+                        self.count(&mut report, Outcome::QueueError);
                         wait = self
                             .shared
                             .retry
@@ -225,34 +287,78 @@ where
                 }
             } else if in_flight.len() < refill_at && !stopping {
                 tokio::select! {
-                    Some(outcome) = in_flight.next() => report.add(outcome),
+                    Some(outcome) = in_flight.next() => self.count(&mut report, outcome),
                     () = self.shared.queued.notified() => {}
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
                 }
             } else if let Some(outcome) = in_flight.next().await {
-                report.add(outcome);
+                self.count(&mut report, outcome);
             }
         }
         tracing::debug!(namespace, ?report, "reconciliation worker stopped");
         report
     }
 
+    fn shown(&self, key: &Key) -> crate::op::ShownKey {
+        key.shown(self.shared.log_keys)
+    }
+
+    /// [`apply`](Self::apply) under the worker's own per-key lock, with the
+    /// lease renewed while it runs and the attempt dropped if the lease is
+    /// lost or runs out (see the module docs).
+    async fn attempt_fenced(
+        &self,
+        entry: ClaimedEntry,
+        claimed_at: tokio::time::Instant,
+    ) -> Outcome {
+        let lease = entry.lease;
+        let length = self.shared.lease;
+        let target_key = Key::from(format!("{}/{}", entry.target.as_str(), entry.key.as_str()));
+        let _turn = self.attempts.lock("attempts", target_key).await;
+        let key = self.shown(&entry.key);
+        let work = self.apply(entry);
+        let fence = fence(self.shared.queue.as_ref(), lease, length, claimed_at);
+        tokio::pin!(work, fence);
+        tokio::select! {
+            outcome = &mut work => outcome,
+            reason = &mut fence => {
+                tracing::warn!(entry = %lease.id, %key, %reason, "attempt dropped before it could land: its lease is gone");
+                Outcome::Fenced
+            }
+        }
+    }
+
     /// Applies one claimed entry and settles it in the queue.
     async fn apply(&self, entry: ClaimedEntry) -> Outcome {
         let lease = entry.lease;
         let queue = &self.shared.queue;
+        if entry.orphaned && self.shared.withdrawals.contains(lease.id) {
+            // Its authoritative write failed and the writer could not
+            // remove it: never replay it, remove it now.
+            return match queue.abort(lease.id).await {
+                Ok(()) => {
+                    self.shared.withdrawals.clear(lease.id);
+                    tracing::info!(entry = %lease.id, "written-ahead operation of a failed write removed by the worker");
+                    Outcome::Withdrawn
+                }
+                Err(error) => {
+                    tracing::error!(entry = %lease.id, %error, "could not remove a withdrawn operation; trying again when its lease expires");
+                    Outcome::QueueError
+                }
+            };
+        }
         let op = match decode::<Op>(&entry) {
             Ok(op) => op,
             Err(error) => {
-                tracing::error!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, %error, "undecodable queue entry dead-lettered");
+                tracing::error!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, %error, "undecodable queue entry dead-lettered");
                 return self.dead_letter(&entry, &error).await;
             }
         };
         let attempt = if entry.orphaned {
             match self.replay_orphan(&op, &entry).await {
                 Ok(Replayed::Withdrawn) => {
-                    tracing::debug!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, "orphaned operation withdrawn by its writer");
+                    tracing::debug!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, "orphaned operation withdrawn by its writer");
                     return Outcome::Withdrawn;
                 }
                 Ok(Replayed::Applied) => Ok(()),
@@ -263,7 +369,7 @@ where
         };
         match attempt {
             Ok(()) => {
-                tracing::debug!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, target = %entry.target, attempts = entry.attempts + 1, "queued operation applied");
+                tracing::debug!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, target = %entry.target, attempts = entry.attempts + 1, "queued operation applied");
                 // The store just took a write: if writes were skipping it,
                 // they may call it again.
                 self.shared.breakers.record_success(entry.target);
@@ -273,11 +379,11 @@ where
             Err(error) => {
                 let failures = entry.attempts + 1;
                 if failures >= self.shared.retry.attempts() {
-                    tracing::error!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, target = %entry.target, failures, %error, "retry budget spent; operation dead-lettered and its key blocked");
+                    tracing::error!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, target = %entry.target, failures, %error, "retry budget spent; operation dead-lettered and its key blocked");
                     self.dead_letter(&entry, &error).await
                 } else {
                     let delay = self.shared.retry.delay_after(failures);
-                    tracing::warn!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, target = %entry.target, failures, %error, retry_in = ?delay, "queued operation failed; will retry");
+                    tracing::warn!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, target = %entry.target, failures, %error, retry_in = ?delay, "queued operation failed; will retry");
                     settle(
                         queue.retry_later(lease, &error, delay).await,
                         Outcome::Retried,
@@ -338,7 +444,7 @@ where
         };
         if !superseded {
             let authoritative = entry.target.other();
-            tracing::warn!(namespace = %entry.namespace, key = %entry.key, method = %entry.method, "replaying an orphaned written-ahead operation to both stores");
+            tracing::warn!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, "replaying an orphaned written-ahead operation to both stores");
             self.replay_to(op, authoritative).await.map_err(|error| {
                 format!("replaying the orphaned operation to the {authoritative} store: {error}")
             })?;
@@ -352,11 +458,47 @@ where
     where
         F: std::future::Future<Output = Result<(), String>>,
     {
-        let timeout = self.shared.follower_timeout;
-        match tokio::time::timeout(timeout, AssertUnwindSafe(replay).catch_unwind()).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(panic)) => Err(format!("panicked: {}", crate::panic_message(&*panic))),
-            Err(_) => Err(format!("timed out after {timeout:?}")),
+        crate::guarded::call(self.shared.follower_timeout, replay)
+            .await
+            .unwrap_or_else(|failure| Err(failure.to_string()))
+    }
+}
+
+struct RunningGuard<'a>(&'a watch::Sender<usize>);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .send_modify(|running| *running = running.saturating_sub(1));
+    }
+}
+
+/// Resolves when the attempt must stop: the claim was lost, or the lease
+/// runs out by this process's clock before a renewal got through. Renews
+/// every third of the lease until then.
+async fn fence(
+    queue: &dyn ReconciliationQueue,
+    lease: Lease,
+    length: std::time::Duration,
+    claimed_at: tokio::time::Instant,
+) -> String {
+    let mut deadline = claimed_at + length;
+    let every = length / 3;
+    loop {
+        let next = (tokio::time::Instant::now() + every).min(deadline);
+        tokio::time::sleep_until(next).await;
+        if tokio::time::Instant::now() >= deadline {
+            return "the lease ran out before it could be renewed".to_owned();
+        }
+        let asked_at = tokio::time::Instant::now();
+        match queue.renew(lease, length).await {
+            Ok(()) => deadline = asked_at + length,
+            Err(QueueError::LeaseLost(_)) => {
+                return "the claim was lost (the entry was claimed again or withdrawn)".to_owned()
+            }
+            Err(error) => {
+                tracing::warn!(entry = %lease.id, %error, "could not renew a lease; trying again")
+            }
         }
     }
 }

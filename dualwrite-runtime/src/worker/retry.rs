@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use crate::wrapper::BuildError;
+use crate::config::{self, BuildError};
 
 /// How the worker retries a queued operation that failed: exponential
 /// backoff with jitter (computed by [`backon`]), up to a budget of attempts,
@@ -95,9 +95,9 @@ impl RetryPolicy {
     }
 
     pub(crate) fn validate(&self) -> Result<(), BuildError> {
-        use crate::wrapper::builder_invalid as invalid;
+        use crate::config::invalid;
         if self.max_attempts == 0 {
-            return Err(invalid("retry.max_attempts", "must be at least 1".into()));
+            return Err(invalid("retry.max_attempts", "must be at least 1"));
         }
         if !(self.factor.is_finite() && self.factor >= 1.0) {
             return Err(invalid(
@@ -105,6 +105,8 @@ impl RetryPolicy {
                 format!("{} must be a finite number of at least 1", self.factor),
             ));
         }
+        config::duration("retry.min_delay", self.min_delay, true)?;
+        config::duration("retry.max_delay", self.max_delay, true)?;
         if self.min_delay > self.max_delay {
             return Err(invalid(
                 "retry.min_delay",

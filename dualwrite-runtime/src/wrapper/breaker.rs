@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::config::{self, BuildError};
 use crate::stage::Side;
-use crate::wrapper::BuildError;
 
 /// Settings of the circuit breaker. See [`Builder::circuit_breaker`](crate::Builder::circuit_breaker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,18 +42,12 @@ impl CircuitBreaker {
 
     pub(crate) fn validate(&self) -> Result<(), BuildError> {
         if self.failures == 0 {
-            return Err(super::builder_invalid(
+            return Err(config::invalid(
                 "circuit_breaker.failures",
-                "must be at least 1".into(),
+                "must be at least 1",
             ));
         }
-        if self.cooldown.is_zero() {
-            return Err(super::builder_invalid(
-                "circuit_breaker.cooldown",
-                "must be greater than zero".into(),
-            ));
-        }
-        Ok(())
+        config::duration("circuit_breaker.cooldown", self.cooldown, false)
     }
 }
 

@@ -6,33 +6,12 @@ use tokio::sync::Notify;
 
 use super::breaker::{Breakers, CircuitBreaker};
 use super::{Delivery, DualWrite, Shared};
+use crate::config::{self, BuildError};
 use crate::observe::Observer;
 use crate::queue::ReconciliationQueue;
 use crate::read::ReadSettings;
 use crate::stage::{MismatchGuard, Stage, StageHandle};
 use crate::worker::RetryPolicy;
-
-/// A setting [`Builder::build`] refused. Nothing was started.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// A setting that has no safe default was not given.
-    #[error("dualwrite setting `{setting}` is required: {hint}")]
-    Missing {
-        /// The builder method that sets it.
-        setting: &'static str,
-        /// What to pass.
-        hint: &'static str,
-    },
-    /// A setting has a value that cannot work.
-    #[error("dualwrite setting `{setting}` is invalid: {reason}")]
-    Invalid {
-        /// The builder method (or `retry.<field>`) that sets it.
-        setting: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
 
 /// Configures a [`DualWrite`]. Start with [`DualWrite::builder`].
 ///
@@ -64,6 +43,7 @@ pub struct Builder<Old, New> {
     worker_concurrency: usize,
     lease: Option<Duration>,
     poll_interval: Duration,
+    log_keys: bool,
     reads: ReadSettings,
 }
 
@@ -83,6 +63,7 @@ impl<Old, New> Builder<Old, New> {
             worker_concurrency: 64,
             lease: None,
             poll_interval: Duration::from_millis(500),
+            log_keys: false,
             reads: ReadSettings::default(),
         }
     }
@@ -194,6 +175,16 @@ impl<Old, New> Builder<Old, New> {
         self
     }
 
+    /// Whether logs, errors and the default observer show keys as written
+    /// (`true`) or by their stable [fingerprint](crate::Key::fingerprint)
+    /// (`false`, the default). Keys are made from arguments (emails, names),
+    /// which must not reach logs unless you opt in. Observers you add always
+    /// receive the key itself.
+    pub fn log_keys(mut self, log_keys: bool) -> Self {
+        self.log_keys = log_keys;
+        self
+    }
+
     // ---- Reads and observability (shadow comparison, issue 4) ----------
     // One block, kept together: the settings of `crate::read` and
     // `crate::observe`, checked in `ReadSettings::build`.
@@ -257,35 +248,21 @@ impl<Old, New> Builder<Old, New> {
             setting: "queue",
             hint: "pass a reconciliation queue: `.queue_file(path).await?` for the embedded SQLite queue, or `.queue(InMemoryQueue::new())` in tests",
         })?;
-        if self.follower_timeout.is_zero() {
-            return Err(builder_invalid(
-                "follower_timeout",
-                "must be greater than zero".into(),
-            ));
-        }
+        config::duration("follower_timeout", self.follower_timeout, false)?;
         if self.worker_concurrency == 0 {
-            return Err(builder_invalid(
-                "worker_concurrency",
-                "must be at least 1".into(),
-            ));
+            return Err(config::invalid("worker_concurrency", "must be at least 1"));
         }
-        if self.orphan_after.is_zero() {
-            return Err(builder_invalid(
-                "orphan_after",
-                "must be greater than zero".into(),
-            ));
-        }
-        if self.poll_interval.is_zero() {
-            return Err(builder_invalid(
-                "poll_interval",
-                "must be greater than zero".into(),
-            ));
-        }
-        let lease = self
-            .lease
-            .unwrap_or(self.follower_timeout + Duration::from_secs(30));
+        config::duration("orphan_after", self.orphan_after, false)?;
+        config::duration("poll_interval", self.poll_interval, false)?;
+        let lease = match self.lease {
+            Some(lease) => {
+                config::duration("lease", lease, false)?;
+                lease
+            }
+            None => self.follower_timeout + Duration::from_secs(30),
+        };
         if lease <= self.follower_timeout {
-            return Err(builder_invalid(
+            return Err(config::invalid(
                 "lease",
                 format!(
                     "{lease:?} must be longer than the follower timeout ({:?}), or a second worker could take over an operation still being applied",
@@ -301,7 +278,7 @@ impl<Old, New> Builder<Old, New> {
             .stage
             .unwrap_or_else(|| StageHandle::new(self.initial_stage));
         stage.attach_queue(&queue);
-        let reads = self.reads.build(&stage)?;
+        let reads = self.reads.build(&stage, self.log_keys)?;
         let shared = Shared {
             locks: stage.key_locks(),
             stage,
@@ -316,12 +293,10 @@ impl<Old, New> Builder<Old, New> {
             poll_interval: self.poll_interval,
             queued: Notify::new(),
             drift: AtomicU64::new(0),
+            log_keys: self.log_keys,
+            withdrawals: Default::default(),
             reads,
         };
         Ok(DualWrite::from_parts(self.old, self.new, shared))
     }
-}
-
-pub(crate) fn builder_invalid(setting: &'static str, reason: String) -> BuildError {
-    BuildError::Invalid { setting, reason }
 }

@@ -6,8 +6,7 @@ mod locks;
 mod write;
 
 pub use breaker::CircuitBreaker;
-pub(crate) use builder::builder_invalid;
-pub use builder::{BuildError, Builder};
+pub use builder::Builder;
 pub use write::{FollowerPlan, QueueRefused, WriteGuard};
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,8 +71,43 @@ pub(crate) struct Shared {
     pub(crate) queued: Notify,
     /// Follower writes lost because the queue refused them (fail-open).
     pub(crate) drift: AtomicU64,
+    /// Show keys in logs and errors as written, not by fingerprint.
+    pub(crate) log_keys: bool,
+    /// Written-ahead entries whose authoritative write failed but which the
+    /// queue would not remove yet: never to be replayed.
+    pub(crate) withdrawals: Withdrawals,
     /// Read comparison settings, their permits and the observers.
     pub(crate) reads: Reads,
+}
+
+/// Entries marked withdrawn in this process (see [`WriteGuard::abort`]).
+#[derive(Debug, Default)]
+pub(crate) struct Withdrawals {
+    ids: std::sync::Mutex<std::collections::BTreeSet<crate::queue::EntryId>>,
+}
+
+impl Withdrawals {
+    fn ids(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<crate::queue::EntryId>> {
+        self.ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn mark(&self, id: crate::queue::EntryId) {
+        self.ids().insert(id);
+    }
+
+    pub(crate) fn contains(&self, id: crate::queue::EntryId) -> bool {
+        self.ids().contains(&id)
+    }
+
+    pub(crate) fn clear(&self, id: crate::queue::EntryId) {
+        self.ids().remove(&id);
+    }
+
+    pub(crate) fn all(&self) -> Vec<crate::queue::EntryId> {
+        self.ids().iter().copied().collect()
+    }
 }
 
 impl Shared {
@@ -175,6 +209,40 @@ impl<Old, New> DualWrite<Old, New> {
             Arc::clone(&self.new),
             Arc::clone(&self.shared),
         )
+    }
+
+    /// Graceful shutdown of the write path: waits until every write in
+    /// progress has finished, including the queueing that cancelled writes
+    /// left to background tasks, tries once more to remove entries marked
+    /// withdrawn, then waits until everything acknowledged is durable in the
+    /// queue ([`ReconciliationQueue::flush`]). Call it after the service has
+    /// stopped taking requests and before the process exits; with
+    /// [`WorkerHandle::shutdown`](crate::WorkerHandle::shutdown) for the workers.
+    ///
+    /// Writes that start while it waits wait for it; writes after it returns
+    /// work as before.
+    ///
+    /// # Errors
+    ///
+    /// The queue's error if it could not make the queued work durable; the
+    /// operations may then be lost with the process.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling it stops the wait; nothing is lost by that.
+    pub async fn shutdown(&self) -> Result<(), QueueError> {
+        {
+            let _quiet = self.shared.stage.quiesce_writes().await;
+        }
+        for id in self.shared.withdrawals.all() {
+            match self.shared.queue.abort(id).await {
+                Ok(()) => self.shared.withdrawals.clear(id),
+                Err(error) => {
+                    tracing::error!(entry = %id, %error, "at shutdown, a written-ahead operation whose authoritative write failed still cannot be removed from the queue; if this process exits now, it is replayed to both stores as an orphan")
+                }
+            }
+        }
+        self.shared.queue.flush().await
     }
 
     fn from_parts(old: Old, new: New, shared: Shared) -> Self {

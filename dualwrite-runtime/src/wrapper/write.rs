@@ -1,39 +1,62 @@
 //! One write, as the generated code drives it (DESIGN "Write path").
 //!
 //! 1. [`WriteGuard::begin`] waits until no stage move is in progress, then
-//!    takes the key's order guard and snapshots the stage. Holding both for
-//!    the whole write is what makes two writers of one key reach both stores
-//!    in the same order (I4), and keeps a stage move from landing between the
-//!    two halves of a write.
-//! 2. The generated code calls the authoritative store. On `Err` it returns
-//!    at once: the follower is not called and nothing is queued (I1).
-//! 3. [`WriteGuard::follower_plan`] decides how the follower gets the write:
-//!    queued when delivery is journaled, when the key already has work for
-//!    the follower (the write must go behind it), or when the circuit breaker
-//!    is open; otherwise called.
-//! 4. A called follower gets the timeout and panic isolation; any failure
-//!    queues the operation ([`WriteGuard::enqueue`]) and counts towards the
-//!    circuit breaker.
+//!    takes the key's order guard (the namespace's, for an unkeyed write)
+//!    and snapshots the stage. Holding both for the whole write is what
+//!    makes two writers of one key reach both stores in the same order (I4),
+//!    and keeps a stage move from landing between the two halves of a write.
+//! 2. Journaled delivery only: [`WriteGuard::prepare`] writes the operation
+//!    ahead to the queue.
+//! 3. [`WriteGuard::authoritative_call`] calls the authoritative store. On
+//!    `Err`, [`WriteGuard::abort`] withdraws the written-ahead entry and the
+//!    write returns: the follower is not called and nothing is queued (I1).
+//! 4. The follower gets the write: a journaled entry is
+//!    [committed](WriteGuard::commit); otherwise
+//!    [`WriteGuard::follower_plan`] decides between calling the follower
+//!    (with the timeout and panic isolation, queueing on failure) and
+//!    queueing at once (the key already has work for the follower, or the
+//!    circuit breaker is open).
+//!
+//! # Cancellation
+//!
+//! The guard tracks what the write still owes ([`Owed`]). If the caller's
+//! future is dropped at any await point, `Drop` settles it, keeping the
+//! key's order guard (and the stage barrier) until that is done:
+//!
+//! | dropped while | what `Drop` does |
+//! |---|---|
+//! | waiting for the guards, or writing ahead | nothing (a written-ahead entry whose id never came back becomes an orphan at its expiry, replayed to both stores) |
+//! | the authoritative call runs | queues the operation *uncertain* (journaled: marks the entry uncertain), so the worker applies it to the authoritative store again, unless a later write superseded it, then to the follower |
+//! | the follower call, or the queueing, runs | queues the operation for the follower |
+//! | a journaled commit is owed | commits it |
+//! | a withdrawal is owed | withdraws the entry |
+//!
+//! The first step of that work runs inside `Drop` (polled once, so a queue
+//! that takes requests synchronously, like both built-in ones, has the
+//! request before `Drop` returns); the rest runs in a task on the current
+//! runtime. [`DualWrite::shutdown`](crate::DualWrite::shutdown) waits for
+//! those tasks and flushes the queue.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use futures::FutureExt;
+use tokio::sync::OwnedRwLockReadGuard;
 use tokio::time::Instant;
 use tracing::Instrument;
-
-use crate::observe::CallOutcome;
-use tokio::sync::OwnedRwLockReadGuard;
 
 use super::breaker::Admission;
 use super::locks::KeyLockGuard;
 use super::{Delivery, Shared};
-use crate::op::{Key, Operation};
+use crate::observe::CallOutcome;
+use crate::op::{Key, Operation, ShownKey};
 use crate::queue::{EntryId, NewEntry, QueueError};
 use crate::stage::{Side, Stage};
-use std::sync::Arc;
 
 /// The state of one write in progress. Used by generated code only.
 #[doc(hidden)]
@@ -46,24 +69,64 @@ pub struct WriteGuard<'a> {
     delivery: Delivery,
     /// `dualwrite.write`, entered around each store call of this write.
     span: tracing::Span,
-    /// The operation the follower is owed once the authoritative write
-    /// succeeded, until the follower has it or it is queued. If the caller's
-    /// future is dropped meanwhile (a client went away), `Drop` queues it.
-    owed: std::sync::Mutex<Option<NewEntry>>,
-    /// Keeps the shared state alive for that last append.
+    /// What the write still owes if its caller goes away now.
+    owed: Mutex<Owed>,
+    /// Keeps the shared state alive for the work `Drop` hands to a task.
     owner: Arc<Shared>,
     /// Both guards are `Option`s only so that `Drop` can hand them to the
-    /// task that queues an owed operation, keeping the key's order.
+    /// task that settles what is owed, keeping the key's order.
     key_lock: Option<KeyLockGuard>,
     stage_barrier: Option<OwnedRwLockReadGuard<()>>,
+}
+
+/// What a write owes the stores at this point (see the module docs).
+enum Owed {
+    Nothing,
+    /// Journaled: written ahead; the authoritative call has not started.
+    Prepared(EntryId),
+    /// The authoritative call is running: whether it lands is unknown.
+    Authoritative {
+        prepared: Option<EntryId>,
+        op: Option<Box<dyn OwedOperation>>,
+    },
+    /// Sync: the authoritative store took it; the follower has not.
+    Follower(Box<dyn OwedOperation>),
+    /// Journaled: the authoritative store took it; the commit is owed.
+    Commit(EntryId),
+    /// Journaled: the authoritative call failed; the entry must go.
+    Withdraw(EntryId),
+}
+
+/// An operation kept for queueing, encoded only if it is queued.
+trait OwedOperation: Send + Sync {
+    fn encode(&self) -> Result<Vec<u8>, QueueError>;
+    fn method(&self) -> &'static str;
+    fn version(&self) -> u32;
+}
+
+impl<Op: Operation + Clone> OwedOperation for Op {
+    fn encode(&self) -> Result<Vec<u8>, QueueError> {
+        serde_json::to_vec(self).map_err(QueueError::Encode)
+    }
+    fn method(&self) -> &'static str {
+        Operation::method(self)
+    }
+    fn version(&self) -> u32 {
+        Op::VERSION
+    }
 }
 
 /// The reconciliation queue refused an operation, so the follower may miss
 /// the write. A write method declared `fail_closed` returns it (converted
 /// with `From` into the method's error type); otherwise it is only logged and
 /// counted in [`DualWrite::drift_count`](crate::DualWrite::drift_count).
+///
+/// Its message shows the key as logs do: by
+/// [fingerprint](crate::Key::fingerprint) unless the wrapper was built with
+/// [`log_keys(true)`](crate::Builder::log_keys). The field `key` holds the
+/// key itself.
 #[derive(Debug, thiserror::Error)]
-#[error("the reconciliation queue refused the `{method}` operation on key `{key}` for the {target} store: {source}")]
+#[error("the reconciliation queue refused the `{method}` operation on key `{shown_key}` for the {target} store: {source}")]
 pub struct QueueRefused {
     /// The trait's namespace.
     pub namespace: &'static str,
@@ -71,6 +134,8 @@ pub struct QueueRefused {
     pub method: &'static str,
     /// The operation's key.
     pub key: Key,
+    /// The key as the message shows it.
+    pub shown_key: ShownKey,
     /// The store that would have missed the write.
     pub target: Side,
     /// What the queue said.
@@ -87,6 +152,14 @@ pub enum FollowerPlan {
     /// Queue the operation for it, for the reason given.
     Queue(Side, String),
 }
+
+/// How often a failed withdrawal is retried in the request before the entry
+/// is marked withdrawn in memory and left to a background task.
+const WITHDRAW_PAUSES: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_millis(10),
+    Duration::from_millis(50),
+];
 
 impl<'a> WriteGuard<'a> {
     pub(super) async fn begin(
@@ -115,7 +188,7 @@ impl<'a> WriteGuard<'a> {
                 side = stage.authoritative().as_str(),
                 follower = stage.follower().map_or("none", Side::as_str),
             ),
-            owed: std::sync::Mutex::new(None),
+            owed: Mutex::new(Owed::Nothing),
             owner: Arc::clone(owner),
             key_lock: Some(key_lock),
             stage_barrier: Some(stage_barrier),
@@ -125,51 +198,6 @@ impl<'a> WriteGuard<'a> {
     /// The store whose result the caller gets.
     pub fn authoritative(&self) -> Side {
         self.stage.authoritative()
-    }
-
-    /// Awaits the authoritative store's write inside the write's span,
-    /// counting and timing it (`dualwrite_calls_total`,
-    /// `dualwrite_call_duration_seconds`).
-    pub async fn authoritative_call<F, T, E>(&self, write: F) -> Result<T, E>
-    where
-        F: Future<Output = Result<T, E>>,
-    {
-        let started = Instant::now();
-        let result = write.instrument(self.span.clone()).await;
-        self.record(
-            self.authoritative(),
-            if result.is_ok() {
-                CallOutcome::Ok
-            } else {
-                CallOutcome::Error
-            },
-            started,
-        );
-        result
-    }
-
-    /// [`Self::authoritative_call`] for blocking traits.
-    pub fn authoritative_call_blocking<F, T, E>(&self, write: F) -> Result<T, E>
-    where
-        F: FnOnce() -> Result<T, E>,
-    {
-        let started = Instant::now();
-        let result = self.span.in_scope(write);
-        self.record(
-            self.authoritative(),
-            if result.is_ok() {
-                CallOutcome::Ok
-            } else {
-                CallOutcome::Error
-            },
-            started,
-        );
-        result
-    }
-
-    fn record(&self, side: Side, outcome: CallOutcome, started: Instant) {
-        let elapsed = (outcome != CallOutcome::Timeout).then(|| started.elapsed());
-        crate::observe::record_call(self.namespace, self.method, side, outcome, elapsed);
     }
 
     /// Whether this stage has a follower, so the operation must be captured.
@@ -183,15 +211,18 @@ impl<'a> WriteGuard<'a> {
             .unwrap_or(self.authoritative().other())
     }
 
-    fn record_follower_call(&self, outcome: Result<(), String>) -> Result<(), String> {
-        match &outcome {
-            Ok(()) => {
-                self.settle_owed();
-                self.shared.breakers.record_success(self.follower());
-            }
-            Err(_) => self.shared.breakers.record_failure(self.follower()),
-        }
-        outcome
+    fn shown_key(&self) -> ShownKey {
+        self.key.shown(self.shared.log_keys)
+    }
+
+    fn set_owed(&self, owed: Owed) -> Owed {
+        std::mem::replace(
+            &mut *self
+                .owed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            owed,
+        )
     }
 
     /// With journaled delivery, writes the operation ahead to the queue,
@@ -202,14 +233,14 @@ impl<'a> WriteGuard<'a> {
     /// # Errors
     ///
     /// The queue refused the entry (logged). A fail-open write goes on and
-    /// appends the operation after the authoritative write instead; a
+    /// queues the operation after the authoritative write instead; a
     /// fail-closed write returns the error before touching either store.
     pub async fn prepare<Op: Operation>(&self, op: &Op) -> Result<Option<EntryId>, QueueRefused> {
         if self.delivery != Delivery::Journaled {
             return Ok(None);
         }
         let side = self.follower();
-        let prepared = match self.entry(side, op, "journaled delivery".to_owned()) {
+        let prepared = match self.entry(side, op, "journaled delivery".to_owned(), false) {
             Ok(entry) => {
                 self.shared
                     .queue
@@ -218,16 +249,23 @@ impl<'a> WriteGuard<'a> {
             }
             Err(error) => Err(error),
         };
-        prepared.map(Some).map_err(|source| {
-            tracing::error!(
-                namespace = self.namespace,
-                method = self.method,
-                key = %self.key,
-                error = %source,
-                "could not write an operation ahead to the reconciliation queue"
-            );
-            self.refusal(side, source)
-        })
+        match prepared {
+            Ok(id) => {
+                self.shared.stage.note_queued(side);
+                self.set_owed(Owed::Prepared(id));
+                Ok(Some(id))
+            }
+            Err(source) => {
+                tracing::error!(
+                    namespace = self.namespace,
+                    method = self.method,
+                    key = %self.shown_key(),
+                    error = %source,
+                    "could not write an operation ahead to the reconciliation queue"
+                );
+                Err(self.refusal(side, source))
+            }
+        }
     }
 
     /// [`Self::prepare`] for blocking traits.
@@ -238,17 +276,96 @@ impl<'a> WriteGuard<'a> {
         futures::executor::block_on(self.prepare(op))
     }
 
+    /// Marks the start of the authoritative call: from here until it
+    /// returns, a dropped caller leaves the write uncertain.
+    fn enter_authoritative<Op: Operation + Clone>(&self, op: Option<&Op>) {
+        let prepared = match self.set_owed(Owed::Nothing) {
+            Owed::Prepared(id) => Some(id),
+            _ => None,
+        };
+        // A written-ahead entry already holds the operation.
+        let op = match prepared {
+            Some(_) => None,
+            None => op.map(|op| Box::new(op.clone()) as Box<dyn OwedOperation>),
+        };
+        self.set_owed(Owed::Authoritative { prepared, op });
+    }
+
+    /// Records the authoritative call's outcome in what the write owes.
+    fn leave_authoritative(&self, succeeded: bool) {
+        let Owed::Authoritative { prepared, op } = self.set_owed(Owed::Nothing) else {
+            return;
+        };
+        self.set_owed(match (succeeded, prepared, op) {
+            (true, Some(id), _) => Owed::Commit(id),
+            (true, None, Some(op)) => Owed::Follower(op),
+            (false, Some(id), _) => Owed::Withdraw(id),
+            (_, None, _) => Owed::Nothing,
+        });
+    }
+
+    /// Awaits the authoritative store's write inside the write's span,
+    /// counting and timing it (`dualwrite_calls_total`,
+    /// `dualwrite_call_duration_seconds`). `op` is the captured operation
+    /// when the stage has a follower.
+    pub async fn authoritative_call<Op, F, T, E>(&self, op: Option<&Op>, write: F) -> Result<T, E>
+    where
+        Op: Operation + Clone,
+        F: Future<Output = Result<T, E>>,
+    {
+        self.enter_authoritative(op);
+        let started = Instant::now();
+        let result = write.instrument(self.span.clone()).await;
+        self.leave_authoritative(result.is_ok());
+        self.record_authoritative(result.is_ok(), started);
+        result
+    }
+
+    /// [`Self::authoritative_call`] for blocking traits.
+    pub fn authoritative_call_blocking<Op, F, T, E>(
+        &self,
+        op: Option<&Op>,
+        write: F,
+    ) -> Result<T, E>
+    where
+        Op: Operation + Clone,
+        F: FnOnce() -> Result<T, E>,
+    {
+        self.enter_authoritative(op);
+        let started = Instant::now();
+        let result = self.span.in_scope(write);
+        self.leave_authoritative(result.is_ok());
+        self.record_authoritative(result.is_ok(), started);
+        result
+    }
+
+    fn record_authoritative(&self, succeeded: bool, started: Instant) {
+        let outcome = if succeeded {
+            CallOutcome::Ok
+        } else {
+            CallOutcome::Error
+        };
+        self.record(self.authoritative(), outcome, started);
+    }
+
+    fn record(&self, side: Side, outcome: CallOutcome, started: Instant) {
+        let elapsed = (outcome != CallOutcome::Timeout).then(|| started.elapsed());
+        crate::observe::record_call(self.namespace, self.method, side, outcome, elapsed);
+    }
+
     /// Makes a prepared operation available to the worker, after the
     /// authoritative write succeeded.
     pub async fn commit(&self, prepared: EntryId) {
-        match self.shared.queue.commit(prepared).await {
+        let result = self.shared.queue.commit(prepared).await;
+        self.set_owed(Owed::Nothing);
+        match result {
             Ok(()) => self.shared.queued.notify_one(),
             // The entry stays prepared; the worker replays it as an orphan
             // once `orphan_after` has passed, so nothing is lost.
             Err(error) => tracing::error!(
                 namespace = self.namespace,
                 method = self.method,
-                key = %self.key,
+                key = %self.shown_key(),
                 %error,
                 "could not confirm a written-ahead operation; the worker will replay it after the orphan timeout"
             ),
@@ -261,19 +378,36 @@ impl<'a> WriteGuard<'a> {
     }
 
     /// Records that the authoritative write failed, withdrawing the prepared
-    /// operation if there is one: the follower must not get it (I1).
+    /// operation if there is one: neither store may get it later (I1).
+    ///
+    /// The withdrawal is retried a few times while the key is held. If the
+    /// queue still refuses, the entry is marked withdrawn in this process
+    /// (the worker drops it instead of replaying it) and a background task
+    /// keeps trying to remove it.
     pub async fn abort(&self, prepared: Option<EntryId>) {
-        self.authoritative_failed();
-        if let Some(id) = prepared {
-            if let Err(error) = self.shared.queue.abort(id).await {
-                tracing::error!(
-                    namespace = self.namespace,
-                    method = self.method,
-                    key = %self.key,
-                    %error,
-                    "could not withdraw a written-ahead operation whose authoritative write failed; it will be replayed to both stores after the orphan timeout"
-                );
-            }
+        tracing::debug!(
+            namespace = self.namespace,
+            method = self.method,
+            key = %self.shown_key(),
+            side = %self.authoritative(),
+            "authoritative write failed; follower untouched"
+        );
+        let Some(id) = prepared else {
+            self.set_owed(Owed::Nothing);
+            return;
+        };
+        let withdrawn = withdraw(&self.owner, id).await;
+        self.set_owed(Owed::Nothing);
+        if let Err(error) = withdrawn {
+            tracing::error!(
+                namespace = self.namespace,
+                method = self.method,
+                key = %self.shown_key(),
+                %error,
+                "could not withdraw a written-ahead operation whose authoritative write failed; it is marked withdrawn in this process (the worker drops it) and its removal is retried in the background"
+            );
+            self.shared.withdrawals.mark(id);
+            spawn_withdrawal_retries(Arc::clone(&self.owner), id);
         }
     }
 
@@ -287,8 +421,9 @@ impl<'a> WriteGuard<'a> {
         side: Side,
         op: &Op,
         reason: String,
-    ) -> Result<NewEntry, crate::queue::QueueError> {
-        let payload = serde_json::to_vec(op).map_err(crate::queue::QueueError::Encode)?;
+        uncertain: bool,
+    ) -> Result<NewEntry, QueueError> {
+        let payload = serde_json::to_vec(op).map_err(QueueError::Encode)?;
         Ok(NewEntry {
             namespace: self.namespace.to_owned(),
             target: side,
@@ -297,37 +432,16 @@ impl<'a> WriteGuard<'a> {
             version: Op::VERSION,
             payload,
             reason,
+            uncertain,
         })
-    }
-
-    /// Records that the authoritative write failed; nothing else happens.
-    pub fn authoritative_failed(&self) {
-        tracing::debug!(
-            namespace = self.namespace,
-            method = self.method,
-            key = %self.key,
-            side = %self.authoritative(),
-            "authoritative write failed; follower untouched"
-        );
     }
 
     /// Decides how the follower gets the write. Call only when
     /// [`has_follower`](Self::has_follower).
-    pub async fn follower_plan<Op: Operation>(&self, op: &Op) -> FollowerPlan {
+    pub async fn follower_plan(&self) -> FollowerPlan {
         let side = self.follower();
-        // From here until the follower has the write (or it is queued), a
-        // dropped caller must not lose it.
-        if let Ok(entry) = self.entry(
-            side,
-            op,
-            "the caller went away before the follower had the write".to_owned(),
-        ) {
-            *self
-                .owed
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(entry);
-        }
         if self.delivery == Delivery::Journaled {
+            // Only reached when writing ahead failed (fail-open): append now.
             return FollowerPlan::Queue(side, "journaled delivery".to_owned());
         }
         match self
@@ -358,8 +472,19 @@ impl<'a> WriteGuard<'a> {
     }
 
     /// [`Self::follower_plan`] for blocking traits.
-    pub fn follower_plan_blocking<Op: Operation>(&self, op: &Op) -> FollowerPlan {
-        futures::executor::block_on(self.follower_plan(op))
+    pub fn follower_plan_blocking(&self) -> FollowerPlan {
+        futures::executor::block_on(self.follower_plan())
+    }
+
+    fn record_follower_call(&self, outcome: Result<(), String>) -> Result<(), String> {
+        match &outcome {
+            Ok(()) => {
+                self.set_owed(Owed::Nothing);
+                self.shared.breakers.record_success(self.follower());
+            }
+            Err(_) => self.shared.breakers.record_failure(self.follower()),
+        }
+        outcome
     }
 
     /// Awaits a follower write with the timeout, catching panics. Returns
@@ -371,21 +496,12 @@ impl<'a> WriteGuard<'a> {
     {
         let timeout = self.shared.follower_timeout;
         let started = Instant::now();
-        let write = AssertUnwindSafe(write)
-            .catch_unwind()
-            .instrument(self.span.clone());
-        let (outcome, kind) = match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(Ok(_))) => (Ok(()), CallOutcome::Ok),
-            Ok(Ok(Err(error))) => (Err(error.to_string()), CallOutcome::Error),
-            Ok(Err(panic)) => (
-                Err(format!("panicked: {}", crate::panic_message(&*panic))),
-                CallOutcome::Panic,
-            ),
-            Err(_) => (
-                Err(format!("timed out after {timeout:?}")),
-                CallOutcome::Timeout,
-            ),
-        };
+        let (outcome, kind) =
+            match crate::guarded::call(timeout, write.instrument(self.span.clone())).await {
+                Ok(Ok(_)) => (Ok(()), CallOutcome::Ok),
+                Ok(Err(error)) => (Err(error.to_string()), CallOutcome::Error),
+                Err(failure) => (Err(failure.to_string()), failure.outcome()),
+            };
         self.record(self.follower(), kind, started);
         self.record_follower_call(outcome)
     }
@@ -417,10 +533,10 @@ impl<'a> WriteGuard<'a> {
     /// # Errors
     ///
     /// The queue refused it: the write is lost to the follower. That is
-    /// logged at error level with the key and counted in
-    /// [`DualWrite::drift_count`](crate::DualWrite::drift_count); a fail-open
-    /// write still returns the authoritative result, a fail-closed one this
-    /// error.
+    /// logged at error level, counted in
+    /// [`DualWrite::drift_count`](crate::DualWrite::drift_count) and the
+    /// `dualwrite_drift_total` metric; a fail-open write still returns the
+    /// authoritative result, a fail-closed one this error.
     pub async fn enqueue<Op: Operation>(
         &self,
         side: Side,
@@ -430,42 +546,45 @@ impl<'a> WriteGuard<'a> {
         tracing::warn!(
             namespace = self.namespace,
             method = self.method,
-            key = %self.key,
+            key = %self.shown_key(),
             follower = %side,
             reason = %reason,
             "follower write not applied; queued for reconciliation"
         );
-        let appended = match self.entry(side, op, reason) {
+        let appended = match self.entry(side, op, reason, false) {
             Ok(entry) => self.shared.queue.append(entry).await,
             Err(error) => Err(error),
         };
         // Queued or refused (and reported), the follower is owed nothing more.
-        self.settle_owed();
+        self.set_owed(Owed::Nothing);
         match appended {
             Ok(_) => {
+                self.shared.stage.note_queued(side);
                 self.shared.queued.notify_one();
                 Ok(())
             }
             Err(error) => {
-                self.shared.drift.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    namespace = self.namespace,
-                    method = self.method,
-                    key = %self.key,
-                    follower = %side,
-                    %error,
-                    "reconciliation queue refused an operation: the follower will miss this write until it is repaired"
+                report_drift(
+                    &self.shared,
+                    self.namespace,
+                    self.method,
+                    &self.key,
+                    side,
+                    &error,
                 );
                 Err(self.refusal(side, error))
             }
         }
     }
 
-    fn settle_owed(&self) {
-        self.owed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+    /// [`Self::enqueue`] for blocking traits.
+    pub fn enqueue_blocking<Op: Operation>(
+        &self,
+        side: Side,
+        op: &Op,
+        reason: String,
+    ) -> Result<(), QueueRefused> {
+        futures::executor::block_on(self.enqueue(side, op, reason))
     }
 
     fn refusal(&self, target: Side, source: QueueError) -> QueueRefused {
@@ -473,6 +592,7 @@ impl<'a> WriteGuard<'a> {
             namespace: self.namespace,
             method: self.method,
             key: self.key.clone(),
+            shown_key: self.shown_key(),
             target,
             source,
         }
@@ -485,48 +605,221 @@ impl<'a> WriteGuard<'a> {
         self
     }
 
-    /// [`Self::enqueue`] for blocking traits.
-    pub fn enqueue_blocking<Op: Operation>(
-        &self,
-        side: Side,
-        op: &Op,
-        reason: String,
-    ) -> Result<(), QueueRefused> {
-        futures::executor::block_on(self.enqueue(side, op, reason))
+    /// The work `Drop` must do for what is owed, if anything.
+    fn settle_owed(&mut self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        let owed = std::mem::replace(
+            self.owed
+                .get_mut()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            Owed::Nothing,
+        );
+        let shared = Arc::clone(&self.owner);
+        let (namespace, method, key) = (self.namespace, self.method, self.key.clone());
+        let shown = self.shown_key();
+        let follower = self.follower();
+        let queue_op = move |op: Box<dyn OwedOperation>, uncertain: bool| {
+            let reason = if uncertain {
+                "the caller went away during the authoritative write: it may or may not have landed"
+            } else {
+                "the caller went away before the follower had the write"
+            };
+            op.encode().map(|payload| NewEntry {
+                namespace: namespace.to_owned(),
+                target: follower,
+                key: key.clone(),
+                method: op.method().to_owned(),
+                version: op.version(),
+                payload,
+                reason: reason.to_owned(),
+                uncertain,
+            })
+        };
+        let work: Pin<Box<dyn Future<Output = ()> + Send>> = match owed {
+            Owed::Nothing => return None,
+            Owed::Authoritative {
+                prepared: None,
+                op: None,
+            } => return None,
+            Owed::Prepared(id) | Owed::Withdraw(id) => {
+                tracing::warn!(namespace, method, key = %shown, "write cancelled before its authoritative write completed; withdrawing its written-ahead operation");
+                Box::pin(async move {
+                    if withdraw(&shared, id).await.is_err() {
+                        shared.withdrawals.mark(id);
+                        spawn_withdrawal_retries(Arc::clone(&shared), id);
+                    }
+                })
+            }
+            Owed::Authoritative {
+                prepared: Some(id), ..
+            } => {
+                tracing::warn!(namespace, method, key = %shown, "write cancelled during its authoritative write; its written-ahead operation will be applied to both stores");
+                Box::pin(async move {
+                    match shared.queue.commit_uncertain(id).await {
+                        Ok(()) => shared.queued.notify_one(),
+                        Err(error) => {
+                            tracing::error!(namespace, method, key = %shown, %error, "could not mark a cancelled write's operation uncertain; the worker replays it after the orphan timeout")
+                        }
+                    }
+                })
+            }
+            Owed::Commit(id) => {
+                tracing::warn!(namespace, method, key = %shown, "write cancelled before its written-ahead operation was confirmed; confirming it");
+                Box::pin(async move {
+                    match shared.queue.commit(id).await {
+                        Ok(()) => shared.queued.notify_one(),
+                        Err(error) => {
+                            tracing::error!(namespace, method, key = %shown, %error, "could not confirm a cancelled write's operation; the worker replays it after the orphan timeout")
+                        }
+                    }
+                })
+            }
+            Owed::Authoritative {
+                prepared: None,
+                op: Some(op),
+            } => {
+                tracing::warn!(namespace, method, key = %shown, "write cancelled during its authoritative write; queueing it for both stores");
+                queue_owed(
+                    shared,
+                    queue_op(op, true),
+                    namespace,
+                    method,
+                    self.key.clone(),
+                    follower,
+                )
+            }
+            Owed::Follower(op) => {
+                tracing::warn!(namespace, method, key = %shown, "write cancelled before the follower had it; queueing it");
+                queue_owed(
+                    shared,
+                    queue_op(op, false),
+                    namespace,
+                    method,
+                    self.key.clone(),
+                    follower,
+                )
+            }
+        };
+        Some(work)
     }
 }
 
-impl Drop for WriteGuard<'_> {
-    /// The caller's future was dropped after the authoritative write
-    /// succeeded but before the follower had the write: queue it now, in a
-    /// task that keeps the key's order guard until it is queued, so the
-    /// follower still converges (I2) and nothing is lost silently (I7).
-    fn drop(&mut self) {
-        let owed = self
-            .owed
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        let Some(entry) = owed else { return };
-        let shared = Arc::clone(&self.owner);
-        let held = (self.key_lock.take(), self.stage_barrier.take());
-        let (namespace, method, key) = (self.namespace, self.method, self.key.clone());
-        tracing::warn!(namespace, method, key = %key, "write cancelled before the follower had it; queueing it");
-        let append = async move {
-            let _held = held;
-            match shared.queue.append(entry).await {
-                Ok(_) => shared.queued.notify_one(),
+/// Appends the operation of a cancelled write.
+fn queue_owed(
+    shared: Arc<Shared>,
+    entry: Result<NewEntry, QueueError>,
+    namespace: &'static str,
+    method: &'static str,
+    key: Key,
+    target: Side,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let appended = match entry {
+            Ok(entry) => shared.queue.append(entry).await,
+            Err(error) => Err(error),
+        };
+        match appended {
+            Ok(_) => {
+                shared.stage.note_queued(target);
+                shared.queued.notify_one();
+            }
+            Err(error) => report_drift(&shared, namespace, method, &key, target, &error),
+        }
+    })
+}
+
+/// A follower write lost because the queue refused it: counted, measured,
+/// logged.
+fn report_drift(
+    shared: &Shared,
+    namespace: &'static str,
+    method: &'static str,
+    key: &Key,
+    target: Side,
+    error: &QueueError,
+) {
+    shared.drift.fetch_add(1, Ordering::Relaxed);
+    crate::observe::record_drift(namespace, method, target);
+    tracing::error!(
+        namespace,
+        method,
+        key = %key.shown(shared.log_keys),
+        follower = %target,
+        %error,
+        "reconciliation queue refused an operation: the follower will miss this write until it is repaired"
+    );
+}
+
+/// Withdraws a written-ahead entry, retrying a few times.
+async fn withdraw(shared: &Shared, id: EntryId) -> Result<(), QueueError> {
+    let mut last = None;
+    for pause in WITHDRAW_PAUSES {
+        if !pause.is_zero() {
+            crate::guarded::pause(pause).await;
+        }
+        match shared.queue.abort(id).await {
+            Ok(()) => return Ok(()),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| QueueError::Backend("the withdrawal was never attempted".into())))
+}
+
+/// Keeps trying to remove an entry marked withdrawn, until the queue takes
+/// the removal or the worker has dropped the entry itself. Needs a tokio
+/// runtime; without one, the worker's check of the mark is what keeps the
+/// entry from being replayed.
+fn spawn_withdrawal_retries(shared: Arc<Shared>, id: EntryId) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut pause = Duration::from_millis(100);
+        while shared.withdrawals.contains(id) {
+            tokio::time::sleep(pause).await;
+            match shared.queue.abort(id).await {
+                Ok(()) => {
+                    shared.withdrawals.clear(id);
+                    tracing::info!(entry = %id, "written-ahead operation withdrawn after earlier failures");
+                }
                 Err(error) => {
-                    shared.drift.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(namespace, method, key = %key, %error, "reconciliation queue refused the operation of a cancelled write: the follower will miss it until it is repaired");
+                    tracing::debug!(entry = %id, %error, "withdrawal still failing");
+                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(append);
-            }
-            Err(_) => futures::executor::block_on(append),
         }
+    });
+}
+
+impl Drop for WriteGuard<'_> {
+    /// The caller's future was dropped with something still owed: settle it
+    /// in work that keeps the key's order guard and the stage barrier until
+    /// it is done, so the stores still converge (I2) and nothing is lost
+    /// silently (I7). See the module docs.
+    fn drop(&mut self) {
+        let Some(work) = self.settle_owed() else {
+            return;
+        };
+        let held = (self.key_lock.take(), self.stage_barrier.take());
+        run_detached(Box::pin(async move {
+            let _held = held;
+            work.await;
+        }));
+    }
+}
+
+/// Polls `work` once here (so that a queue taking requests synchronously
+/// has this one before the caller's task moves on), then finishes it in a
+/// task of the current runtime, or blocks on it without one.
+fn run_detached(mut work: Pin<Box<dyn Future<Output = ()> + Send>>) {
+    let waker = futures::task::noop_waker();
+    let mut context = Context::from_waker(&waker);
+    if let Poll::Ready(()) = work.as_mut().poll(&mut context) {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(work);
+        }
+        Err(_) => futures::executor::block_on(work),
     }
 }

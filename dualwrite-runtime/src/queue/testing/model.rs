@@ -1,0 +1,1 @@
+//! The model-based suite (being written).

@@ -1,0 +1,1 @@
+//! The model-based queue suite against both built-in backends (being written).
