@@ -1,14 +1,18 @@
-//! The reconciliation worker: panics and timeouts in the follower, graceful
-//! shutdown that loses nothing, and entries it cannot decode (I7).
+//! The reconciliation worker: panics and timeouts in the follower, a
+//! graceful stop that finishes the operations in flight but (unlike a drain)
+//! leaves unclaimed work queued, `WorkerHandle::shutdown` waiting for the
+//! run and flushing the queue, and entries it cannot decode (I7).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dualwrite_runtime::queue::NewEntry;
+use dualwrite_runtime::queue::{Claim, DeadLetter, EntryId, Lease, NewEntry};
 use dualwrite_runtime::{
-    DualWrite, InMemoryQueue, Key, ReconciliationQueue, RetryPolicy, Side, Stage,
+    DualWrite, InMemoryQueue, Key, QueueError, QueueStats, ReconciliationQueue, RetryPolicy, Side,
+    Stage,
 };
-use dualwrite_suite::{Fault, FaultyStore, KvRepo, KvRepoOp};
+use dualwrite_suite::{Call, Fault, FaultyStore, KvRepo, KvRepoOp};
 
 fn wrapper(queue: Arc<dyn ReconciliationQueue>) -> DualWrite<FaultyStore, FaultyStore> {
     DualWrite::builder(FaultyStore::new(), FaultyStore::new())
@@ -48,40 +52,324 @@ async fn follower_panics_and_timeouts_are_queued_and_reconciled() {
     assert_eq!(repo.new_store().snapshot(), repo.old_store().snapshot());
 }
 
-#[tokio::test]
-async fn graceful_shutdown_finishes_what_is_in_flight_and_loses_nothing() {
-    let repo = wrapper(Arc::new(InMemoryQueue::new()));
+/// A wrapper whose worker applies two keys at a time with follower calls
+/// that take 200 ms (by the paused test clock), over `queue`; `ops` writes
+/// are queued (the follower refused them) and the follower then heals.
+async fn queued_writes(
+    queue: Arc<dyn ReconciliationQueue>,
+    ops: u32,
+) -> (DualWrite<FaultyStore, FaultyStore>, usize) {
+    let repo = DualWrite::builder(FaultyStore::new(), FaultyStore::new())
+        .shared_queue(queue)
+        .stage(Stage::DualWrite)
+        .follower_timeout(Duration::from_secs(5))
+        .worker_concurrency(CONCURRENCY)
+        .build()
+        .unwrap();
     repo.new_store().fail_always(Fault::Error);
-    for key in 0..20 {
-        repo.put(key, 1).await.unwrap();
+    for key in 0..ops {
+        repo.put(key, u64::from(key) + 100).await.unwrap();
     }
+    assert_eq!(
+        repo.queue().stats().await.unwrap().new.pending,
+        u64::from(ops)
+    );
     repo.new_store().heal();
     repo.new_store().script(std::iter::repeat_n(
-        Fault::Slow(Duration::from_millis(20)),
-        20,
+        Fault::Slow(Duration::from_millis(200)),
+        ops as usize,
     ));
+    // The follower's calls so far (it may have stopped being called once
+    // its circuit breaker opened): the worker's calls come after these.
+    let before = repo.new_store().call_count();
+    (repo, before)
+}
+
+/// How many keys the shutdown tests' workers apply at once.
+const CONCURRENCY: usize = 2;
+
+/// Resolves once the follower has received a call beyond `before`, that is,
+/// once the worker has operations in flight. Spins with `yield_now`, so a
+/// paused clock cannot advance meanwhile: the in-flight calls are still
+/// sleeping when it returns.
+async fn worker_call_started(repo: &DualWrite<FaultyStore, FaultyStore>, before: usize) {
+    while repo.new_store().call_count() == before {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The keys the follower received puts for after its first `before` calls.
+fn keys_put_after(repo: &DualWrite<FaultyStore, FaultyStore>, before: usize) -> Vec<u32> {
+    repo.new_store().calls()[before..]
+        .iter()
+        .map(|call| match call {
+            Call::Put(key, _) => *key,
+            other => panic!("unexpected call {other:?}"),
+        })
+        .collect()
+}
+
+/// A graceful stop is not a drain: the operations in flight when it is asked
+/// for finish (they are neither abandoned nor left claimed), and nothing more
+/// is claimed, so work that was not yet claimed stays queued. The paused
+/// clock makes the moment of the stop exact: both in-flight calls have
+/// started and are still sleeping.
+#[tokio::test(start_paused = true)]
+async fn graceful_stop_finishes_in_flight_ops_and_leaves_the_rest_queued() {
+    const OPS: u32 = 20;
+    let (repo, before) = queued_writes(Arc::new(InMemoryQueue::new()), OPS).await;
 
     let worker = repo.worker::<KvRepoOp>();
     let stop = worker.stopper();
-    let run = worker.run();
     let stopper = async {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        worker_call_started(&repo, before).await;
         stop.stop();
+        // The calls in flight at the stop: one claim of `CONCURRENCY` keys,
+        // all started before the first of them can finish.
+        let stats = repo.queue().stats().await.unwrap();
+        assert_eq!(
+            stats.new.in_flight, CONCURRENCY as u64,
+            "claimed when the stop was asked for: {stats:?}"
+        );
     };
-    let (report, ()) = tokio::join!(run, stopper);
+    let (report, ()) = tokio::join!(worker.run(), stopper);
 
+    let in_flight = keys_put_after(&repo, before);
+    assert_eq!(
+        in_flight.len(),
+        CONCURRENCY,
+        "nothing was claimed after the stop: {in_flight:?}"
+    );
+    assert_eq!(
+        (
+            report.applied,
+            report.retried,
+            report.dead_lettered,
+            report.fenced
+        ),
+        (CONCURRENCY as u64, 0, 0, 0),
+        "the in-flight ops finished and were settled: {report:?}"
+    );
+    let followed = repo.new_store().snapshot();
+    assert_eq!(
+        followed,
+        in_flight
+            .iter()
+            .map(|key| (*key, u64::from(*key) + 100))
+            .collect(),
+        "the in-flight writes landed (an abandoned write never would)"
+    );
     let stats = repo.queue().stats().await.unwrap();
     assert_eq!(stats.new.in_flight, 0, "nothing is left claimed: {stats:?}");
-    assert!(report.applied > 0, "the claimed ops finished: {report:?}");
     assert_eq!(
-        report.applied + stats.new.pending,
-        20,
-        "every op is either applied or still queued"
+        stats.new.pending,
+        u64::from(OPS) - CONCURRENCY as u64,
+        "a stop is not a drain: the unclaimed ops are still queued: {stats:?}"
     );
 
-    // Another worker (after a restart) picks up the rest.
-    repo.worker::<KvRepoOp>().drain().await;
+    // Another worker (after a restart) applies exactly the rest.
+    let rest = repo.worker::<KvRepoOp>().drain().await;
+    assert_eq!(
+        (rest.applied, rest.retried),
+        (u64::from(OPS) - CONCURRENCY as u64, 0),
+        "{rest:?}"
+    );
+    assert!(repo.queue().stats().await.unwrap().new.is_empty());
     assert_eq!(repo.new_store().snapshot(), repo.old_store().snapshot());
+    assert_eq!(
+        repo.new_store().call_count(),
+        before + OPS as usize,
+        "every queued op was applied once"
+    );
+}
+
+/// `WorkerHandle::shutdown` stops the worker, waits until its run has
+/// returned (the ops in flight finished), then flushes the queue, and returns
+/// the worker's report.
+#[tokio::test(start_paused = true)]
+async fn worker_handle_shutdown_waits_for_the_run_and_flushes_the_queue() {
+    const OPS: u32 = 6;
+    let queue = Arc::new(RecordingQueue::default());
+    let (repo, before) =
+        queued_writes(Arc::clone(&queue) as Arc<dyn ReconciliationQueue>, OPS).await;
+
+    let worker = repo.worker::<KvRepoOp>();
+    let handle = worker.handle();
+    let observer = worker.handle();
+    assert!(!observer.is_running());
+    let run_ended = AtomicBool::new(false);
+    let run = async {
+        let report = worker.run().await;
+        run_ended.store(true, Ordering::SeqCst);
+        report
+    };
+    let shutdown = async {
+        worker_call_started(&repo, before).await;
+        assert!(observer.is_running());
+        let settles_before = queue.count("complete");
+        let report = handle.shutdown().await.expect("shutdown");
+        assert!(
+            run_ended.load(Ordering::SeqCst),
+            "shutdown returned before the run did"
+        );
+        assert!(!observer.is_running());
+        (report, settles_before)
+    };
+    let (run_report, (report, settles_before)) = tokio::join!(run, shutdown);
+
+    assert_eq!(
+        settles_before, 0,
+        "nothing had finished when shutdown began"
+    );
+    assert_eq!(report, run_report, "the handle reports what the run did");
+    assert_eq!(report, observer.report());
+    assert_eq!(
+        (
+            report.applied,
+            report.retried,
+            report.dead_lettered,
+            report.fenced
+        ),
+        (CONCURRENCY as u64, 0, 0, 0),
+        "{report:?}"
+    );
+    let applied = keys_put_after(&repo, before);
+    assert_eq!(applied.len(), CONCURRENCY, "{applied:?}");
+    assert_eq!(
+        repo.new_store().snapshot().len(),
+        CONCURRENCY,
+        "the writes the report counts landed"
+    );
+
+    // The queue saw the settles of the ops in flight, and then (last) one
+    // flush.
+    let calls = queue.calls();
+    assert_eq!(queue.count("complete"), CONCURRENCY, "{calls:?}");
+    assert_eq!(queue.count("flush"), 1, "{calls:?}");
+    assert_eq!(calls.last(), Some(&"flush"), "{calls:?}");
+    let stats = repo.queue().stats().await.unwrap();
+    assert_eq!(
+        (stats.new.pending, stats.new.in_flight),
+        (u64::from(OPS) - CONCURRENCY as u64, 0),
+        "the rest is still queued: {stats:?}"
+    );
+
+    // A stopped worker can still be drained.
+    let rest = repo.worker::<KvRepoOp>().drain().await;
+    assert_eq!(rest.applied, u64::from(OPS) - CONCURRENCY as u64);
+    assert_eq!(repo.new_store().snapshot(), repo.old_store().snapshot());
+}
+
+/// An [`InMemoryQueue`] that records which of its methods were called, in
+/// order.
+#[derive(Default)]
+struct RecordingQueue {
+    inner: InMemoryQueue,
+    calls: Mutex<Vec<&'static str>>,
+}
+
+impl RecordingQueue {
+    fn record(&self, method: &'static str) {
+        self.calls.lock().unwrap().push(method);
+    }
+
+    fn calls(&self) -> Vec<&'static str> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn count(&self, method: &str) -> usize {
+        self.calls().iter().filter(|call| **call == method).count()
+    }
+}
+
+#[async_trait::async_trait]
+impl ReconciliationQueue for RecordingQueue {
+    async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
+        self.record("append");
+        self.inner.append(entry).await
+    }
+    async fn prepare(&self, entry: NewEntry, expiry: Duration) -> Result<EntryId, QueueError> {
+        self.record("prepare");
+        self.inner.prepare(entry, expiry).await
+    }
+    async fn commit(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("commit");
+        self.inner.commit(id).await
+    }
+    async fn commit_uncertain(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("commit_uncertain");
+        self.inner.commit_uncertain(id).await
+    }
+    async fn abort(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("abort");
+        self.inner.abort(id).await
+    }
+    async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError> {
+        self.record("has_later_entries");
+        self.inner.has_later_entries(lease).await
+    }
+    async fn settle_orphan(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("settle_orphan");
+        self.inner.settle_orphan(id).await
+    }
+    async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
+        self.record("has_work");
+        self.inner.has_work(namespace, target, key).await
+    }
+    async fn claim(
+        &self,
+        namespace: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Claim, QueueError> {
+        self.record("claim");
+        self.inner.claim(namespace, limit, lease).await
+    }
+    async fn renew(&self, lease: Lease, duration: Duration) -> Result<(), QueueError> {
+        self.record("renew");
+        self.inner.renew(lease, duration).await
+    }
+    async fn complete(&self, lease: Lease) -> Result<(), QueueError> {
+        self.record("complete");
+        self.inner.complete(lease).await
+    }
+    async fn retry_later(
+        &self,
+        lease: Lease,
+        error: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        self.record("retry_later");
+        self.inner.retry_later(lease, error, delay).await
+    }
+    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
+        self.record("release");
+        self.inner.release(lease).await
+    }
+    async fn dead_letter(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
+        self.record("dead_letter");
+        self.inner.dead_letter(lease, error).await
+    }
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.record("dead_letters");
+        self.inner.dead_letters().await
+    }
+    async fn retry_dead(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("retry_dead");
+        self.inner.retry_dead(id).await
+    }
+    async fn drop_dead(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("drop_dead");
+        self.inner.drop_dead(id).await
+    }
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.record("stats");
+        self.inner.stats().await
+    }
+    async fn flush(&self) -> Result<(), QueueError> {
+        self.record("flush");
+        self.inner.flush().await
+    }
 }
 
 #[tokio::test]

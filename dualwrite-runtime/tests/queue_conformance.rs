@@ -2,20 +2,32 @@
 //! each backend: [`InMemoryQueue`] and, with the `sqlite` feature,
 //! `SqliteQueue`.
 //!
-//! Tests use short real delays, never a paused clock: the in-memory queue
-//! follows tokio's clock and the SQLite queue the wall clock.
+//! The in-memory queue follows tokio's clock and the SQLite queue the wall
+//! clock (in milliseconds), and every SQLite call may wait for an `fsync`,
+//! so the shared behaviours never assume that a call returns within a short
+//! real-time window: "not claimable yet" is asserted only for leases, delays
+//! and expiries of a minute ([`LONG`]), and "claimable once a short delay
+//! has passed" by claiming until the entry comes, with a generous deadline
+//! ([`claim_until`]). Exact windows (not claimable 1 ms before the end of a
+//! delay, claimable at its end) are checked on the in-memory queue under
+//! tokio's paused clock, in `paused_clock`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dualwrite_runtime::queue::{ClaimedEntry, EntryId, NewEntry, PoisonPolicy};
+use dualwrite_runtime::queue::{Claim, ClaimedEntry, EntryId, NewEntry, PoisonPolicy};
 use dualwrite_runtime::{InMemoryQueue, Key, QueueError, ReconciliationQueue, Side};
 
 type Queue = Arc<dyn ReconciliationQueue>;
 
 const NS: &str = "conformance";
 const LONG: Duration = Duration::from_secs(60);
+/// A lease, delay or expiry meant to run out during the test.
+const SHORT: Duration = Duration::from_millis(50);
+/// How long [`claim_until`] keeps trying: far beyond [`SHORT`], so that only
+/// a queue that never hands the entry out fails.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 fn entry(namespace: &str, target: Side, key: &str, value: &str) -> NewEntry {
     NewEntry {
@@ -69,6 +81,39 @@ async fn drain(queue: &Queue, limit: usize) -> BTreeMap<String, Vec<String>> {
         }
     }
     panic!("the queue never drained");
+}
+
+/// Claims (one at a time, each for [`LONG`]) until a claim returns entries,
+/// and returns that claim. Every empty claim on the way must report work
+/// ahead (`next_ready_in`), no longer away than `at_most`. Fails after
+/// [`DEADLINE`].
+async fn claim_until(queue: &Queue, limit: usize, at_most: Duration) -> Claim {
+    let started = std::time::Instant::now();
+    loop {
+        let claim = queue.claim(NS, limit, LONG).await.expect("claim");
+        if !claim.entries.is_empty() {
+            return claim;
+        }
+        let wait = claim
+            .next_ready_in
+            .expect("an entry waiting for its time is not idleness");
+        assert!(wait <= at_most, "next_ready_in {wait:?} beyond {at_most:?}");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "nothing became claimable within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts that the claim's `next_ready_in` is that of something due in
+/// [`LONG`]: more than half of it away, and not more than all of it.
+fn assert_waits_long(claim: &Claim) {
+    let wait = claim.next_ready_in.expect("waiting work is not idleness");
+    assert!(
+        wait > LONG / 2 && wait <= LONG,
+        "next_ready_in {wait:?}, expected up to {LONG:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -133,13 +178,7 @@ async fn one_in_flight_per_key(queue: Queue) {
         again.entries.is_empty(),
         "the key already has one in flight"
     );
-    let wait = again
-        .next_ready_in
-        .expect("an in-flight entry is not idleness");
-    assert!(
-        wait > Duration::from_secs(30),
-        "waits for the lease: {wait:?}"
-    );
+    assert_waits_long(&again); // the lease of the entry in flight
 
     queue
         .complete(claim.entries[0].lease)
@@ -219,27 +258,30 @@ async fn claimed_entry_carries_its_fields(queue: Queue) {
 }
 
 async fn lease_expiry_and_lease_lost(queue: Queue) {
+    // `held` is claimed for a minute, `k` for a moment: `k` comes back once
+    // its lease has run out, `held` never does meanwhile.
+    append(&queue, "held", "h").await;
+    let held = queue.claim(NS, 1, LONG).await.expect("claim");
+    assert_eq!(held.entries.len(), 1);
+    let held = held.entries[0].lease;
     append(&queue, "k", "v").await;
-    let lease = Duration::from_millis(100);
-    let first = queue.claim(NS, 1, lease).await.expect("claim");
+    let first = queue.claim(NS, 10, SHORT).await.expect("claim");
+    assert_eq!(first.entries.len(), 1, "only k is free");
+    assert_eq!(first.entries[0].key, Key::from("k"));
     let stale = first.entries[0].lease;
-    assert!(queue
-        .claim(NS, 1, lease)
-        .await
-        .expect("claim")
-        .entries
-        .is_empty());
-    tokio::time::sleep(Duration::from_millis(250)).await;
 
-    let second = queue.claim(NS, 1, LONG).await.expect("claim");
+    let second = claim_until(&queue, 10, SHORT).await;
     assert_eq!(
         second.entries.len(),
         1,
-        "an expired lease is claimable again"
+        "an expired lease is claimable again, an unexpired one is not: {:?}",
+        second.entries
     );
+    assert_eq!(second.entries[0].key, Key::from("k"));
     let fresh = second.entries[0].lease;
     assert_eq!(fresh.id, stale.id);
     assert_ne!(fresh.token, stale.token);
+    assert_eq!(second.entries[0].attempts, 0, "an expiry is not an attempt");
 
     for result in [
         queue.complete(stale).await,
@@ -248,6 +290,7 @@ async fn lease_expiry_and_lease_lost(queue: Queue) {
             .await,
         queue.release(stale).await,
         queue.dead_letter(stale, "late").await,
+        queue.renew(stale, LONG).await,
     ] {
         assert!(
             matches!(result, Err(QueueError::LeaseLost(id)) if id == stale.id),
@@ -263,6 +306,11 @@ async fn lease_expiry_and_lease_lost(queue: Queue) {
         .has_work(NS, Side::New, &Key::from("k"))
         .await
         .expect("has_work"));
+    queue
+        .complete(held)
+        .await
+        .expect("the long lease held all along");
+    assert!(queue.stats().await.expect("stats").new.is_empty());
 }
 
 async fn expired_lease_not_reclaimed_can_still_settle(queue: Queue) {
@@ -271,6 +319,8 @@ async fn expired_lease_not_reclaimed_can_still_settle(queue: Queue) {
         .claim(NS, 1, Duration::from_millis(30))
         .await
         .expect("claim");
+    // The lease ran from some moment before `claim` returned: it has run out
+    // after this sleep, however long the claim took.
     tokio::time::sleep(Duration::from_millis(100)).await;
     queue
         .complete(claim.entries[0].lease)
@@ -281,28 +331,50 @@ async fn expired_lease_not_reclaimed_can_still_settle(queue: Queue) {
 }
 
 async fn retry_later_waits_and_counts(queue: Queue) {
-    append(&queue, "k", "v").await;
-    let claim = queue.claim(NS, 1, LONG).await.expect("claim");
-    queue
-        .retry_later(claim.entries[0].lease, "boom", Duration::from_millis(300))
-        .await
-        .expect("retry_later");
-    let waiting = queue.claim(NS, 1, LONG).await.expect("claim");
-    assert!(waiting.entries.is_empty(), "claimed before its delay");
-    let wait = waiting.next_ready_in.expect("a delayed entry is not idle");
-    assert!(
-        wait <= Duration::from_millis(300) && wait >= Duration::from_millis(100),
-        "next_ready_in {wait:?}"
-    );
+    // `later` is retried in a minute, `soon` in a moment.
+    append(&queue, "later", "l").await;
+    append(&queue, "soon", "s").await;
+    let claim = queue.claim(NS, 10, LONG).await.expect("claim");
+    assert_eq!(claim.entries.len(), 2);
+    for entry in &claim.entries {
+        let delay = if entry.key == Key::from("later") {
+            LONG
+        } else {
+            SHORT
+        };
+        queue
+            .retry_later(entry.lease, "boom", delay)
+            .await
+            .expect("retry_later");
+    }
     let stats = queue.stats().await.expect("stats");
-    assert_eq!(stats.new.pending, 1);
-    assert_eq!(stats.new.in_flight, 0);
+    assert_eq!(
+        (stats.new.pending, stats.new.in_flight),
+        (2, 0),
+        "{stats:?}"
+    );
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let ready = queue.claim(NS, 1, LONG).await.expect("claim");
-    assert_eq!(ready.entries.len(), 1);
+    // Until `soon` is ready, the claims report it as the next work.
+    let ready = claim_until(&queue, 10, SHORT).await;
+    assert_eq!(
+        ready.entries.len(),
+        1,
+        "claimed before its delay: {:?}",
+        ready.entries
+    );
+    assert_eq!(ready.entries[0].key, Key::from("soon"));
     assert_eq!(ready.entries[0].attempts, 1);
     assert_eq!(ready.entries[0].last_error, "boom");
+
+    let waiting = queue.claim(NS, 10, LONG).await.expect("claim");
+    assert!(waiting.entries.is_empty(), "claimed before its delay");
+    assert_waits_long(&waiting);
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!(
+        (stats.new.pending, stats.new.in_flight),
+        (1, 1),
+        "{stats:?}"
+    );
 }
 
 async fn retry_delay_blocks_only_its_key(queue: Queue) {
@@ -327,7 +399,7 @@ async fn retry_delay_blocks_only_its_key(queue: Queue) {
         "s1 must wait behind s0: {:?}",
         next.entries
     );
-    assert!(next.next_ready_in.is_some());
+    assert_waits_long(&next); // s0's retry delay
 }
 
 async fn release_keeps_attempts(queue: Queue) {
@@ -551,18 +623,21 @@ async fn fair_when_keys_exceed_the_limit(queue: Queue) {
             append(&queue, &format!("k{key}"), &format!("{round}")).await;
         }
     }
-    let mut first_turns: BTreeMap<String, usize> = BTreeMap::new();
-    let mut turn = 0;
-    while first_turns.len() < 10 {
+    let mut turns = Vec::new();
+    while turns.len() < 10 {
         let claim = queue.claim(NS, 2, LONG).await.expect("claim");
-        assert!(!claim.entries.is_empty());
+        assert_eq!(claim.entries.len(), 2);
         for entry in &claim.entries {
-            first_turns.entry(entry.key.to_string()).or_insert(turn);
-            turn += 1;
+            turns.push(entry.key.to_string());
             queue.complete(entry.lease).await.expect("complete");
         }
-        assert!(turn <= 12, "some key waited too long: {first_turns:?}");
     }
+    let distinct: BTreeSet<&String> = turns.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        10,
+        "a key had a second turn before every key had one: {turns:?}"
+    );
 }
 
 async fn has_work_follows_entries(queue: Queue) {
@@ -677,10 +752,8 @@ async fn prepared_entry_waits_for_commit(queue: Queue) {
     assert!(queue.has_work(NS, Side::New, &key).await.expect("has_work"));
     let claim = queue.claim(NS, 10, LONG).await.expect("claim");
     assert!(claim.entries.is_empty(), "a prepared head holds its key");
-    assert!(
-        claim.next_ready_in.is_some(),
-        "a prepared entry is work, not idleness"
-    );
+    // A prepared entry is work, not idleness: it is due at its expiry.
+    assert_waits_long(&claim);
     let stats = queue.stats().await.expect("stats");
     assert_eq!(stats.new.pending, 2);
 
@@ -731,18 +804,12 @@ async fn aborted_entry_disappears(queue: Queue) {
 }
 
 async fn expired_prepared_entry_is_claimed_as_orphan(queue: Queue) {
-    let id = prepare(&queue, "k", "k0", Duration::from_millis(100)).await;
+    let id = prepare(&queue, "k", "k0", SHORT).await;
     append(&queue, "k", "k1").await;
-    assert!(queue
-        .claim(NS, 10, LONG)
-        .await
-        .expect("claim")
-        .entries
-        .is_empty());
-    tokio::time::sleep(Duration::from_millis(250)).await;
-
-    let claim = queue.claim(NS, 10, LONG).await.expect("claim");
-    assert_eq!(claim.entries.len(), 1);
+    // k1 never overtakes its prepared head: the first claim that returns
+    // anything returns the orphan.
+    let claim = claim_until(&queue, 10, SHORT).await;
+    assert_eq!(claim.entries.len(), 1, "{:?}", claim.entries);
     let orphan = &claim.entries[0];
     assert_eq!(orphan.lease.id, id);
     assert!(orphan.orphaned, "its writer never committed it");
@@ -966,3 +1033,103 @@ conformance!(
     skip_policy_lets_the_key_flow,
     skip_policy_drop_dead,
 );
+
+/// Exact time windows, on the in-memory queue under tokio's paused clock
+/// (time moves only by `advance`): what the shared behaviours above can only
+/// bound, because the SQLite queue follows the wall clock.
+mod paused_clock {
+    use std::time::Duration;
+
+    use dualwrite_runtime::queue::PoisonPolicy;
+    use dualwrite_runtime::{InMemoryQueue, Key, QueueError, Side};
+    use tokio::time::advance;
+
+    use crate::{append, entry, Queue, LONG, NS};
+
+    const WINDOW: Duration = Duration::from_millis(100);
+    const JUST_BEFORE: Duration = Duration::from_millis(99);
+    const MS: Duration = Duration::from_millis(1);
+
+    fn queue() -> Queue {
+        std::sync::Arc::new(InMemoryQueue::with_poison_policy(PoisonPolicy::Block))
+    }
+
+    async fn claimed(queue: &Queue) -> usize {
+        queue
+            .claim(NS, 10, LONG)
+            .await
+            .expect("claim")
+            .entries
+            .len()
+    }
+
+    async fn next_ready_in(queue: &Queue) -> Option<Duration> {
+        let claim = queue.claim(NS, 10, LONG).await.expect("claim");
+        assert!(claim.entries.is_empty(), "{:?}", claim.entries);
+        claim.next_ready_in
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_delay_ends_exactly() {
+        let queue = queue();
+        append(&queue, "k", "v").await;
+        let claim = queue.claim(NS, 1, LONG).await.expect("claim");
+        queue
+            .retry_later(claim.entries[0].lease, "boom", WINDOW)
+            .await
+            .expect("retry_later");
+        assert_eq!(next_ready_in(&queue).await, Some(WINDOW));
+        advance(JUST_BEFORE).await;
+        assert_eq!(next_ready_in(&queue).await, Some(MS));
+        advance(MS).await;
+        let ready = queue.claim(NS, 10, LONG).await.expect("claim");
+        assert_eq!(ready.entries.len(), 1);
+        assert_eq!(ready.entries[0].attempts, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lease_ends_exactly_and_renewal_counts_from_now() {
+        let queue = queue();
+        append(&queue, "k", "v").await;
+        let first = queue.claim(NS, 1, WINDOW).await.expect("claim");
+        let lease = first.entries[0].lease;
+        assert_eq!(next_ready_in(&queue).await, Some(WINDOW));
+        advance(JUST_BEFORE).await;
+        assert_eq!(next_ready_in(&queue).await, Some(MS));
+        // Renewed 1 ms before it ran out: a whole new window from now.
+        queue.renew(lease, WINDOW).await.expect("renew");
+        advance(JUST_BEFORE).await;
+        assert_eq!(next_ready_in(&queue).await, Some(MS));
+        advance(MS).await;
+        let second = queue.claim(NS, 10, LONG).await.expect("claim");
+        assert_eq!(second.entries.len(), 1, "the lease ran out");
+        assert_eq!(second.entries[0].lease.id, lease.id);
+        assert!(matches!(
+            queue.renew(lease, WINDOW).await,
+            Err(QueueError::LeaseLost(id)) if id == lease.id
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prepared_entry_is_an_orphan_exactly_at_its_expiry() {
+        let queue = queue();
+        let id = queue
+            .prepare(entry(NS, Side::New, "k", "k0"), WINDOW)
+            .await
+            .expect("prepare");
+        append(&queue, "k", "k1").await;
+        assert_eq!(next_ready_in(&queue).await, Some(WINDOW));
+        advance(JUST_BEFORE).await;
+        assert_eq!(next_ready_in(&queue).await, Some(MS));
+        advance(MS).await;
+        let claim = queue.claim(NS, 10, LONG).await.expect("claim");
+        assert_eq!(claim.entries.len(), 1);
+        assert_eq!(claim.entries[0].lease.id, id);
+        assert!(claim.entries[0].orphaned);
+        assert_eq!(claimed(&queue).await, 0, "k1 waits behind the orphan");
+        assert!(queue
+            .has_work(NS, Side::New, &Key::from("k"))
+            .await
+            .expect("has_work"));
+    }
+}

@@ -8,13 +8,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dualwrite_runtime::queue::{NewEntry, PoisonPolicy, SqliteQueue, SqliteQueueOptions};
+use dualwrite_runtime::queue::{
+    ClaimedEntry, NewEntry, PoisonPolicy, SqliteQueue, SqliteQueueOptions,
+};
 use dualwrite_runtime::{Key, QueueError, ReconciliationQueue, Side};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::Connection;
 
 const NS: &str = "sqlite-tests";
 const LONG: Duration = Duration::from_secs(60);
+/// A lease or expiry meant to run out during the test.
+const SHORT: Duration = Duration::from_millis(50);
+/// How long a test waits for a [`SHORT`] lease or expiry to run out before it
+/// fails: generous, because every call may wait for an `fsync`.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A directory under the system's temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -70,6 +77,46 @@ async fn raw(path: &Path) -> SqliteConnection {
     .expect("open the file directly")
 }
 
+/// Claims up to 64 entries for [`LONG`], handing each claim to `check`,
+/// until `done` says the claim had what the test waits for; claims again
+/// every 10 ms meanwhile. Entries `check` leaves are released. Fails after
+/// [`DEADLINE`].
+async fn claim_until(
+    queue: &SqliteQueue,
+    mut check: impl FnMut(&ClaimedEntry) -> Settle,
+) -> Vec<ClaimedEntry> {
+    let started = Instant::now();
+    loop {
+        let claim = queue.claim(NS, 64, LONG).await.expect("claim");
+        let mut found = Vec::new();
+        for entry in claim.entries {
+            match check(&entry) {
+                Settle::Release => queue.release(entry.lease).await.expect("release"),
+                Settle::Complete => queue.complete(entry.lease).await.expect("complete"),
+                Settle::Found => found.push(entry),
+            }
+        }
+        if !found.is_empty() {
+            return found;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "what the test waits for was not claimable within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What [`claim_until`] does with a claimed entry.
+enum Settle {
+    /// Gives it back.
+    Release,
+    /// Completes it.
+    Complete,
+    /// It is what the test waits for: returned, still claimed.
+    Found,
+}
+
 /// Claims and completes everything, returning values per key in order.
 async fn drain(queue: &SqliteQueue) -> BTreeMap<String, Vec<String>> {
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -102,8 +149,9 @@ async fn survives_reopen_with_order_dead_letters_and_leases() {
     }
     queue.append(entry("dead", "d0")).await.expect("append");
     queue.append(entry("dead", "d1")).await.expect("append");
-    // Dead-letter d0, and leave the head of `a` in flight under a short
-    // lease, as a worker killed mid-apply would.
+    // Dead-letter d0, and leave two heads in flight, as a worker killed
+    // mid-apply would: one under a lease that outlives the test, one under a
+    // lease that runs out.
     let claim = queue.claim(NS, 10, LONG).await.expect("claim");
     for entry in &claim.entries {
         match entry.key.as_str() {
@@ -114,12 +162,12 @@ async fn survives_reopen_with_order_dead_letters_and_leases() {
             _ => queue.release(entry.lease).await.expect("release"),
         }
     }
-    let leased = queue
-        .claim(NS, 1, Duration::from_millis(400))
-        .await
-        .expect("claim");
-    assert_eq!(leased.entries.len(), 1);
-    let lost = leased.entries[0].clone();
+    let held = queue.claim(NS, 1, LONG).await.expect("claim");
+    assert_eq!(held.entries.len(), 1);
+    let held = held.entries[0].clone();
+    let lost = queue.claim(NS, 1, SHORT).await.expect("claim");
+    assert_eq!(lost.entries.len(), 1);
+    let lost = lost.entries[0].clone();
     drop(queue); // the process "dies": nothing settled, nothing closed
 
     let queue = SqliteQueue::open(dir.db()).await.expect("reopen");
@@ -138,32 +186,35 @@ async fn survives_reopen_with_order_dead_letters_and_leases() {
     assert_eq!(letters[0].error, "rejected: bad row");
     assert_eq!(letters[0].attempts, 1);
     let stats = queue.stats().await.expect("stats");
-    assert_eq!(stats.new.in_flight, 1);
+    assert_eq!(stats.new.in_flight, 2);
     assert_eq!(stats.new.dead, 1);
     assert_eq!(stats.new.blocked_keys, 1);
-    assert_eq!(stats.new.pending, 30);
+    assert_eq!(stats.new.pending, 29);
 
-    // The lease of the dead worker still holds, then expires.
-    let claim = queue.claim(NS, 64, LONG).await.expect("claim");
-    assert!(claim.entries.iter().all(|entry| entry.key != lost.key));
-    for entry in &claim.entries {
-        queue.release(entry.lease).await.expect("release");
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let claim = queue.claim(NS, 64, LONG).await.expect("claim");
-    let again = claim
-        .entries
-        .iter()
-        .find(|entry| entry.key == lost.key)
-        .expect("the expired lease is claimable again");
-    assert_eq!(again.lease.id, lost.lease.id);
+    // The dead worker's short lease runs out and its entry is claimed again;
+    // its long lease holds throughout.
+    let again = claim_until(&queue, |entry| {
+        assert_ne!(entry.key, held.key, "a lease of a minute was taken over");
+        if entry.key == lost.key {
+            Settle::Found
+        } else {
+            Settle::Release
+        }
+    })
+    .await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].lease.id, lost.lease.id);
+    assert_eq!(again[0].attempts, 0, "a lost lease is not an attempt");
     assert!(matches!(
         queue.complete(lost.lease).await,
         Err(QueueError::LeaseLost(_))
     ));
-    for entry in &claim.entries {
-        queue.release(entry.lease).await.expect("release");
-    }
+    queue.release(again[0].lease).await.expect("release");
+    // The long lease survived the reopen: its holder can still settle.
+    queue
+        .release(held.lease)
+        .await
+        .expect("the lease taken before the reopen still holds");
 
     let seen = drain(&queue).await;
     for key in ["a", "b", "c"] {
@@ -186,7 +237,7 @@ async fn survives_reopen_with_order_dead_letters_and_leases() {
         .expect("has_work"));
     // Ids are never reused, even once the table was empty.
     let id = queue.append(entry("a", "z")).await.expect("append");
-    assert!(id > lost.lease.id && id.0 > 31, "id {id} reused");
+    assert_eq!(id.0, 33, "ids 1 to 32 were used before");
     queue.close().await;
 }
 
@@ -195,45 +246,59 @@ async fn prepared_entries_and_skipped_dead_letters_survive_reopen() {
     let dir = TempDir::new("prepared");
     let options = || SqliteQueue::options(dir.db()).poison_policy(PoisonPolicy::Skip);
     let queue = options().open().await.expect("open");
-    // A writer that died between its write-ahead and its commit.
-    let orphan = queue
-        .prepare(entry("w", "w0"), Duration::from_millis(300))
-        .await
-        .expect("prepare");
-    queue.append(entry("w", "w1")).await.expect("append");
     // A dead letter taken out of its key's line.
     queue.append(entry("d", "d0")).await.expect("append");
     queue.append(entry("d", "d1")).await.expect("append");
     let claim = queue.claim(NS, 10, LONG).await.expect("claim");
     assert_eq!(claim.entries.len(), 1);
+    assert_eq!(claim.entries[0].payload, b"d0");
     queue
         .dead_letter(claim.entries[0].lease, "rejected")
         .await
         .expect("dead_letter");
+    // Writers that died between their write-ahead and their commit: one
+    // whose entry outlives the test (`w`), one whose entry expires during it
+    // (`x`).
+    let waiting = queue
+        .prepare(entry("w", "w0"), LONG)
+        .await
+        .expect("prepare");
+    queue.append(entry("w", "w1")).await.expect("append");
+    let orphan = queue
+        .prepare(entry("x", "x0"), SHORT)
+        .await
+        .expect("prepare");
+    queue.append(entry("x", "x1")).await.expect("append");
     drop(queue);
 
     let queue = options().open().await.expect("reopen");
-    let claim = queue.claim(NS, 10, LONG).await.expect("claim");
-    assert_eq!(claim.entries.len(), 1, "w waits for its prepared head");
-    assert_eq!(claim.entries[0].key, Key::from("d"));
+    // d flows past its dead letter at once; x0 is claimed as an orphan once
+    // its expiry passes, before x1; w waits for its prepared head all along.
+    let mut d_claims = 0;
+    let found = claim_until(&queue, |entry| {
+        assert_ne!(entry.key, Key::from("w"), "w waits for its prepared head");
+        if entry.key == Key::from("d") {
+            assert_eq!(entry.payload, b"d1", "d flows past its dead letter");
+            d_claims += 1;
+            return Settle::Complete;
+        }
+        assert_eq!(entry.lease.id, orphan, "x1 overtook its prepared head");
+        Settle::Found
+    })
+    .await;
     assert_eq!(
-        claim.entries[0].payload, b"d1",
-        "d flows past its dead letter"
+        d_claims, 1,
+        "d1 is claimed in the first claim, and completed"
     );
-    queue
-        .complete(claim.entries[0].lease)
-        .await
-        .expect("complete");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let claim = queue.claim(NS, 10, LONG).await.expect("claim");
-    assert_eq!(claim.entries.len(), 1);
-    assert_eq!(claim.entries[0].lease.id, orphan);
-    assert!(claim.entries[0].orphaned);
-    queue
-        .complete(claim.entries[0].lease)
-        .await
-        .expect("complete");
-    assert_eq!(drain(&queue).await["w"], ["w1"]);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].orphaned);
+    queue.complete(found[0].lease).await.expect("complete");
+    // The writer of w0 was not dead after all: its commit still counts.
+    queue.commit(waiting).await.expect("commit after a reopen");
+    let seen = drain(&queue).await;
+    assert_eq!(seen["x"], ["x1"]);
+    assert_eq!(seen["w"], ["w0", "w1"]);
+    assert!(!seen.contains_key("d"), "{seen:?}");
     assert_eq!(queue.dead_letters().await.expect("list").len(), 1);
     assert!(!queue
         .has_work(NS, Side::New, &Key::from("d"))

@@ -234,11 +234,29 @@ impl ReconciliationQueue for InMemoryQueue {
 
     async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError> {
         let mut state = self.lock();
-        let stream_key = State::stream_key(&state.leased(lease)?.entry);
-        Ok(state
+        let (namespace, target, key) = State::stream_key(&state.leased(lease)?.entry);
+        let id = lease.id.0;
+        let later = |ids: &VecDeque<u64>| ids.iter().any(|other| *other > id);
+        let mut streams = state
             .streams
-            .get(&stream_key)
-            .is_some_and(|ids| ids.back() != Some(&lease.id.0)))
+            .range((namespace.clone(), target, Key::from(""))..)
+            .take_while(|((ns, side, _), _)| *ns == namespace && *side == target);
+        Ok(streams.any(|((_, _, other), ids)| {
+            (*other == key || key.is_unkeyed() || other.is_unkeyed()) && later(ids)
+        }))
+    }
+
+    async fn settle_orphan(&self, id: EntryId) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        if let Some(stored) = state.entries.get_mut(&id.0) {
+            stored.orphaned = false;
+            if matches!(stored.status, Status::Prepared { .. }) {
+                stored.status = Status::Pending {
+                    ready_at: Instant::now(),
+                };
+            }
+        }
+        Ok(())
     }
 
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {

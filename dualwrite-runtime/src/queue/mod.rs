@@ -310,10 +310,20 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
     /// already gone succeeds, so a caller may retry it.
     async fn abort(&self, id: EntryId) -> Result<(), QueueError>;
 
-    /// Whether entries were appended to the claimed entry's key after it.
-    /// The worker asks before replaying an orphaned entry to the store that
-    /// was authoritative: a later write of the key supersedes it there.
+    /// Whether entries that must follow the claimed entry were appended
+    /// after it: later entries of its key, or later unkeyed entries of its
+    /// namespace and target; for an unkeyed entry, later entries of any key
+    /// of its namespace and target. The worker asks before replaying an
+    /// orphaned entry to the store that was authoritative: such a later
+    /// write supersedes it there.
     async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError>;
+
+    /// Records that an [orphaned](ClaimedEntry::orphaned) or
+    /// [uncertain](NewEntry::uncertain) entry has been applied to the store
+    /// that was authoritative, so that it is no longer claimed as an orphan
+    /// and its next attempt applies it to `target` only. A prepared entry
+    /// becomes pending. Does nothing to an entry that is gone.
+    async fn settle_orphan(&self, id: EntryId) -> Result<(), QueueError>;
 
     /// Whether a write of `key` must be queued behind work already queued
     /// for `target`: the key has prepared, pending, in-flight or (under

@@ -612,6 +612,11 @@ impl ReconciliationQueue for SqliteQueue {
         }
     }
 
+    async fn settle_orphan(&self, id: EntryId) -> Result<(), QueueError> {
+        self.write_unit(Write::SettleOrphan(id), "settle an orphan")
+            .await
+    }
+
     async fn renew(&self, lease: Lease, duration: Duration) -> Result<(), QueueError> {
         self.write_unit(Write::Renew(lease, duration), "renew a lease")
             .await
@@ -711,6 +716,7 @@ enum Write {
     Abort(EntryId),
     HasLater(Lease),
     Renew(Lease, Duration),
+    SettleOrphan(EntryId),
     Flush,
     Claim {
         namespace: String,
@@ -751,6 +757,7 @@ impl Write {
             Write::CommitUncertain(_) => "mark a prepared entry uncertain",
             Write::Abort(_) => "abort a prepared entry",
             Write::Renew(..) => "renew a lease",
+            Write::SettleOrphan(_) => "settle an orphan",
             Write::Flush => "flush",
             Write::HasLater(_) => "look for later entries",
             Write::Claim { .. } => "claim entries",
@@ -1858,6 +1865,23 @@ impl Writer {
                 .await?;
                 Ok(Ok(Done::Unit))
             }
+            Write::SettleOrphan(id) => {
+                self.begin().await?;
+                let turn = self.next_turn();
+                sqlx::query(
+                    "UPDATE entries SET orphaned = 0, \
+                       ready_at = CASE WHEN state = 'prepared' THEN ? ELSE ready_at END, \
+                       turn = CASE WHEN state = 'prepared' THEN ? ELSE turn END, \
+                       state = CASE WHEN state = 'prepared' THEN 'pending' ELSE state END \
+                     WHERE id = ?",
+                )
+                .bind(now)
+                .bind(turn)
+                .bind(lease_id(*id))
+                .execute(&mut self.conn)
+                .await?;
+                Ok(Ok(Done::Unit))
+            }
             Write::Renew(lease, duration) => {
                 self.begin().await?;
                 let done = sqlx::query(
@@ -1876,13 +1900,18 @@ impl Writer {
             Write::HasLater(lease) => {
                 self.begin().await?;
                 let (leased, later): (bool, bool) = sqlx::query_as(
-                    "SELECT EXISTS (SELECT 1 FROM entries WHERE id = ? AND state = 'leased' \
-                       AND lease_token = ?), \
-                     EXISTS (SELECT 1 FROM entries WHERE prev_id = ?)",
+                    // The key's next entry, or a later entry across the
+                    // unkeyed barrier (see `ReconciliationQueue`).
+                    "SELECT EXISTS (SELECT 1 FROM entries WHERE id = ?1 AND state = 'leased' \
+                       AND lease_token = ?2), \
+                     EXISTS (SELECT 1 FROM entries WHERE prev_id = ?1) \
+                     OR EXISTS (SELECT 1 FROM entries l JOIN entries o \
+                       ON o.namespace = l.namespace AND o.target = l.target AND o.id > l.id \
+                       AND o.prev_id IS NOT 0 AND (l.key = '*' OR o.key = '*') \
+                       WHERE l.id = ?1)",
                 )
                 .bind(lease_id(lease.id))
                 .bind(token(lease.token))
-                .bind(lease_id(lease.id))
                 .fetch_one(&mut self.conn)
                 .await?;
                 Ok(if leased {

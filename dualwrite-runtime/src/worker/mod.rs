@@ -39,6 +39,7 @@ pub use retry::RetryPolicy;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use futures::future::Either;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 
@@ -108,7 +109,7 @@ impl WorkerReport {
             Outcome::DeadLettered => self.dead_lettered += 1,
             Outcome::QueueError => self.queue_errors += 1,
             Outcome::Fenced => self.fenced += 1,
-            Outcome::Withdrawn => {}
+            Outcome::Withdrawn | Outcome::Settled => {}
         }
     }
 }
@@ -130,6 +131,8 @@ enum Outcome {
     QueueError,
     /// The lease was lost or ran out; the attempt was dropped unsettled.
     Fenced,
+    /// A pass over the uncertain writes to settle ended.
+    Settled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +217,9 @@ where
     async fn run_loop(&self, until: Until) -> WorkerReport {
         self.running.send_modify(|running| *running += 1);
         // Counted down when the run returns or its future is dropped.
+        self.shared
+            .workers_started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let _running = RunningGuard(&self.running);
         let namespace = Op::NAMESPACE;
         let concurrency = self.shared.worker_concurrency;
@@ -227,6 +233,8 @@ where
         };
         let mut report = WorkerReport::default();
         let mut in_flight = FuturesUnordered::new();
+        // Whether a task settling uncertain writes is among them.
+        let mut settling = false;
         let mut queue_failures = 0u32;
         let mut gauges_updated: Option<tokio::time::Instant> = None;
         tracing::debug!(namespace, ?until, "reconciliation worker started");
@@ -238,6 +246,10 @@ where
             // than after every completion, so that a durable queue pays one
             // claim transaction per batch instead of one per operation.
             let refill_at = concurrency.div_ceil(2);
+            if !stopping && !settling && self.shared.uncertain.has_unsettled(namespace) {
+                settling = true;
+                in_flight.push(Either::Right(self.settle_uncertain()));
+            }
             if !stopping && in_flight.len() < refill_at.max(1) {
                 let claimed_at = tokio::time::Instant::now();
                 match self
@@ -254,7 +266,7 @@ where
                         }
                         for entry in claim.entries {
                             tracing::trace!(namespace, key = %self.shown(&entry.key), method = %entry.method, target = %entry.target, "claimed");
-                            in_flight.push(self.attempt_fenced(entry, claimed_at));
+                            in_flight.push(Either::Left(self.attempt_fenced(entry, claimed_at)));
                         }
                     }
                     Err(error) => {
@@ -287,12 +299,16 @@ where
                 }
             } else if in_flight.len() < refill_at && !stopping {
                 tokio::select! {
-                    Some(outcome) = in_flight.next() => self.count(&mut report, outcome),
+                    Some(outcome) = in_flight.next() => {
+                        settling &= !matches!(outcome, Outcome::Settled);
+                        self.count(&mut report, outcome);
+                    }
                     () = self.shared.queued.notified() => {}
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
                 }
             } else if let Some(outcome) = in_flight.next().await {
+                settling &= !matches!(outcome, Outcome::Settled);
                 self.count(&mut report, outcome);
             }
         }
@@ -374,6 +390,7 @@ where
                 // they may call it again.
                 self.shared.breakers.record_success(entry.target);
                 crate::observe::record_reconciled(&entry.namespace, &entry.method, entry.target);
+                self.shared.uncertain.forget(lease.id);
                 settle(queue.complete(lease).await, Outcome::Applied)
             }
             Err(error) => {
@@ -393,8 +410,60 @@ where
         }
     }
 
+    /// Applies uncertain writes of this namespace to the store that was
+    /// authoritative, out of the queue's order, so that later writes of
+    /// their keys, which wait for it, can go ahead (see the wrapper's
+    /// `uncertain.rs`). Their queue entries then go to the follower in
+    /// order, as usual.
+    async fn settle_uncertain(&self) -> Outcome {
+        while let Some(write) = self.shared.uncertain.next_to_settle(Op::NAMESPACE) {
+            let _order = self
+                .shared
+                .locks
+                .lock(Op::NAMESPACE, write.key.clone())
+                .await;
+            // An orphan attempt may have settled it while this waited for
+            // the key; applying it again now could land after a later write.
+            if !self.shared.uncertain.is_pending(write.id) {
+                continue;
+            }
+            let op = match decode_parts::<Op>(
+                &write.namespace,
+                &write.method,
+                write.version,
+                &write.payload,
+            ) {
+                Ok(op) => op,
+                Err(error) => {
+                    // The queue entry is dead-lettered when it is claimed.
+                    tracing::error!(entry = %write.id, %error, "an uncertain write cannot be decoded");
+                    self.shared.uncertain.settle(write.id, false);
+                    continue;
+                }
+            };
+            match self.replay_to_authoritative(&op, write.authoritative).await {
+                Ok(()) => {
+                    self.shared.uncertain.settle(write.id, true);
+                    if let Err(error) = self.shared.queue.settle_orphan(write.id).await {
+                        tracing::warn!(entry = %write.id, %error, "could not record that an uncertain write reached the authoritative store; its replay applies it there again (idempotent)");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(entry = %write.id, key = %self.shown(&write.key), authoritative = %write.authoritative, %error, "could not apply an uncertain write to the authoritative store; trying again");
+                    self.shared.uncertain.retry_later(write.id);
+                    tokio::time::sleep(self.shared.retry.delay_after(1)).await;
+                    return Outcome::Settled;
+                }
+            }
+        }
+        Outcome::Settled
+    }
+
     /// Dead-letters the entry and tells the observers (which also count it).
     async fn dead_letter(&self, entry: &ClaimedEntry, error: &str) -> Outcome {
+        // Nothing more happens to it without an operator: writes waiting for
+        // it go ahead.
+        self.shared.uncertain.forget(entry.lease.id);
         let outcome = settle(
             self.shared.queue.dead_letter(entry.lease, error).await,
             Outcome::DeadLettered,
@@ -414,10 +483,37 @@ where
     }
 
     async fn replay_to(&self, op: &Op, side: Side) -> Result<(), String> {
-        match side {
-            Side::Old => self.attempt(Replay::<Old>::replay(op, &self.old)).await,
-            Side::New => self.attempt(Replay::<New>::replay(op, &self.new)).await,
-        }
+        self.replay_within(op, side, self.shared.follower_timeout)
+            .await
+    }
+
+    /// Replays to the store that was authoritative: it gets the lease as its
+    /// bound rather than the follower timeout, since writes to it are never
+    /// timed out in the request either.
+    async fn replay_to_authoritative(&self, op: &Op, side: Side) -> Result<(), String> {
+        let bound = self
+            .shared
+            .lease
+            .saturating_sub(self.shared.follower_timeout);
+        self.replay_within(op, side, bound.max(self.shared.follower_timeout))
+            .await
+    }
+
+    async fn replay_within(
+        &self,
+        op: &Op,
+        side: Side,
+        bound: std::time::Duration,
+    ) -> Result<(), String> {
+        let replay = async {
+            match side {
+                Side::Old => Replay::<Old>::replay(op, &self.old).await,
+                Side::New => Replay::<New>::replay(op, &self.new).await,
+            }
+        };
+        crate::guarded::call(bound, replay)
+            .await
+            .unwrap_or_else(|failure| Err(failure.to_string()))
     }
 
     /// An operation written ahead by a writer that died before confirming
@@ -439,28 +535,37 @@ where
             Ok(superseded) => superseded,
             // The writer was alive after all and withdrew the operation (its
             // authoritative write failed): nothing to replay.
-            Err(QueueError::LeaseLost(_)) => return Ok(Replayed::Withdrawn),
+            Err(QueueError::LeaseLost(_)) => {
+                self.shared.uncertain.forget(entry.lease.id);
+                return Ok(Replayed::Withdrawn);
+            }
             Err(error) => return Err(format!("could not check the key for later writes: {error}")),
         };
-        if !superseded {
+        if superseded {
+            self.shared.uncertain.settle(entry.lease.id, false);
+        } else if self.shared.uncertain.is_settled(entry.lease.id) {
+            // Already applied to the authoritative store out of line.
+        } else {
             let authoritative = entry.target.other();
             tracing::warn!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, "replaying an orphaned written-ahead operation to both stores");
-            self.replay_to(op, authoritative).await.map_err(|error| {
-                format!("replaying the orphaned operation to the {authoritative} store: {error}")
-            })?;
+            self.replay_to_authoritative(op, authoritative)
+                .await
+                .map_err(|error| {
+                    format!(
+                        "replaying the orphaned operation to the {authoritative} store: {error}"
+                    )
+                })?;
+            // Writes of the key waiting for it may go ahead now.
+            self.shared.uncertain.settle(entry.lease.id, true);
+            // A retry (the target may fail next) must not apply it to the
+            // authoritative store again.
+            if let Err(error) = self.shared.queue.settle_orphan(entry.lease.id).await {
+                tracing::warn!(entry = %entry.lease.id, %error, "could not record that an orphan reached the authoritative store; a retry applies it there again (idempotent)");
+            }
         }
         self.replay_to(op, entry.target)
             .await
             .map(|()| Replayed::Applied)
-    }
-
-    async fn attempt<F>(&self, replay: F) -> Result<(), String>
-    where
-        F: std::future::Future<Output = Result<(), String>>,
-    {
-        crate::guarded::call(self.shared.follower_timeout, replay)
-            .await
-            .unwrap_or_else(|failure| Err(failure.to_string()))
     }
 }
 
@@ -515,6 +620,32 @@ fn settle(result: Result<(), QueueError>, outcome: Outcome) -> Outcome {
 
 /// Decodes an entry, or says in words why it cannot be.
 fn decode<Op: crate::Operation>(entry: &ClaimedEntry) -> Result<Op, String> {
+    decode_parts(
+        &entry.namespace,
+        &entry.method,
+        entry.version,
+        &entry.payload,
+    )
+}
+
+fn decode_parts<Op: crate::Operation>(
+    namespace: &str,
+    method: &str,
+    version: u32,
+    payload: &[u8],
+) -> Result<Op, String> {
+    struct Parts<'a> {
+        namespace: &'a str,
+        method: &'a str,
+        version: u32,
+        payload: &'a [u8],
+    }
+    let entry = Parts {
+        namespace,
+        method,
+        version,
+        payload,
+    };
     if entry.namespace != Op::NAMESPACE {
         return Err(format!(
             "entry belongs to namespace `{}`, but this worker decodes `{}`",

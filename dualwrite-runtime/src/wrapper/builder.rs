@@ -295,6 +295,8 @@ impl<Old, New> Builder<Old, New> {
             drift: AtomicU64::new(0),
             log_keys: self.log_keys,
             withdrawals: Default::default(),
+            uncertain: Default::default(),
+            workers_started: Default::default(),
             reads,
         };
         Ok(DualWrite::from_parts(self.old, self.new, shared))

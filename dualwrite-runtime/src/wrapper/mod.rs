@@ -3,6 +3,7 @@
 mod breaker;
 mod builder;
 mod locks;
+mod uncertain;
 mod write;
 
 pub use breaker::CircuitBreaker;
@@ -76,6 +77,12 @@ pub(crate) struct Shared {
     /// Written-ahead entries whose authoritative write failed but which the
     /// queue would not remove yet: never to be replayed.
     pub(crate) withdrawals: Withdrawals,
+    /// Writes whose authoritative outcome is unknown until the worker
+    /// settles them (see `uncertain.rs`).
+    pub(crate) uncertain: uncertain::Uncertain,
+    /// Whether a worker has run in this process (a write then waits longer
+    /// for an uncertain write to be settled).
+    pub(crate) workers_started: std::sync::atomic::AtomicBool,
     /// Read comparison settings, their permits and the observers.
     pub(crate) reads: Reads,
 }

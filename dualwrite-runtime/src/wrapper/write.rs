@@ -52,6 +52,7 @@ use tracing::Instrument;
 
 use super::breaker::Admission;
 use super::locks::KeyLockGuard;
+use super::uncertain::UncertainWrite;
 use super::{Delivery, Shared};
 use crate::observe::CallOutcome;
 use crate::op::{Key, Operation, ShownKey};
@@ -172,7 +173,7 @@ impl<'a> WriteGuard<'a> {
         // Barrier first, key second: a stage move waits for writes that hold
         // the barrier, and those must never wait for a writer that does not.
         let (stage, stage_barrier) = shared.stage.enter_write().await;
-        let key_lock = shared.locks.lock(namespace, key.clone()).await;
+        let key_lock = Self::lock_settled(shared, namespace, &key).await;
         WriteGuard {
             shared,
             namespace,
@@ -192,6 +193,46 @@ impl<'a> WriteGuard<'a> {
             owner: Arc::clone(owner),
             key_lock: Some(key_lock),
             stage_barrier: Some(stage_barrier),
+        }
+    }
+
+    /// Takes the key's guard once no uncertain write of an overlapping key
+    /// is waiting to be settled in the authoritative store (see
+    /// `uncertain.rs`), waiting for at most `orphan_after` once a worker
+    /// has run in this process, else the lease length.
+    async fn lock_settled(shared: &Shared, namespace: &'static str, key: &Key) -> KeyLockGuard {
+        let started = Instant::now();
+        loop {
+            // A worker of this process settles it as soon as the
+            // authoritative store takes it; if none was ever started,
+            // nobody here will.
+            let patience = if shared.workers_started.load(Ordering::SeqCst) {
+                shared.orphan_after
+            } else {
+                shared.lease
+            };
+            let deadline = started + patience;
+            let settled = shared.uncertain.settled();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let key_lock = shared.locks.lock(namespace, key.clone()).await;
+            let Some(waiting_for) = shared.uncertain.blocking(namespace, key) else {
+                return key_lock;
+            };
+            drop(key_lock);
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                tracing::error!(
+                    namespace,
+                    key = %key.shown(shared.log_keys),
+                    entry = %waiting_for,
+                    "a write goes ahead of an uncertain write of its key that the worker has not settled in time (is the worker running?); the stores may disagree on this key until it is repaired"
+                );
+                // Overtaken: applying it to the authoritative store now would
+                // land after this write. The queue still takes it to the
+                // follower, where this write supersedes it.
+                shared.uncertain.settle(waiting_for, false);
+                return shared.locks.lock(namespace, key.clone()).await;
+            }
         }
     }
 
@@ -283,11 +324,7 @@ impl<'a> WriteGuard<'a> {
             Owed::Prepared(id) => Some(id),
             _ => None,
         };
-        // A written-ahead entry already holds the operation.
-        let op = match prepared {
-            Some(_) => None,
-            None => op.map(|op| Box::new(op.clone()) as Box<dyn OwedOperation>),
-        };
+        let op = op.map(|op| Box::new(op.clone()) as Box<dyn OwedOperation>);
         self.set_owed(Owed::Authoritative { prepared, op });
     }
 
@@ -650,12 +687,23 @@ impl<'a> WriteGuard<'a> {
                 })
             }
             Owed::Authoritative {
-                prepared: Some(id), ..
+                prepared: Some(id),
+                op,
             } => {
                 tracing::warn!(namespace, method, key = %shown, "write cancelled during its authoritative write; its written-ahead operation will be applied to both stores");
+                let uncertain = op.and_then(|op| {
+                    queue_op(op, true)
+                        .ok()
+                        .map(|entry| uncertain_write(id, entry, follower))
+                });
                 Box::pin(async move {
                     match shared.queue.commit_uncertain(id).await {
-                        Ok(()) => shared.queued.notify_one(),
+                        Ok(()) => {
+                            if let Some(write) = uncertain {
+                                shared.uncertain.register(write);
+                            }
+                            shared.queued.notify_one();
+                        }
                         Err(error) => {
                             tracing::error!(namespace, method, key = %shown, %error, "could not mark a cancelled write's operation uncertain; the worker replays it after the orphan timeout")
                         }
@@ -685,6 +733,7 @@ impl<'a> WriteGuard<'a> {
                     method,
                     self.key.clone(),
                     follower,
+                    true,
                 )
             }
             Owed::Follower(op) => {
@@ -696,6 +745,7 @@ impl<'a> WriteGuard<'a> {
                     method,
                     self.key.clone(),
                     follower,
+                    false,
                 )
             }
         };
@@ -711,20 +761,43 @@ fn queue_owed(
     method: &'static str,
     key: Key,
     target: Side,
+    uncertain: bool,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
-        let appended = match entry {
-            Ok(entry) => shared.queue.append(entry).await,
-            Err(error) => Err(error),
+        let (appended, registered) = match entry {
+            Ok(entry) => {
+                let copy = uncertain.then(|| entry.clone());
+                (shared.queue.append(entry).await, copy)
+            }
+            Err(error) => (Err(error), None),
         };
         match appended {
-            Ok(_) => {
+            Ok(id) => {
+                if let Some(entry) = registered {
+                    shared
+                        .uncertain
+                        .register(uncertain_write(id, entry, target));
+                }
                 shared.stage.note_queued(target);
                 shared.queued.notify_one();
             }
             Err(error) => report_drift(&shared, namespace, method, &key, target, &error),
         }
     })
+}
+
+/// What the worker needs to settle an uncertain write queued as `id` for
+/// `follower`.
+fn uncertain_write(id: EntryId, entry: NewEntry, follower: Side) -> UncertainWrite {
+    UncertainWrite {
+        id,
+        namespace: entry.namespace,
+        key: entry.key,
+        authoritative: follower.other(),
+        method: entry.method,
+        version: entry.version,
+        payload: entry.payload,
+    }
 }
 
 /// A follower write lost because the queue refused it: counted, measured,
