@@ -69,6 +69,81 @@ fn invalid_settings_are_refused_by_name() {
     }
 }
 
+/// `Duration::MAX` (a natural way to write "never") used to panic when the
+/// runtime added it to a clock reading; every duration setting is checked
+/// at build time instead, and the error names it.
+#[test]
+fn durations_too_long_for_a_clock_are_refused_by_name() {
+    use dualwrite_runtime::CircuitBreaker;
+    let builder =
+        || DualWrite::builder(FaultyStore::new(), FaultyStore::new()).queue(InMemoryQueue::new());
+    let never = Duration::MAX;
+    let cases = [
+        (
+            builder().follower_timeout(never).build().unwrap_err(),
+            "follower_timeout",
+        ),
+        (builder().lease(never).build().unwrap_err(), "lease"),
+        (
+            builder().orphan_after(never).build().unwrap_err(),
+            "orphan_after",
+        ),
+        (
+            builder().poll_interval(never).build().unwrap_err(),
+            "poll_interval",
+        ),
+        (
+            builder().compare_timeout(never).build().unwrap_err(),
+            "compare_timeout",
+        ),
+        (
+            builder()
+                .circuit_breaker(CircuitBreaker::new(3, never))
+                .build()
+                .unwrap_err(),
+            "circuit_breaker.cooldown",
+        ),
+        (
+            builder()
+                .retry(RetryPolicy::default().max_delay(never))
+                .build()
+                .unwrap_err(),
+            "retry.max_delay",
+        ),
+    ];
+    for (error, setting) in cases {
+        let message = error.to_string();
+        assert!(message.contains(&format!("`{setting}`")), "{message}");
+        assert!(message.contains("a year"), "{message}");
+        assert_eq!(setting_of(error), setting);
+    }
+}
+
+/// The in-memory queue takes huge expiries and delays without overflowing.
+#[tokio::test]
+async fn the_in_memory_queue_takes_any_duration() {
+    use dualwrite_runtime::queue::NewEntry;
+    use dualwrite_runtime::{Key, ReconciliationQueue, Side};
+    let queue = InMemoryQueue::new();
+    let entry = NewEntry {
+        namespace: "kv".into(),
+        target: Side::New,
+        key: Key::from("1"),
+        method: "put".into(),
+        version: 1,
+        payload: Vec::new(),
+        reason: "test".into(),
+        uncertain: false,
+    };
+    queue.prepare(entry.clone(), Duration::MAX).await.unwrap();
+    queue.append(entry).await.unwrap();
+    let claim = queue.claim("kv", 10, Duration::MAX).await.unwrap();
+    assert!(
+        claim.entries.is_empty(),
+        "the prepared head never expires into an orphan"
+    );
+}
+
 #[tokio::test]
 async fn the_new_store_cannot_become_authoritative_while_it_has_queued_work() {
     let repo = DualWrite::builder(FaultyStore::new(), FaultyStore::new())

@@ -19,7 +19,7 @@
 //! whose last write was acknowledged (with no other write of it overlapping
 //! that one) holds exactly that write's value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -265,7 +265,7 @@ fn acknowledged_journaled_writes_survive_sigkill() {
 
         let old = repo.old_store().snapshot().await.unwrap();
         let new = repo.new_store().snapshot().await.unwrap();
-        let differing: Vec<_> = old
+        let differing: BTreeSet<_> = old
             .keys()
             .chain(new.keys())
             .filter(|key| old.get(key) != new.get(key))

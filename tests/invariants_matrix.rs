@@ -111,27 +111,22 @@ impl RecordingStore {
             .unwrap()
             .pop_front()
             .unwrap_or(Fault::Healthy);
-        let record = |recording: &mut Recording,
-                      apply: Box<dyn FnOnce(&mut BTreeMap<u32, u64>) + '_>| {
-            apply(&mut recording.data);
-            recording.applied.push((key, op));
-        };
         match fault {
-            Fault::Healthy => record(&mut self.recording.lock().unwrap(), Box::new(apply)),
+            Fault::Healthy | Fault::ApplyThenStall(_) => {}
             Fault::Error => return Err(StoreError("store unavailable".into())),
             Fault::Panic => panic!("{INJECTED} on op {op}"),
-            Fault::Slow(delay) => {
-                tokio::time::sleep(delay).await;
-                record(&mut self.recording.lock().unwrap(), Box::new(apply));
+            Fault::Slow(delay) => tokio::time::sleep(delay).await,
+        }
+        {
+            let mut recording = self.recording.lock().unwrap();
+            apply(&mut recording.data);
+            recording.applied.push((key, op));
+            if let Fault::ApplyThenStall(_) = fault {
+                recording.stalled.insert(op);
             }
-            Fault::ApplyThenStall(delay) => {
-                {
-                    let mut recording = self.recording.lock().unwrap();
-                    record(&mut recording, Box::new(apply));
-                    recording.stalled.insert(op);
-                }
-                tokio::time::sleep(delay).await;
-            }
+        }
+        if let Fault::ApplyThenStall(delay) = fault {
+            tokio::time::sleep(delay).await;
         }
         Ok(())
     }
@@ -388,7 +383,7 @@ fn run_traced_case(cell: Cell, case: Case) -> Result<(), TestCaseError> {
             .delivery(cell.delivery)
             .follower_timeout(FOLLOWER_TIMEOUT)
             .lease(FOLLOWER_TIMEOUT * 5)
-            .orphan_after(Duration::from_secs(2))
+            .orphan_after(Duration::from_secs(30))
             .poll_interval(Duration::from_millis(5))
             .without_tracing_observer()
             .retry(

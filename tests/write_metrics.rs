@@ -145,3 +145,56 @@ fn writes_reconciliations_and_dead_letters_are_recorded() {
     );
     assert_eq!(reports[0].error, "key 3 is rejected by this store");
 }
+
+/// A follower write the queue refused (fail-open) is counted in
+/// `dualwrite_drift_total` as well as in `drift_count()`.
+#[test]
+fn a_refused_queue_append_is_counted_as_drift() {
+    #[path = "flaky_queue/mod.rs"]
+    mod flaky_queue;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let drift = metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let queue = Arc::new(flaky_queue::FlakyQueue::new());
+                queue
+                    .refuse_appends
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                let repo = DualWrite::builder(FaultyStore::new(), FaultyStore::new())
+                    .shared_queue(queue)
+                    .stage(Stage::DualWrite)
+                    .build()
+                    .unwrap();
+                repo.new_store().script([Fault::Error]);
+                repo.put(1, 1).await.unwrap();
+                repo.drift_count()
+            })
+    });
+    assert_eq!(drift, 1);
+    let snapshot: Vec<Recorded> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let (_, key) = key.into_parts();
+            let labels = key
+                .labels()
+                .map(|label| (label.key().to_owned(), label.value().to_owned()))
+                .collect();
+            (key.name().to_owned(), labels, value)
+        })
+        .collect();
+    assert_eq!(
+        counter(
+            &snapshot,
+            names::DRIFT,
+            &[("namespace", "kv"), ("method", "put"), ("target", "new")]
+        ),
+        1
+    );
+}

@@ -287,6 +287,14 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
     /// claimed until [`commit`](Self::commit)ted; [`abort`](Self::abort)
     /// removes it. If neither comes within `expiry`, the writer is presumed
     /// dead and the entry is claimed as [orphaned](ClaimedEntry::orphaned).
+    ///
+    /// # Cancel safety
+    ///
+    /// A caller that stops waiting before this returns never learns the id,
+    /// so it can neither commit nor abort the entry. A backend should then
+    /// withdraw the entry itself (both built-in backends do: the in-memory
+    /// one answers at once, the SQLite one removes an entry whose writer no
+    /// longer listens); otherwise it becomes an orphan at its expiry.
     async fn prepare(&self, entry: NewEntry, expiry: Duration) -> Result<EntryId, QueueError>;
 
     /// Makes a prepared entry pending. Committing an entry that was already

@@ -1401,12 +1401,29 @@ impl Writer {
         } else {
             Ok(())
         };
+        let mut unheard = Vec::new();
         for ((write, answer), result) in writes.iter().zip(answers).zip(results) {
             let result = match (write, &synced) {
                 (Write::Flush, Err(error)) => Err(QueueError::Backend(Box::new(error.clone()))),
                 _ => result,
             };
-            let _ = answer.send(result);
+            if let Err(Ok(Done::Id(id))) = answer.send(result) {
+                if matches!(write, Write::Prepare(..)) {
+                    unheard.push(id);
+                }
+            }
+        }
+        // A writer that stopped waiting for its prepare (its caller was
+        // cancelled) never learns the entry's id, so it cannot commit or
+        // abort it, and it has not called the authoritative store: withdraw
+        // the entry rather than leave it to become an orphan.
+        for id in unheard {
+            if let Err(error) = self.transaction(&[Write::Abort(id)]).await {
+                let error = match error {
+                    TxError::Begin(error) | TxError::Statement(_, error) => error,
+                };
+                tracing::warn!(path = %self.path.display(), entry = %id, %error, "could not withdraw a written-ahead entry whose writer went away; it is replayed as an orphan after its expiry");
+            }
         }
     }
 
@@ -1732,9 +1749,12 @@ impl Writer {
         let removed = self
             .remove_entries(REMOVE_LEASED, &leases, now, delta)
             .await?;
+        let mut removed = removed;
         for (at, lease) in completes {
-            // A lease completed twice in one batch: the second one is late.
-            results[at] = Some(if removed.contains(&lease_id(lease.id)) {
+            // A lease completed twice in one batch: the first one removed
+            // the entry, the later ones are late (the in-memory queue and a
+            // second batch say the same).
+            results[at] = Some(if removed.remove(&lease_id(lease.id)) {
                 Ok(Done::Unit)
             } else {
                 Err(QueueError::LeaseLost(lease.id))

@@ -634,38 +634,22 @@ fn decode_parts<Op: crate::Operation>(
     version: u32,
     payload: &[u8],
 ) -> Result<Op, String> {
-    struct Parts<'a> {
-        namespace: &'a str,
-        method: &'a str,
-        version: u32,
-        payload: &'a [u8],
-    }
-    let entry = Parts {
-        namespace,
-        method,
-        version,
-        payload,
-    };
-    if entry.namespace != Op::NAMESPACE {
+    if namespace != Op::NAMESPACE {
         return Err(format!(
-            "entry belongs to namespace `{}`, but this worker decodes `{}`",
-            entry.namespace,
+            "entry belongs to namespace `{namespace}`, but this worker decodes `{}`",
             Op::NAMESPACE
         ));
     }
-    if entry.version != Op::VERSION {
+    if version != Op::VERSION {
         return Err(format!(
-            "entry of method `{}` was encoded with version {}, but this build decodes version {} of `{}`",
-            entry.method,
-            entry.version,
+            "entry of method `{method}` was encoded with version {version}, but this build decodes version {} of `{}`",
             Op::VERSION,
             Op::NAMESPACE
         ));
     }
-    serde_json::from_slice(&entry.payload).map_err(|error| {
+    serde_json::from_slice(payload).map_err(|error| {
         format!(
-            "cannot decode entry of method `{}` as `{}` version {}: {error}",
-            entry.method,
+            "cannot decode entry of method `{method}` as `{}` version {}: {error}",
             Op::NAMESPACE,
             Op::VERSION
         )

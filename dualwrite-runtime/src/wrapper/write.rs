@@ -25,7 +25,7 @@
 //!
 //! | dropped while | what `Drop` does |
 //! |---|---|
-//! | waiting for the guards, or writing ahead | nothing (a written-ahead entry whose id never came back becomes an orphan at its expiry, replayed to both stores) |
+//! | waiting for the guards, or writing ahead | nothing (a backend withdraws a written-ahead entry whose id never reached its writer; see [`ReconciliationQueue::prepare`](crate::ReconciliationQueue::prepare)) |
 //! | the authoritative call runs | queues the operation *uncertain* (journaled: marks the entry uncertain), so the worker applies it to the authoritative store again, unless a later write superseded it, then to the follower |
 //! | the follower call, or the queueing, runs | queues the operation for the follower |
 //! | a journaled commit is owed | commits it |
@@ -602,7 +602,7 @@ impl<'a> WriteGuard<'a> {
             }
             Err(error) => {
                 report_drift(
-                    &self.shared,
+                    self.shared,
                     self.namespace,
                     self.method,
                     &self.key,

@@ -1113,6 +1113,14 @@ impl Entry {
     fn id_text(&self) -> String {
         format!("#{}", self.id)
     }
+
+    fn state_name(&self) -> &'static str {
+        if self.removed {
+            "removed"
+        } else {
+            self.state.name()
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1442,7 +1450,7 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
             parts.push(format!(
                 "commit(#{}, {}) -> {}",
                 entry.id,
-                entry.state.name(),
+                entry.state_name(),
                 show_result(result)
             ));
         }
@@ -1647,11 +1655,7 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
         let entry = &self.model.entries[serial];
         let id = entry.id;
         let prepared = !entry.removed && matches!(entry.state, State::Prepared(_));
-        let before = if entry.removed {
-            "removed"
-        } else {
-            entry.state.name()
-        };
+        let before = entry.state_name();
         if prepared && !uncertain && entry.uncertain_committed {
             return skipped(format!(
                 "commit(#{id}) (skipped: committing after commit_uncertain is not specified)"
@@ -1692,20 +1696,16 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
             };
         if !entry.removed && !removable {
             return skipped(format!(
-                "abort(#{id}) (skipped: aborting a {}{} entry is not specified)",
+                "abort(#{id}) (skipped: aborting {}{} entry is not specified)",
                 if entry.orphaned {
-                    "orphaned "
+                    "an orphaned "
                 } else {
-                    "committed "
+                    "a committed "
                 },
                 entry.state.name()
             ));
         }
-        let before = if entry.removed {
-            "removed"
-        } else {
-            entry.state.name()
-        };
+        let before = entry.state_name();
         let result = self.queue()?.abort(id).await;
         let text = format!("abort(#{id}, {before}) -> {}", show_result(&result));
         if let Err(error) = result {
@@ -2078,11 +2078,7 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
     async fn settle_orphan(&mut self, serial: usize, how: &str) -> Result<Done, String> {
         let entry = &self.model.entries[serial];
         let id = entry.id;
-        let before = if entry.removed {
-            "removed"
-        } else {
-            entry.state.name()
-        };
+        let before = entry.state_name();
         let orphaned = if entry.orphaned { ", orphaned" } else { "" };
         let result = self.queue()?.settle_orphan(id).await;
         let text = format!(
@@ -2121,11 +2117,7 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
         let (id, is_dead, before) = match serial {
             Some(serial) => {
                 let entry = &self.model.entries[serial];
-                let before = if entry.removed {
-                    "removed"
-                } else {
-                    entry.state.name()
-                };
+                let before = entry.state_name();
                 (entry.id, dead.contains(&serial), before)
             }
             None => (UNKNOWN_ID, false, "never existed"),
