@@ -358,7 +358,8 @@ async fn run(dir: &Path) -> Result<bool, Box<dyn Error>> {
         .retry(retry.max_delay(Duration::from_secs(1)))
         .build()?;
     // A service keeps the worker running in a task (`worker.run()`, stopped
-    // by `worker.stopper()`); here `drain()` runs it until the queue is empty.
+    // and awaited with `worker.handle().shutdown()`); here `drain()` runs it
+    // until the queue is empty.
     let worker = repo.worker::<OrderRepositoryOp>();
 
     println!("\nPhase 1: both databases are up; writes go to the old one, then the new one");
@@ -397,6 +398,9 @@ async fn run(dir: &Path) -> Result<bool, Box<dyn Error>> {
 
     let (surprises, only_new) = walk_stages(&repo, &worker, &calls).await?;
     worker.drain().await;
+    // A service's clean stop: writes in progress finish and everything
+    // acknowledged is durable in the queue file before the process exits.
+    repo.shutdown().await?;
     let agree = compare(&repo, only_new).await? && surprises == 0;
     repo.old_store().0.pool.close().await;
     repo.new_store().0.pool.close().await;

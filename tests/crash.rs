@@ -52,7 +52,7 @@ fn round_of(value: u64) -> u32 {
     u32::try_from(value >> 40).unwrap()
 }
 
-async fn open(dir: &Path) -> DualWrite<SqliteKv, SqliteKv> {
+async fn open(dir: &Path, concurrency: usize) -> DualWrite<SqliteKv, SqliteKv> {
     let old = SqliteKv::open(&dir.join("old.db")).await.unwrap();
     let new = SqliteKv::open(&dir.join("new.db")).await.unwrap();
     let queue = SqliteQueue::open(dir.join("queue.db")).await.unwrap();
@@ -63,6 +63,7 @@ async fn open(dir: &Path) -> DualWrite<SqliteKv, SqliteKv> {
         .follower_timeout(Duration::from_millis(500))
         .lease(Duration::from_secs(1))
         .orphan_after(Duration::from_millis(300))
+        .worker_concurrency(concurrency)
         .retry(
             RetryPolicy::default()
                 .min_delay(Duration::from_millis(5))
@@ -86,7 +87,11 @@ fn child_writes_until_killed() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let repo = Arc::new(open(&dir).await);
+        // A worker applying a few keys at a time leaves most keys unclaimed
+        // when it is killed, so the next child's worker gets to work (and to
+        // the orphans of the busy keys) before it is killed in turn; the
+        // final drain takes the default.
+        let repo = Arc::new(open(&dir, 8).await);
         let log = Arc::new(Mutex::new(
             std::fs::OpenOptions::new()
                 .create(true)
@@ -258,7 +263,7 @@ fn acknowledged_journaled_writes_survive_sigkill() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let repo = open(&dir).await;
+        let repo = open(&dir, 64).await;
         let report = repo.worker::<KvRepoOp>().drain().await;
         let stats = repo.queue().stats().await.unwrap();
         assert!(stats.new.is_empty() && stats.old.is_empty(), "drained: {stats:?} after {report:?}");

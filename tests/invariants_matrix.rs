@@ -132,6 +132,8 @@ impl RecordingStore {
     }
 }
 
+/// The panic message `dualwrite_suite::silence_injected_panics` keeps out
+/// of the test output.
 const INJECTED: &str = "injected store panic";
 
 impl Ledger for RecordingStore {
@@ -368,7 +370,7 @@ fn run_traced_case(cell: Cell, case: Case) -> Result<(), TestCaseError> {
     }
     .unwrap();
     let dir = queue_dir();
-    silence_injected_panics();
+    dualwrite_suite::silence_injected_panics();
     let result = runtime.block_on(async {
         let queue: Arc<dyn ReconciliationQueue> = match cell.backend {
             Backend::Memory => Arc::new(InMemoryQueue::new()),
@@ -560,24 +562,6 @@ fn check(
         }
     );
     Ok(())
-}
-
-fn silence_injected_panics() {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let message = info
-                .payload()
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| info.payload().downcast_ref::<&str>().copied())
-                .unwrap_or_default();
-            if !message.starts_with(INJECTED) {
-                previous(info);
-            }
-        }));
-    });
 }
 
 fn cases(default: u32) -> u32 {

@@ -4,15 +4,17 @@
 //! run and flushing the queue, and entries it cannot decode (I7).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use dualwrite_runtime::queue::{Claim, DeadLetter, EntryId, Lease, NewEntry};
+use dualwrite_runtime::queue::NewEntry;
 use dualwrite_runtime::{
-    DualWrite, InMemoryQueue, Key, QueueError, QueueStats, ReconciliationQueue, RetryPolicy, Side,
-    Stage,
+    DualWrite, InMemoryQueue, Key, ReconciliationQueue, RetryPolicy, Side, Stage,
 };
 use dualwrite_suite::{Call, Fault, FaultyStore, KvRepo, KvRepoOp};
+
+mod flaky_queue;
+use flaky_queue::FlakyQueue;
 
 fn wrapper(queue: Arc<dyn ReconciliationQueue>) -> DualWrite<FaultyStore, FaultyStore> {
     DualWrite::builder(FaultyStore::new(), FaultyStore::new())
@@ -189,7 +191,7 @@ async fn graceful_stop_finishes_in_flight_ops_and_leaves_the_rest_queued() {
 #[tokio::test(start_paused = true)]
 async fn worker_handle_shutdown_waits_for_the_run_and_flushes_the_queue() {
     const OPS: u32 = 6;
-    let queue = Arc::new(RecordingQueue::default());
+    let queue = Arc::new(FlakyQueue::new());
     let (repo, before) =
         queued_writes(Arc::clone(&queue) as Arc<dyn ReconciliationQueue>, OPS).await;
 
@@ -258,118 +260,6 @@ async fn worker_handle_shutdown_waits_for_the_run_and_flushes_the_queue() {
     let rest = repo.worker::<KvRepoOp>().drain().await;
     assert_eq!(rest.applied, u64::from(OPS) - CONCURRENCY as u64);
     assert_eq!(repo.new_store().snapshot(), repo.old_store().snapshot());
-}
-
-/// An [`InMemoryQueue`] that records which of its methods were called, in
-/// order.
-#[derive(Default)]
-struct RecordingQueue {
-    inner: InMemoryQueue,
-    calls: Mutex<Vec<&'static str>>,
-}
-
-impl RecordingQueue {
-    fn record(&self, method: &'static str) {
-        self.calls.lock().unwrap().push(method);
-    }
-
-    fn calls(&self) -> Vec<&'static str> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    fn count(&self, method: &str) -> usize {
-        self.calls().iter().filter(|call| **call == method).count()
-    }
-}
-
-#[async_trait::async_trait]
-impl ReconciliationQueue for RecordingQueue {
-    async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
-        self.record("append");
-        self.inner.append(entry).await
-    }
-    async fn prepare(&self, entry: NewEntry, expiry: Duration) -> Result<EntryId, QueueError> {
-        self.record("prepare");
-        self.inner.prepare(entry, expiry).await
-    }
-    async fn commit(&self, id: EntryId) -> Result<(), QueueError> {
-        self.record("commit");
-        self.inner.commit(id).await
-    }
-    async fn commit_uncertain(&self, id: EntryId) -> Result<(), QueueError> {
-        self.record("commit_uncertain");
-        self.inner.commit_uncertain(id).await
-    }
-    async fn abort(&self, id: EntryId) -> Result<(), QueueError> {
-        self.record("abort");
-        self.inner.abort(id).await
-    }
-    async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError> {
-        self.record("has_later_entries");
-        self.inner.has_later_entries(lease).await
-    }
-    async fn settle_orphan(&self, id: EntryId) -> Result<(), QueueError> {
-        self.record("settle_orphan");
-        self.inner.settle_orphan(id).await
-    }
-    async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
-        self.record("has_work");
-        self.inner.has_work(namespace, target, key).await
-    }
-    async fn claim(
-        &self,
-        namespace: &str,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Claim, QueueError> {
-        self.record("claim");
-        self.inner.claim(namespace, limit, lease).await
-    }
-    async fn renew(&self, lease: Lease, duration: Duration) -> Result<(), QueueError> {
-        self.record("renew");
-        self.inner.renew(lease, duration).await
-    }
-    async fn complete(&self, lease: Lease) -> Result<(), QueueError> {
-        self.record("complete");
-        self.inner.complete(lease).await
-    }
-    async fn retry_later(
-        &self,
-        lease: Lease,
-        error: &str,
-        delay: Duration,
-    ) -> Result<(), QueueError> {
-        self.record("retry_later");
-        self.inner.retry_later(lease, error, delay).await
-    }
-    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
-        self.record("release");
-        self.inner.release(lease).await
-    }
-    async fn dead_letter(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
-        self.record("dead_letter");
-        self.inner.dead_letter(lease, error).await
-    }
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
-        self.record("dead_letters");
-        self.inner.dead_letters().await
-    }
-    async fn retry_dead(&self, id: EntryId) -> Result<(), QueueError> {
-        self.record("retry_dead");
-        self.inner.retry_dead(id).await
-    }
-    async fn drop_dead(&self, id: EntryId) -> Result<(), QueueError> {
-        self.record("drop_dead");
-        self.inner.drop_dead(id).await
-    }
-    async fn stats(&self) -> Result<QueueStats, QueueError> {
-        self.record("stats");
-        self.inner.stats().await
-    }
-    async fn flush(&self) -> Result<(), QueueError> {
-        self.record("flush");
-        self.inner.flush().await
-    }
 }
 
 #[tokio::test]

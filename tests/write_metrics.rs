@@ -38,6 +38,23 @@ fn counter(snapshot: &[Recorded], name: &str, labels: &[(&str, &str)]) -> u64 {
         .sum()
 }
 
+/// What the recorder holds, as (name, labels, value).
+fn recorded(snapshotter: &metrics_util::debugging::Snapshotter) -> Vec<Recorded> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let (_, key) = key.into_parts();
+            let labels = key
+                .labels()
+                .map(|label| (label.key().to_owned(), label.value().to_owned()))
+                .collect();
+            (key.name().to_owned(), labels, value)
+        })
+        .collect()
+}
+
 #[test]
 fn writes_reconciliations_and_dead_letters_are_recorded() {
     let recorder = DebuggingRecorder::new();
@@ -70,19 +87,7 @@ fn writes_reconciliations_and_dead_letters_are_recorded() {
                 repo.worker::<KvRepoOp>().drain().await;
             })
     });
-    let snapshot: Vec<Recorded> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let (_, key) = key.into_parts();
-            let labels = key
-                .labels()
-                .map(|label| (label.key().to_owned(), label.value().to_owned()))
-                .collect();
-            (key.name().to_owned(), labels, value)
-        })
-        .collect();
+    let snapshot = recorded(&snapshotter);
 
     let calls = |side: &str, outcome: &str| {
         counter(
@@ -176,19 +181,7 @@ fn a_refused_queue_append_is_counted_as_drift() {
             })
     });
     assert_eq!(drift, 1);
-    let snapshot: Vec<Recorded> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let (_, key) = key.into_parts();
-            let labels = key
-                .labels()
-                .map(|label| (label.key().to_owned(), label.value().to_owned()))
-                .collect();
-            (key.name().to_owned(), labels, value)
-        })
-        .collect();
+    let snapshot = recorded(&snapshotter);
     assert_eq!(
         counter(
             &snapshot,

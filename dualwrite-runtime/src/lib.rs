@@ -103,8 +103,9 @@
 //! Write methods must return `Result<_, _>` whose error implements
 //! [`Display`](std::fmt::Display); their by-value arguments must be
 //! `Clone`, and all their arguments serde-serialisable, because the
-//! operation may be queued. A write without `key` is ordered with every
-//! other keyless write of the trait.
+//! operation may be queued. A write without `key` (a `delete_all()`) is
+//! ordered against every write of the trait: it waits for every key's
+//! queued work, and every later write of any key waits for it.
 //!
 //! A trait's lifetime parameters are replayed at `'static` (queued
 //! operations own their data), so stores implement `impl<'a> Repo<'a>`.
@@ -174,6 +175,27 @@
 //!
 //! Replays and retries deliver at least once: follower writes must be
 //! idempotent (an upsert, a delete), as a timed-out write may have landed.
+//!
+//! # Shutdown and cancellation
+//!
+//! A write whose caller goes away (its future dropped) at any await point
+//! still leaves the stores convergent: what the authoritative store may
+//! have taken is queued for the follower, and when it is unknown whether
+//! the authoritative store took it (the caller left during that call, or
+//! the store panicked) the worker applies it there again before any later
+//! write of the key goes ahead. On shutdown, after the service stopped
+//! taking requests:
+//!
+//! ```ignore
+//! repo.shutdown().await?;   // writes in progress finish; the queue is flushed
+//! handle.shutdown().await?; // the worker (from `worker.handle()`) stops
+//! ```
+//!
+//! # Keys in logs
+//!
+//! Keys are made from arguments, so logs, errors and the default observer
+//! show a key by its stable [fingerprint](Key::fingerprint) unless the
+//! wrapper is built with [`log_keys(true)`](Builder::log_keys).
 //!
 //! # Blocking traits
 //!

@@ -1,11 +1,11 @@
-//! An in-memory queue whose calls a test can make fail or hold, for the
-//! tests of what the write path does when its queue misbehaves.
+//! An in-memory queue whose calls a test can make fail, hold or watch, for
+//! the tests of what the write path and the worker ask of their queue.
 
 // Each test file uses a different part of it.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +25,8 @@ pub struct FlakyQueue {
     pub stats_gate: Arc<Semaphore>,
     pub stats_calls: AtomicUsize,
     pub abort_calls: AtomicUsize,
+    /// Every call, by method name, in order.
+    calls: Mutex<Vec<&'static str>>,
 }
 
 impl FlakyQueue {
@@ -37,7 +39,22 @@ impl FlakyQueue {
             stats_gate: Arc::new(Semaphore::new(0)),
             stats_calls: AtomicUsize::new(0),
             abort_calls: AtomicUsize::new(0),
+            calls: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Every call so far, by method name, in order.
+    pub fn calls(&self) -> Vec<&'static str> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// How many calls of `method` so far.
+    pub fn count(&self, method: &str) -> usize {
+        self.calls().iter().filter(|call| **call == method).count()
+    }
+
+    fn record(&self, method: &'static str) {
+        self.calls.lock().unwrap().push(method);
     }
 }
 
@@ -48,21 +65,26 @@ fn refused(what: &str) -> QueueError {
 #[async_trait]
 impl ReconciliationQueue for FlakyQueue {
     async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
+        self.record("append");
         if self.refuse_appends.load(Ordering::SeqCst) {
             return Err(refused("append"));
         }
         self.inner.append(entry).await
     }
     async fn prepare(&self, entry: NewEntry, expiry: Duration) -> Result<EntryId, QueueError> {
+        self.record("prepare");
         self.inner.prepare(entry, expiry).await
     }
     async fn commit(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("commit");
         self.inner.commit(id).await
     }
     async fn commit_uncertain(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("commit_uncertain");
         self.inner.commit_uncertain(id).await
     }
     async fn abort(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("abort");
         self.abort_calls.fetch_add(1, Ordering::SeqCst);
         let failing =
             self.failing_aborts
@@ -75,12 +97,15 @@ impl ReconciliationQueue for FlakyQueue {
         self.inner.abort(id).await
     }
     async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError> {
+        self.record("has_later_entries");
         self.inner.has_later_entries(lease).await
     }
     async fn settle_orphan(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("settle_orphan");
         self.inner.settle_orphan(id).await
     }
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
+        self.record("has_work");
         self.inner.has_work(namespace, target, key).await
     }
     async fn claim(
@@ -89,12 +114,15 @@ impl ReconciliationQueue for FlakyQueue {
         limit: usize,
         lease: Duration,
     ) -> Result<Claim, QueueError> {
+        self.record("claim");
         self.inner.claim(namespace, limit, lease).await
     }
     async fn renew(&self, lease: Lease, duration: Duration) -> Result<(), QueueError> {
+        self.record("renew");
         self.inner.renew(lease, duration).await
     }
     async fn complete(&self, lease: Lease) -> Result<(), QueueError> {
+        self.record("complete");
         self.inner.complete(lease).await
     }
     async fn retry_later(
@@ -103,24 +131,31 @@ impl ReconciliationQueue for FlakyQueue {
         error: &str,
         delay: Duration,
     ) -> Result<(), QueueError> {
+        self.record("retry_later");
         self.inner.retry_later(lease, error, delay).await
     }
     async fn release(&self, lease: Lease) -> Result<(), QueueError> {
+        self.record("release");
         self.inner.release(lease).await
     }
     async fn dead_letter(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
+        self.record("dead_letter");
         self.inner.dead_letter(lease, error).await
     }
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.record("dead_letters");
         self.inner.dead_letters().await
     }
     async fn retry_dead(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("retry_dead");
         self.inner.retry_dead(id).await
     }
     async fn drop_dead(&self, id: EntryId) -> Result<(), QueueError> {
+        self.record("drop_dead");
         self.inner.drop_dead(id).await
     }
     async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.record("stats");
         self.stats_calls.fetch_add(1, Ordering::SeqCst);
         if self.hold_stats.load(Ordering::SeqCst) {
             let _permit = self.stats_gate.acquire().await;
@@ -128,6 +163,7 @@ impl ReconciliationQueue for FlakyQueue {
         self.inner.stats().await
     }
     async fn flush(&self) -> Result<(), QueueError> {
+        self.record("flush");
         self.inner.flush().await
     }
 }
