@@ -218,6 +218,11 @@ pub struct QueueStats {
 }
 
 impl QueueStats {
+    /// True when neither store has anything pending, in flight or dead.
+    pub fn is_empty(&self) -> bool {
+        self.old.is_empty() && self.new.is_empty()
+    }
+
     /// The counts of one target.
     pub fn target(&self, side: Side) -> &TargetStats {
         match side {
