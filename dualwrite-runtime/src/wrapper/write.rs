@@ -2,7 +2,9 @@
 //!
 //! 1. [`WriteGuard::begin`] waits until no stage move is in progress, then
 //!    takes the key's order guard (the namespace's, for an unkeyed write)
-//!    and snapshots the stage. Holding both for the whole write is what
+//!    and snapshots the stage; if an uncertain write of an overlapping key
+//!    is still to be settled in the authoritative store, it lets go of both
+//!    and waits for that first. Holding both for the whole write is what
 //!    makes two writers of one key reach both stores in the same order (I4),
 //!    and keeps a stage move from landing between the two halves of a write.
 //! 2. Journaled delivery only: [`WriteGuard::prepare`] writes the operation
@@ -170,10 +172,7 @@ impl<'a> WriteGuard<'a> {
         key: Key,
     ) -> Self {
         let shared: &'a Shared = owner;
-        // Barrier first, key second: a stage move waits for writes that hold
-        // the barrier, and those must never wait for a writer that does not.
-        let (stage, stage_barrier) = shared.stage.enter_write().await;
-        let key_lock = Self::lock_settled(shared, namespace, &key).await;
+        let (stage, stage_barrier, key_lock) = Self::enter(shared, namespace, &key).await;
         WriteGuard {
             shared,
             namespace,
@@ -196,11 +195,17 @@ impl<'a> WriteGuard<'a> {
         }
     }
 
-    /// Takes the key's guard once no uncertain write of an overlapping key
-    /// is waiting to be settled in the authoritative store (see
-    /// `uncertain.rs`), waiting for at most `orphan_after` once a worker
-    /// has run in this process, else the lease length.
-    async fn lock_settled(shared: &Shared, namespace: &'static str, key: &Key) -> KeyLockGuard {
+    /// Takes the stage barrier and the key's guard once no uncertain write
+    /// of an overlapping key is waiting to be settled in the authoritative
+    /// store (see `uncertain.rs`). While it waits it holds neither (the
+    /// worker needs the key; a stage move must not wait for it), and it
+    /// waits for at most `orphan_after` once a worker has run in this
+    /// process, else the lease length.
+    async fn enter(
+        shared: &Shared,
+        namespace: &'static str,
+        key: &Key,
+    ) -> (Stage, OwnedRwLockReadGuard<()>, KeyLockGuard) {
         let started = Instant::now();
         loop {
             // A worker of this process settles it as soon as the
@@ -215,11 +220,16 @@ impl<'a> WriteGuard<'a> {
             let settled = shared.uncertain.settled();
             tokio::pin!(settled);
             settled.as_mut().enable();
+            // Barrier first, key second: a stage move waits for writes that
+            // hold the barrier, and those must never wait for a writer that
+            // does not.
+            let (stage, barrier) = shared.stage.enter_write().await;
             let key_lock = shared.locks.lock(namespace, key.clone()).await;
             let Some(waiting_for) = shared.uncertain.blocking(namespace, key) else {
-                return key_lock;
+                return (stage, barrier, key_lock);
             };
             drop(key_lock);
+            drop(barrier);
             if tokio::time::timeout_at(deadline, settled).await.is_err() {
                 tracing::error!(
                     namespace,
@@ -231,7 +241,9 @@ impl<'a> WriteGuard<'a> {
                 // land after this write. The queue still takes it to the
                 // follower, where this write supersedes it.
                 shared.uncertain.settle(waiting_for, false);
-                return shared.locks.lock(namespace, key.clone()).await;
+                let (stage, barrier) = shared.stage.enter_write().await;
+                let key_lock = shared.locks.lock(namespace, key.clone()).await;
+                return (stage, barrier, key_lock);
             }
         }
     }
