@@ -31,7 +31,9 @@
 //! it, for up to a third of the lease.
 
 mod handle;
+mod lease;
 mod retry;
+mod uncertain;
 
 pub use handle::{WorkerHandle, WorkerShutdownError};
 pub use retry::RetryPolicy;
@@ -45,7 +47,7 @@ use tokio::sync::watch;
 
 use crate::observe::DeadLetterReport;
 use crate::op::{Key, Replay};
-use crate::queue::{ClaimedEntry, Lease, QueueError, ReconciliationQueue};
+use crate::queue::{ClaimedEntry, QueueError};
 use crate::stage::Side;
 use crate::wrapper::{KeyLocks, Shared};
 
@@ -334,7 +336,7 @@ where
         let _turn = self.attempts.lock("attempts", target_key).await;
         let key = self.shown(&entry.key);
         let work = self.apply(entry);
-        let fence = fence(self.shared.queue.as_ref(), lease, length, claimed_at);
+        let fence = lease::fence(self.shared.queue.as_ref(), lease, length, claimed_at);
         tokio::pin!(work, fence);
         tokio::select! {
             outcome = &mut work => outcome,
@@ -408,55 +410,6 @@ where
                 }
             }
         }
-    }
-
-    /// Applies uncertain writes of this namespace to the store that was
-    /// authoritative, out of the queue's order, so that later writes of
-    /// their keys, which wait for it, can go ahead (see the wrapper's
-    /// `uncertain.rs`). Their queue entries then go to the follower in
-    /// order, as usual.
-    async fn settle_uncertain(&self) -> Outcome {
-        while let Some(write) = self.shared.uncertain.next_to_settle(Op::NAMESPACE) {
-            let _order = self
-                .shared
-                .locks
-                .lock(Op::NAMESPACE, write.key.clone())
-                .await;
-            // An orphan attempt may have settled it while this waited for
-            // the key; applying it again now could land after a later write.
-            if !self.shared.uncertain.is_pending(write.id) {
-                continue;
-            }
-            let op = match decode_parts::<Op>(
-                &write.namespace,
-                &write.method,
-                write.version,
-                &write.payload,
-            ) {
-                Ok(op) => op,
-                Err(error) => {
-                    // The queue entry is dead-lettered when it is claimed.
-                    tracing::error!(entry = %write.id, %error, "an uncertain write cannot be decoded");
-                    self.shared.uncertain.settle(write.id, false);
-                    continue;
-                }
-            };
-            match self.replay_to_authoritative(&op, write.authoritative).await {
-                Ok(()) => {
-                    self.shared.uncertain.settle(write.id, true);
-                    if let Err(error) = self.shared.queue.settle_orphan(write.id).await {
-                        tracing::warn!(entry = %write.id, %error, "could not record that an uncertain write reached the authoritative store; its replay applies it there again (idempotent)");
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(entry = %write.id, key = %self.shown(&write.key), authoritative = %write.authoritative, %error, "could not apply an uncertain write to the authoritative store; trying again");
-                    self.shared.uncertain.retry_later(write.id);
-                    tokio::time::sleep(self.shared.retry.delay_after(1)).await;
-                    return Outcome::Settled;
-                }
-            }
-        }
-        Outcome::Settled
     }
 
     /// Dead-letters the entry and tells the observers (which also count it).
@@ -575,36 +528,6 @@ impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
         self.0
             .send_modify(|running| *running = running.saturating_sub(1));
-    }
-}
-
-/// Resolves when the attempt must stop: the claim was lost, or the lease
-/// runs out by this process's clock before a renewal got through. Renews
-/// every third of the lease until then.
-async fn fence(
-    queue: &dyn ReconciliationQueue,
-    lease: Lease,
-    length: std::time::Duration,
-    claimed_at: tokio::time::Instant,
-) -> String {
-    let mut deadline = claimed_at + length;
-    let every = length / 3;
-    loop {
-        let next = (tokio::time::Instant::now() + every).min(deadline);
-        tokio::time::sleep_until(next).await;
-        if tokio::time::Instant::now() >= deadline {
-            return "the lease ran out before it could be renewed".to_owned();
-        }
-        let asked_at = tokio::time::Instant::now();
-        match queue.renew(lease, length).await {
-            Ok(()) => deadline = asked_at + length,
-            Err(QueueError::LeaseLost(_)) => {
-                return "the claim was lost (the entry was claimed again or withdrawn)".to_owned()
-            }
-            Err(error) => {
-                tracing::warn!(entry = %lease.id, %error, "could not renew a lease; trying again")
-            }
-        }
     }
 }
 

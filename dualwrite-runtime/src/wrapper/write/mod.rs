@@ -42,19 +42,19 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::sync::OwnedRwLockReadGuard;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+mod cancel;
+
+use cancel::{report_drift, spawn_withdrawal_retries, withdraw, Owed, OwedOperation};
+
 use super::breaker::Admission;
 use super::locks::KeyLockGuard;
-use super::uncertain::UncertainWrite;
 use super::{Delivery, Shared};
 use crate::observe::CallOutcome;
 use crate::op::{Key, Operation, ShownKey};
@@ -80,43 +80,6 @@ pub struct WriteGuard<'a> {
     /// task that settles what is owed, keeping the key's order.
     key_lock: Option<KeyLockGuard>,
     stage_barrier: Option<OwnedRwLockReadGuard<()>>,
-}
-
-/// What a write owes the stores at this point (see the module docs).
-enum Owed {
-    Nothing,
-    /// Journaled: written ahead; the authoritative call has not started.
-    Prepared(EntryId),
-    /// The authoritative call is running: whether it lands is unknown.
-    Authoritative {
-        prepared: Option<EntryId>,
-        op: Option<Box<dyn OwedOperation>>,
-    },
-    /// Sync: the authoritative store took it; the follower has not.
-    Follower(Box<dyn OwedOperation>),
-    /// Journaled: the authoritative store took it; the commit is owed.
-    Commit(EntryId),
-    /// Journaled: the authoritative call failed; the entry must go.
-    Withdraw(EntryId),
-}
-
-/// An operation kept for queueing, encoded only if it is queued.
-trait OwedOperation: Send + Sync {
-    fn encode(&self) -> Result<Vec<u8>, QueueError>;
-    fn method(&self) -> &'static str;
-    fn version(&self) -> u32;
-}
-
-impl<Op: Operation + Clone> OwedOperation for Op {
-    fn encode(&self) -> Result<Vec<u8>, QueueError> {
-        serde_json::to_vec(self).map_err(QueueError::Encode)
-    }
-    fn method(&self) -> &'static str {
-        Operation::method(self)
-    }
-    fn version(&self) -> u32 {
-        Op::VERSION
-    }
 }
 
 /// The reconciliation queue refused an operation, so the follower may miss
@@ -155,14 +118,6 @@ pub enum FollowerPlan {
     /// Queue the operation for it, for the reason given.
     Queue(Side, String),
 }
-
-/// How often a failed withdrawal is retried in the request before the entry
-/// is marked withdrawn in memory and left to a background task.
-const WITHDRAW_PAUSES: [Duration; 3] = [
-    Duration::ZERO,
-    Duration::from_millis(10),
-    Duration::from_millis(50),
-];
 
 impl<'a> WriteGuard<'a> {
     pub(super) async fn begin(
@@ -652,259 +607,5 @@ impl<'a> WriteGuard<'a> {
     pub fn deliver_by(mut self, delivery: Delivery) -> Self {
         self.delivery = delivery;
         self
-    }
-
-    /// The work `Drop` must do for what is owed, if anything.
-    fn settle_owed(&mut self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
-        let owed = std::mem::replace(
-            self.owed
-                .get_mut()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-            Owed::Nothing,
-        );
-        let shared = Arc::clone(&self.owner);
-        let (namespace, method, key) = (self.namespace, self.method, self.key.clone());
-        let shown = self.shown_key();
-        let follower = self.follower();
-        let queue_op = move |op: Box<dyn OwedOperation>, uncertain: bool| {
-            let reason = if uncertain {
-                "the caller went away during the authoritative write: it may or may not have landed"
-            } else {
-                "the caller went away before the follower had the write"
-            };
-            op.encode().map(|payload| NewEntry {
-                namespace: namespace.to_owned(),
-                target: follower,
-                key: key.clone(),
-                method: op.method().to_owned(),
-                version: op.version(),
-                payload,
-                reason: reason.to_owned(),
-                uncertain,
-            })
-        };
-        let work: Pin<Box<dyn Future<Output = ()> + Send>> = match owed {
-            Owed::Nothing => return None,
-            Owed::Authoritative {
-                prepared: None,
-                op: None,
-            } => return None,
-            Owed::Prepared(id) | Owed::Withdraw(id) => {
-                tracing::warn!(namespace, method, key = %shown, "write cancelled before its authoritative write completed; withdrawing its written-ahead operation");
-                Box::pin(async move {
-                    if withdraw(&shared, id).await.is_err() {
-                        shared.withdrawals.mark(id);
-                        spawn_withdrawal_retries(Arc::clone(&shared), id);
-                    }
-                })
-            }
-            Owed::Authoritative {
-                prepared: Some(id),
-                op,
-            } => {
-                tracing::warn!(namespace, method, key = %shown, "write cancelled during its authoritative write; its written-ahead operation will be applied to both stores");
-                let uncertain = op.and_then(|op| {
-                    queue_op(op, true)
-                        .ok()
-                        .map(|entry| uncertain_write(id, entry, follower))
-                });
-                Box::pin(async move {
-                    match shared.queue.commit_uncertain(id).await {
-                        Ok(()) => {
-                            if let Some(write) = uncertain {
-                                shared.uncertain.register(write);
-                            }
-                            shared.queued.notify_one();
-                        }
-                        Err(error) => {
-                            tracing::error!(namespace, method, key = %shown, %error, "could not mark a cancelled write's operation uncertain; the worker replays it after the orphan timeout")
-                        }
-                    }
-                })
-            }
-            Owed::Commit(id) => {
-                tracing::warn!(namespace, method, key = %shown, "write cancelled before its written-ahead operation was confirmed; confirming it");
-                Box::pin(async move {
-                    match shared.queue.commit(id).await {
-                        Ok(()) => shared.queued.notify_one(),
-                        Err(error) => {
-                            tracing::error!(namespace, method, key = %shown, %error, "could not confirm a cancelled write's operation; the worker replays it after the orphan timeout")
-                        }
-                    }
-                })
-            }
-            Owed::Authoritative {
-                prepared: None,
-                op: Some(op),
-            } => {
-                tracing::warn!(namespace, method, key = %shown, "write cancelled during its authoritative write; queueing it for both stores");
-                queue_owed(
-                    shared,
-                    queue_op(op, true),
-                    namespace,
-                    method,
-                    self.key.clone(),
-                    follower,
-                    true,
-                )
-            }
-            Owed::Follower(op) => {
-                tracing::warn!(namespace, method, key = %shown, "write cancelled before the follower had it; queueing it");
-                queue_owed(
-                    shared,
-                    queue_op(op, false),
-                    namespace,
-                    method,
-                    self.key.clone(),
-                    follower,
-                    false,
-                )
-            }
-        };
-        Some(work)
-    }
-}
-
-/// Appends the operation of a cancelled write.
-fn queue_owed(
-    shared: Arc<Shared>,
-    entry: Result<NewEntry, QueueError>,
-    namespace: &'static str,
-    method: &'static str,
-    key: Key,
-    target: Side,
-    uncertain: bool,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(async move {
-        let (appended, registered) = match entry {
-            Ok(entry) => {
-                let copy = uncertain.then(|| entry.clone());
-                (shared.queue.append(entry).await, copy)
-            }
-            Err(error) => (Err(error), None),
-        };
-        match appended {
-            Ok(id) => {
-                if let Some(entry) = registered {
-                    shared
-                        .uncertain
-                        .register(uncertain_write(id, entry, target));
-                }
-                shared.stage.note_queued(target);
-                shared.queued.notify_one();
-            }
-            Err(error) => report_drift(&shared, namespace, method, &key, target, &error),
-        }
-    })
-}
-
-/// What the worker needs to settle an uncertain write queued as `id` for
-/// `follower`.
-fn uncertain_write(id: EntryId, entry: NewEntry, follower: Side) -> UncertainWrite {
-    UncertainWrite {
-        id,
-        namespace: entry.namespace,
-        key: entry.key,
-        authoritative: follower.other(),
-        method: entry.method,
-        version: entry.version,
-        payload: entry.payload,
-    }
-}
-
-/// A follower write lost because the queue refused it: counted, measured,
-/// logged.
-fn report_drift(
-    shared: &Shared,
-    namespace: &'static str,
-    method: &'static str,
-    key: &Key,
-    target: Side,
-    error: &QueueError,
-) {
-    shared.drift.fetch_add(1, Ordering::Relaxed);
-    crate::observe::record_drift(namespace, method, target);
-    tracing::error!(
-        namespace,
-        method,
-        key = %key.shown(shared.log_keys),
-        follower = %target,
-        %error,
-        "reconciliation queue refused an operation: the follower will miss this write until it is repaired"
-    );
-}
-
-/// Withdraws a written-ahead entry, retrying a few times.
-async fn withdraw(shared: &Shared, id: EntryId) -> Result<(), QueueError> {
-    let mut last = None;
-    for pause in WITHDRAW_PAUSES {
-        if !pause.is_zero() {
-            crate::guarded::pause(pause).await;
-        }
-        match shared.queue.abort(id).await {
-            Ok(()) => return Ok(()),
-            Err(error) => last = Some(error),
-        }
-    }
-    Err(last.unwrap_or_else(|| QueueError::Backend("the withdrawal was never attempted".into())))
-}
-
-/// Keeps trying to remove an entry marked withdrawn, until the queue takes
-/// the removal or the worker has dropped the entry itself. Needs a tokio
-/// runtime; without one, the worker's check of the mark is what keeps the
-/// entry from being replayed.
-fn spawn_withdrawal_retries(shared: Arc<Shared>, id: EntryId) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        let mut pause = Duration::from_millis(100);
-        while shared.withdrawals.contains(id) {
-            tokio::time::sleep(pause).await;
-            match shared.queue.abort(id).await {
-                Ok(()) => {
-                    shared.withdrawals.clear(id);
-                    tracing::info!(entry = %id, "written-ahead operation withdrawn after earlier failures");
-                }
-                Err(error) => {
-                    tracing::debug!(entry = %id, %error, "withdrawal still failing");
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    });
-}
-
-impl Drop for WriteGuard<'_> {
-    /// The caller's future was dropped with something still owed: settle it
-    /// in work that keeps the key's order guard and the stage barrier until
-    /// it is done, so the stores still converge (I2) and nothing is lost
-    /// silently (I7). See the module docs.
-    fn drop(&mut self) {
-        let Some(work) = self.settle_owed() else {
-            return;
-        };
-        let held = (self.key_lock.take(), self.stage_barrier.take());
-        run_detached(Box::pin(async move {
-            let _held = held;
-            work.await;
-        }));
-    }
-}
-
-/// Polls `work` once here (so that a queue taking requests synchronously
-/// has this one before the caller's task moves on), then finishes it in a
-/// task of the current runtime, or blocks on it without one.
-fn run_detached(mut work: Pin<Box<dyn Future<Output = ()> + Send>>) {
-    let waker = futures::task::noop_waker();
-    let mut context = Context::from_waker(&waker);
-    if let Poll::Ready(()) = work.as_mut().poll(&mut context) {
-        return;
-    }
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(work);
-        }
-        Err(_) => futures::executor::block_on(work),
     }
 }
