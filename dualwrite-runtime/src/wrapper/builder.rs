@@ -134,6 +134,12 @@ impl<Old, New> Builder<Old, New> {
     /// its authoritative write waits for the writer to confirm it before the
     /// worker presumes the writer died mid-write and replays the operation to
     /// both stores. Must exceed the slowest authoritative write. Default: 5 min.
+    ///
+    /// It also bounds how long a write waits for an uncertain write of its
+    /// key (one whose caller was cancelled during the authoritative call) to
+    /// be applied to the authoritative store by the worker, once a worker
+    /// has run in this process; see [`DualWrite::shutdown`] and the crate
+    /// docs on cancellation.
     pub fn orphan_after(mut self, after: Duration) -> Self {
         self.orphan_after = after;
         self
