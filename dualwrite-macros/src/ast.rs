@@ -68,15 +68,27 @@ pub(crate) struct Method<'a> {
     /// `#[cfg]` and `#[cfg_attr]` on the method, repeated on everything
     /// generated for it.
     pub(crate) cfgs: Vec<&'a Attribute>,
+    /// `E` of a `Result<T, E>` output.
+    pub(crate) error_type: Option<&'a Type>,
+    /// What a read's comparator compares: `T` of a `..Result<T, ..>`
+    /// output, else the output itself.
+    pub(crate) read_value: Option<&'a Type>,
+    /// Whether a read marked `detached` can spawn its other-store call:
+    /// its future must be known to be `Send`. Native `async fn` cannot say
+    /// so, and `impl Future` without `+ Send` does not; they compare
+    /// concurrently instead (documented in the runtime's `read` module).
+    pub(crate) detached: bool,
+    /// The `fail_closed` option on the method or the trait, if given.
+    pub(crate) fail_closed: Option<Span>,
 }
 
-impl Method<'_> {
-    pub(crate) fn ident(&self) -> &Ident {
+impl<'a> Method<'a> {
+    pub(crate) fn ident(&self) -> &'a Ident {
         &self.item.sig.ident
     }
 
     /// The type the method's call produces (after `.await` for async forms).
-    pub(crate) fn output(&self) -> Option<&Type> {
+    pub(crate) fn output(&self) -> Option<&'a Type> {
         match (self.form, &self.item.sig.output) {
             (Form::ImplFuture(output), _) => Some(output),
             (_, ReturnType::Type(_, ty)) => Some(ty),
@@ -90,6 +102,8 @@ pub(crate) struct Arg<'a> {
     pub(crate) name: Ident,
     pub(crate) ty: &'a Type,
     pub(crate) passing: Passing<'a>,
+    /// How a read keeps the argument for a detached call.
+    pub(crate) owned: Passing<'a>,
 }
 
 /// How an argument of a write method is kept in the operation.
@@ -108,6 +122,7 @@ impl<'a> Trait<'a> {
     pub(crate) fn from_syn(item: &'a ItemTrait, options: TraitOptions) -> syn::Result<Self> {
         let mut errors = None;
         let async_trait = item.attrs.iter().find(|attr| is_async_trait_attr(attr));
+        let fail_closed = options.fail_closed;
         let mut model = Trait {
             item,
             options,
@@ -118,7 +133,7 @@ impl<'a> Trait<'a> {
         };
         for trait_item in &item.items {
             match trait_item {
-                TraitItem::Fn(method) => match Method::from_syn(method, async_trait.is_some()) {
+                TraitItem::Fn(method) => match Method::from_syn(method, async_trait.is_some(), fail_closed) {
                     Ok(method) => model.methods.push(method),
                     Err(error) => combine(&mut errors, error),
                 },
@@ -158,7 +173,11 @@ impl<'a> Trait<'a> {
 }
 
 impl<'a> Method<'a> {
-    fn from_syn(item: &'a TraitItemFn, under_async_trait: bool) -> syn::Result<Self> {
+    fn from_syn(
+        item: &'a TraitItemFn,
+        under_async_trait: bool,
+        trait_fail_closed: Option<Span>,
+    ) -> syn::Result<Self> {
         let options = MethodOptions::from_attrs(&item.attrs)?;
         let sig = &item.sig;
         if let Some(span) = expanded_async_trait(item) {
@@ -221,6 +240,7 @@ impl<'a> Method<'a> {
                 name,
                 ty: &typed.ty,
                 passing,
+                owned: owned_passing(&typed.ty),
             });
         }
         if let Some(errors) = errors {
@@ -231,7 +251,14 @@ impl<'a> Method<'a> {
             .iter()
             .filter(|attr| attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr"))
             .collect();
-        Ok(Method {
+        let detached = options.detached.is_some()
+            && match form {
+                Form::AsyncTrait | Form::Blocking => true,
+                Form::NativeAsync => false,
+                Form::ImplFuture(_) => returns_send_future(&sig.output),
+            };
+        let fail_closed = options.fail_closed.or(trait_fail_closed);
+        let mut method = Method {
             item,
             options,
             role,
@@ -239,7 +266,14 @@ impl<'a> Method<'a> {
             receiver,
             args,
             cfgs,
-        })
+            error_type: None,
+            read_value: None,
+            detached,
+            fail_closed,
+        };
+        method.error_type = method.output().and_then(result_error_type);
+        method.read_value = method.output().map(read_value_type);
+        Ok(method)
     }
 }
 
@@ -403,4 +437,66 @@ fn write_passing(ty: &Type) -> syn::Result<Passing<'_>> {
         )),
         _ => Ok(Passing::Value),
     }
+}
+
+/// `E` of `Result<T, E>` (two arguments).
+fn result_error_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let mut types = args.args.iter().filter_map(|arg| match arg {
+        GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    });
+    let _ok = types.next()?;
+    types.next()
+}
+
+/// What a read's comparator compares: `T` of `Result<T, ..>`, else the output.
+fn read_value_type(ty: &Type) -> &Type {
+    if let Type::Path(path) = ty {
+        if let Some(last) = path.path.segments.last() {
+            if last.ident.to_string().ends_with("Result") {
+                if let PathArguments::AngleBracketed(args) = &last.arguments {
+                    if let Some(GenericArgument::Type(ok)) = args.args.first() {
+                        return ok;
+                    }
+                }
+            }
+        }
+    }
+    ty
+}
+
+/// How a read's argument is copied into a detached call: the types of
+/// `&str`, `&[T]` and `&T` are owned as `String`, `Vec<T>` and `T`.
+fn owned_passing(ty: &Type) -> Passing<'_> {
+    match ty {
+        Type::Reference(reference) if reference.mutability.is_none() => match &*reference.elem {
+            Type::Path(path) if path.path.is_ident("str") => Passing::Str,
+            Type::Slice(slice) => Passing::Slice(&slice.elem),
+            elem => Passing::Ref(elem),
+        },
+        _ => Passing::Value,
+    }
+}
+
+/// Whether `-> impl Future<..> + Send` names `Send`.
+fn returns_send_future(output: &ReturnType) -> bool {
+    let ReturnType::Type(_, ty) = output else {
+        return false;
+    };
+    let Type::ImplTrait(bounds) = &**ty else {
+        return false;
+    };
+    bounds.bounds.iter().any(|bound| match bound {
+        TypeParamBound::Trait(bound) => bound
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "Send"),
+        _ => false,
+    })
 }

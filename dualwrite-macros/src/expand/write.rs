@@ -1,0 +1,176 @@
+//! The bodies of write methods: the authoritative store's call, then the
+//! follower's, or the operation queued for the worker.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::Ident;
+
+use super::context::{follower_argument, form_fn, key_call, mixed, Context};
+use super::wrapper::Store;
+use crate::ast::{Method, Passing};
+
+impl Context<'_, '_> {
+    /// A write: begun with the runtime (key, delivery), the operation built
+    /// when there is a follower, the authoritative store called, then the
+    /// follower called or the operation queued.
+    pub(super) fn write_body(&self, method: &Method<'_>) -> TokenStream {
+        let private = &self.private;
+        let (this, stores) = self.stores(method);
+        let ident = method.ident();
+        let namespace = &self.namespace;
+        let name = Self::method_name(method);
+        let op = &self.op;
+        let variant = self.variant(method);
+        let is_async = method.form.is_async();
+        let await_ = is_async.then(|| quote!(.await));
+        let in_form = |name: &str| form_fn(name, is_async);
+        let names: Vec<&Ident> = method.args.iter().map(|arg| &arg.name).collect();
+        let [guard, op_value, result, side, outcome, reason, prepared, refusal] = [
+            "__dualwrite_guard",
+            "__dualwrite_op",
+            "__dualwrite_result",
+            "__dualwrite_side",
+            "__dualwrite_outcome",
+            "__dualwrite_reason",
+            "__dualwrite_prepared",
+            "__dualwrite_refusal",
+        ]
+        .map(mixed);
+
+        let key = match &method.options.key {
+            Some(key) => key_call(private, key),
+            None => quote!(#private::Key::unkeyed()),
+        };
+        let begin_write = in_form("__begin_write");
+        let begin =
+            quote!(#private::DualWrite::#begin_write(#this, #namespace, #name, #key) #await_);
+        let begin = match &method.options.delivery {
+            Some(delivery) if delivery == "journaled" => {
+                quote!(#begin.deliver_by(#private::Delivery::Journaled))
+            }
+            Some(_) => quote!(#begin.deliver_by(#private::Delivery::Sync)),
+            None => begin,
+        };
+        let captured = method.args.iter().map(|arg| {
+            let field = &arg.name;
+            match arg.passing {
+                Passing::Value => quote!(#field: ::core::clone::Clone::clone(&#field)),
+                _ => quote!(#field: ::std::borrow::ToOwned::to_owned(#field)),
+            }
+        });
+        let follower_args: Vec<TokenStream> = method
+            .args
+            .iter()
+            .map(|arg| follower_argument(&arg.name, &arg.passing))
+            .collect();
+        let [prepare, commit, abort, enqueue, follower_plan] =
+            ["prepare", "commit", "abort", "enqueue", "follower_plan"].map(in_form);
+        // Fail-open writes go on when the queue refuses (it was logged and
+        // counted); fail-closed writes return the refusal as their error.
+        // The conversion is called with method syntax and the option's span,
+        // so a missing `From<QueueRefused>` is reported on `fail_closed`.
+        let into_error = |span: Span| {
+            let method = Ident::new("into_method_error", span);
+            quote_spanned! {span=> {
+                use #private::RefusalInto as _;
+                #refusal.#method()
+            }}
+        };
+        let enqueue = quote!(#guard.#enqueue(#side, &#op_value, #reason) #await_);
+        let enqueue = match method.fail_closed {
+            Some(span) => {
+                let into_error = into_error(span);
+                quote! {
+                    if let ::core::result::Result::Err(#refusal) = #enqueue {
+                        return ::core::result::Result::Err(#into_error);
+                    }
+                }
+            }
+            None => quote!(let _ = #enqueue;),
+        };
+        let take_prepared = match method.fail_closed {
+            Some(span) => {
+                let into_error = into_error(span);
+                quote! {
+                    let #prepared = match #prepared {
+                        ::core::result::Result::Ok(#prepared) => #prepared,
+                        ::core::result::Result::Err(#refusal) => {
+                            return ::core::result::Result::Err(#into_error);
+                        }
+                    };
+                }
+            }
+            None => {
+                quote!(let #prepared = ::core::result::Result::unwrap_or(#prepared, ::core::option::Option::None);)
+            }
+        };
+        // `guard.<function>(<first>, <the store's call>)`, awaited, or its
+        // `_blocking` twin with the call in a closure.
+        let guard_call =
+            |function: &str, first: Option<TokenStream>, store: &Store, args: &[TokenStream]| {
+                let Store {
+                    as_trait, receiver, ..
+                } = store;
+                let call = quote!(#as_trait::#ident(#receiver, #(#args),*));
+                let function = in_form(function);
+                let first = first.map(|first| quote!(#first,));
+                if is_async {
+                    quote!(#guard.#function(#first #call).await)
+                } else {
+                    quote!(#guard.#function(#first || #call))
+                }
+            };
+        let names_passed: Vec<TokenStream> = names.iter().map(|name| quote!(#name)).collect();
+        let authoritative = stores.iter().map(|store| {
+            let side = &store.side;
+            let first = quote!(::core::option::Option::as_ref(&#op_value));
+            let call = guard_call("authoritative_call", Some(first), store, &names_passed);
+            quote!(#side => #call,)
+        });
+        let follower = stores.iter().map(|store| {
+            let side = &store.side;
+            let call = guard_call("call_follower", None, store, &follower_args);
+            quote!((#side, #op::#variant { #(#names),* }) => #call,)
+        });
+        quote! {
+            let #guard = #begin;
+            let #op_value = if #guard.has_follower() {
+                ::core::option::Option::Some(#op::#variant { #(#captured),* })
+            } else {
+                ::core::option::Option::None
+            };
+            // Journaled delivery writes the operation ahead, so that a crash
+            // between the two stores cannot lose it.
+            let #prepared = match &#op_value {
+                ::core::option::Option::Some(#op_value) => #guard.#prepare(#op_value) #await_,
+                ::core::option::Option::None => ::core::result::Result::Ok(::core::option::Option::None),
+            };
+            #take_prepared
+            let #result = match #guard.authoritative() {
+                #(#authoritative)*
+            };
+            if ::core::result::Result::is_err(&#result) {
+                #guard.#abort(#prepared) #await_;
+            } else if let ::core::option::Option::Some(#op_value) = #op_value {
+                if let ::core::option::Option::Some(#prepared) = #prepared {
+                    #guard.#commit(#prepared) #await_;
+                } else { match #guard.#follower_plan() #await_ {
+                    #private::FollowerPlan::Call(#side) => {
+                        let #outcome = match (#side, &#op_value) {
+                            #(#follower)*
+                            #[allow(unreachable_patterns)]
+                            _ => ::core::unreachable!("the operation was built for this method"),
+                        };
+                        if let ::core::result::Result::Err(#reason) = #outcome {
+                            #enqueue
+                        }
+                    }
+                    #private::FollowerPlan::Queue(#side, #reason) => {
+                        #enqueue
+                    }
+                } }
+            }
+            #result
+        }
+    }
+}
