@@ -215,9 +215,12 @@ mod config;
 mod guarded;
 pub mod observe;
 mod op;
+mod order;
 pub mod queue;
 pub mod read;
+mod rollout;
 pub mod stage;
+mod vocabulary;
 mod worker;
 mod wrapper;
 

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::ComparisonOutcome;
+use super::StageChange;
 use crate::queue::QueueStats;
-use crate::read::ComparisonOutcome;
-use crate::stage::{Side, Stage, StageChange};
+use crate::vocabulary::{Side, Stage};
 
 /// The metric names (see the [module docs](super#metrics) for kinds and labels).
 pub mod names {

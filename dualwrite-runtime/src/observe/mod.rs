@@ -63,8 +63,10 @@
 //! which follows from the call's. Matches are `debug` events, disagreements
 //! `warn` events (from the [`TracingObserver`]).
 
+mod change;
 mod metrics;
 mod observers;
+mod outcome;
 
 pub use self::metrics::{labels, names};
 pub use observers::TracingObserver;
@@ -80,15 +82,13 @@ pub(crate) use self::metrics::record_reconciled;
 pub(crate) use self::metrics::record_drift;
 pub(crate) use observers::{merged as merged_observers, Observers};
 
-#[doc(inline)]
-pub use crate::read::ComparisonOutcome;
-#[doc(inline)]
-pub use crate::stage::StageChange;
+pub use change::StageChange;
+pub use outcome::ComparisonOutcome;
 
 use std::time::Duration;
 
 use crate::op::Key;
-use crate::stage::{Side, Stage};
+use crate::vocabulary::{Side, Stage};
 
 /// Told about the events of a migration. Every method has an empty default,
 /// so implement only what you publish.

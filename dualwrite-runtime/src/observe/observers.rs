@@ -3,8 +3,8 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use super::StageChange;
 use super::{ComparisonReport, DeadLetterReport, Observer, StageSourceReport};
-use crate::stage::StageChange;
 
 /// The default observer: mismatches become `warn` events, dead letters
 /// `error` events. Stage changes and stage-source errors are logged by the

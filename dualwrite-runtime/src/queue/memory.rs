@@ -11,7 +11,7 @@ use super::{
     QueueStats, ReconciliationQueue,
 };
 use crate::op::Key;
-use crate::stage::Side;
+use crate::vocabulary::Side;
 
 /// A reconciliation queue held in process memory.
 ///

@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::op::Key;
-use crate::stage::Side;
+use crate::vocabulary::Side;
 
 /// What a dead letter does to the later entries of its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -64,12 +64,12 @@ mod compare;
 #[doc(hidden)]
 pub mod generated;
 mod plan;
-mod rollout;
 mod sample;
 
-pub use compare::{equal, normalized, plain_view, result_view, ComparisonOutcome};
+pub use crate::observe::ComparisonOutcome;
+pub use crate::rollout::{bucket, Rollout, RolloutError, BUCKETS};
+pub use compare::{equal, normalized, plain_view, result_view};
 pub use plan::ReadPlan;
-pub use rollout::{bucket, Rollout, RolloutError, BUCKETS};
 
 pub(crate) use compare::{judge, Answer};
 
@@ -83,6 +83,8 @@ use crate::observe::Observers;
 /// The read settings of one wrapper, with the state they need.
 #[derive(Debug)]
 pub(crate) struct Reads {
+    /// The stage handle reads are routed by (and comparisons recorded in).
+    pub(crate) stage: crate::StageHandle,
     /// How long a compared read waits for the other store once the serving
     /// store has answered.
     pub(crate) timeout: Duration,
@@ -152,6 +154,7 @@ impl ReadSettings {
         let observers = Observers::new(observers);
         stage.attach_observers(&observers);
         Ok(Reads {
+            stage: stage.clone(),
             timeout: self.timeout,
             sampling: self.sampling,
             detached: Arc::new(Semaphore::new(self.detached_concurrency)),

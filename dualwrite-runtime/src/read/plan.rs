@@ -26,17 +26,17 @@ use futures::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::Reads;
 use super::{judge, Answer, ComparisonOutcome};
 use crate::observe::{self, CallOutcome, ComparisonReport};
 use crate::op::Key;
-use crate::stage::{Side, Stage};
-use crate::wrapper::Shared;
+use crate::vocabulary::{Side, Stage};
 
 /// How one read is routed. Made by generated code; not part of the API.
 #[doc(hidden)]
 #[must_use = "a read plan does nothing until one of its methods runs the read"]
 pub struct ReadPlan<'a> {
-    shared: &'a Arc<Shared>,
+    shared: &'a Arc<Reads>,
     call: Call,
     span: tracing::Span,
 }
@@ -64,7 +64,7 @@ struct Served<T> {
 
 impl<'a> ReadPlan<'a> {
     pub(crate) fn new(
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Reads>,
         namespace: &'static str,
         method: &'static str,
         key: impl FnOnce() -> Option<Key>,
@@ -74,7 +74,7 @@ impl<'a> ReadPlan<'a> {
         let (stage, rollout_key) = shared.stage.read_stage(&mut take_key);
         let compared = stage
             .compared()
-            .filter(|_| super::sample::is_sampled(shared.reads.sampling));
+            .filter(|_| super::sample::is_sampled(shared.sampling));
         let key = match (rollout_key, compared) {
             (Some(key), _) => key,
             (None, Some(_)) => take_key(),
@@ -173,7 +173,7 @@ impl<'a> ReadPlan<'a> {
             Side::Old => (Either::Left(old), Either::Right(new)),
             Side::New => (Either::Right(new), Either::Left(old)),
         };
-        let timeout = shared.reads.timeout;
+        let timeout = shared.timeout;
         async move {
             let start = Instant::now();
             let serving = pin!(serving.map(|result| (result, start.elapsed())));
@@ -305,7 +305,7 @@ impl<'a> ReadPlan<'a> {
         task_span.follows_from(&span);
         let task_shared = Arc::clone(shared);
         let task_call = call.clone();
-        let timeout = shared.reads.timeout;
+        let timeout = shared.timeout;
         tokio::spawn(
             async move {
                 let _permit = permit;
@@ -381,7 +381,7 @@ impl<'a> ReadPlan<'a> {
         if self.call.compared.is_none() {
             return result;
         }
-        let Some(permit) = self.shared.reads.detached.clone().try_acquire_owned().ok() else {
+        let Some(permit) = self.shared.detached.clone().try_acquire_owned().ok() else {
             observe::record_dropped(self.call.namespace, self.call.method, "saturated");
             return result;
         };
@@ -439,12 +439,12 @@ impl<'a> ReadPlan<'a> {
 
 /// A permit for a detached comparison, or `None` (counted) when they are
 /// saturated or there is no runtime to run one on.
-fn detached_permit(shared: &Arc<Shared>, call: &Call) -> Option<tokio::sync::OwnedSemaphorePermit> {
+fn detached_permit(shared: &Arc<Reads>, call: &Call) -> Option<tokio::sync::OwnedSemaphorePermit> {
     if tokio::runtime::Handle::try_current().is_err() {
         observe::record_dropped(call.namespace, call.method, "no_runtime");
         return None;
     }
-    match Arc::clone(&shared.reads.detached).try_acquire_owned() {
+    match Arc::clone(&shared.detached).try_acquire_owned() {
         Ok(permit) => Some(permit),
         Err(_) => {
             observe::record_dropped(call.namespace, call.method, "saturated");
@@ -512,7 +512,7 @@ fn record_served(call: &Call, ok: bool, elapsed: Duration) {
 /// the comparator, the formatter and the observers are each caught.
 #[allow(clippy::too_many_arguments)]
 fn conclude<R, T: ?Sized, E: ?Sized, V: std::borrow::Borrow<T>>(
-    shared: &Shared,
+    shared: &Reads,
     call: &Call,
     served: Served<V>,
     answer: Result<R, Option<String>>,
@@ -579,5 +579,5 @@ fn conclude<R, T: ?Sized, E: ?Sized, V: std::borrow::Borrow<T>>(
         serving_value: served.shown,
         compared_value,
     };
-    shared.reads.observers.mismatch(&report);
+    shared.observers.mismatch(&report);
 }

@@ -7,10 +7,12 @@ use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 use super::source::{SourceStatus, StageRecord, StageSource, StageSourceError, StoredStage};
 use super::window::{refuses, ComparisonWindow, MismatchGuard, MismatchRate};
 use super::{Side, Stage};
-use crate::observe::{self, Observer, Observers, StageSourceReport};
+use crate::observe::{
+    self, ComparisonOutcome, Observer, Observers, StageChange, StageSourceReport,
+};
 use crate::op::Key;
 use crate::queue::{QueueError, QueueStats, ReconciliationQueue, TargetStats};
-use crate::read::{ComparisonOutcome, Rollout};
+use crate::rollout::Rollout;
 
 /// A shared, changeable [`Stage`].
 ///
@@ -64,7 +66,7 @@ struct Inner {
     barrier: Arc<RwLock<()>>,
     /// The per-key order guards of every wrapper built with this handle, so
     /// that wrappers moving together also order each key together.
-    key_locks: Arc<crate::wrapper::KeyLocks>,
+    key_locks: Arc<crate::order::KeyLocks>,
     queues: Mutex<Vec<Arc<dyn ReconciliationQueue>>>,
     observers: Mutex<Observers>,
     comparisons: ComparisonWindow,
@@ -89,19 +91,6 @@ impl std::fmt::Debug for StageHandle {
             .field("stage", &self.get())
             .finish_non_exhaustive()
     }
-}
-
-/// A stage move that took place.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StageChange {
-    /// The stage before.
-    pub from: Stage,
-    /// The stage now.
-    pub to: Stage,
-    /// The reason given to [`StageHandle::force`], if the move was forced.
-    pub forced: Option<String>,
-    /// The rollout by key in force after the move.
-    pub rollout: Option<Rollout>,
 }
 
 /// What storing a move decided, to announce once the barrier is released.
@@ -817,7 +806,7 @@ impl StageHandle {
         Ok(total)
     }
 
-    pub(crate) fn key_locks(&self) -> Arc<crate::wrapper::KeyLocks> {
+    pub(crate) fn key_locks(&self) -> Arc<crate::order::KeyLocks> {
         Arc::clone(&self.inner.key_locks)
     }
 

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::Stage;
-use crate::read::Rollout;
+use crate::rollout::Rollout;
 
 /// Where the instances of a service keep their common stage: a row beside
 /// the reconciliation queue ([`SqliteStageSource`](super::SqliteStageSource)

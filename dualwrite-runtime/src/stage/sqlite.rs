@@ -22,7 +22,7 @@ use sqlx::Row;
 
 use super::source::{StageRecord, StageSource, StageSourceError, StoredStage};
 use super::Stage;
-use crate::read::Rollout;
+use crate::rollout::Rollout;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS dualwrite_stage (
     migration TEXT PRIMARY KEY NOT NULL,

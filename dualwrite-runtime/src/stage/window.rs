@@ -12,7 +12,7 @@ use tokio::time::Instant;
 /// a bound.
 ///
 /// A comparison disagrees unless both stores matched or both errored (see
-/// [`ComparisonOutcome::is_disagreement`](crate::read::ComparisonOutcome::is_disagreement)).
+/// [`ComparisonOutcome::is_disagreement`](crate::ComparisonOutcome::is_disagreement)).
 /// The rate is judged over the comparisons this process made within the
 /// window, and only once there are at least `min_comparisons` of them: with
 /// fewer there is no evidence either way and the guardrail lets the move

@@ -47,9 +47,10 @@ use tokio::sync::watch;
 
 use crate::observe::DeadLetterReport;
 use crate::op::{Key, Replay};
+use crate::order::KeyLocks;
 use crate::queue::{ClaimedEntry, QueueError};
-use crate::stage::Side;
-use crate::wrapper::{KeyLocks, Shared};
+use crate::vocabulary::Side;
+use crate::wrapper::Shared;
 
 /// Applies queued operations of one trait (`Op`) to the stores of a
 /// [`DualWrite`](crate::DualWrite). Create it with

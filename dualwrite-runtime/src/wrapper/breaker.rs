@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{self, BuildError};
-use crate::stage::Side;
+use crate::vocabulary::Side;
 
 /// Settings of the circuit breaker. See [`Builder::circuit_breaker`](crate::Builder::circuit_breaker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -284,7 +284,7 @@ impl<Old, New> Builder<Old, New> {
             .stage
             .unwrap_or_else(|| StageHandle::new(self.initial_stage));
         stage.attach_queue(&queue);
-        let reads = self.reads.build(&stage, self.log_keys)?;
+        let reads = Arc::new(self.reads.build(&stage, self.log_keys)?);
         let shared = Shared {
             locks: stage.key_locks(),
             stage,

@@ -2,7 +2,6 @@
 
 mod breaker;
 mod builder;
-mod locks;
 mod uncertain;
 mod write;
 
@@ -22,7 +21,6 @@ use crate::queue::{QueueError, QueueStats, ReconciliationQueue};
 use crate::read::{ReadPlan, Reads};
 use crate::stage::{Side, StageHandle};
 use crate::worker::{RetryPolicy, Worker};
-pub(crate) use locks::KeyLocks;
 
 /// How a write reaches the follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,7 +57,7 @@ pub struct DualWrite<Old, New> {
 pub(crate) struct Shared {
     pub(crate) stage: StageHandle,
     pub(crate) queue: Arc<dyn ReconciliationQueue>,
-    pub(crate) locks: Arc<KeyLocks>,
+    pub(crate) locks: Arc<crate::order::KeyLocks>,
     pub(crate) follower_timeout: Duration,
     pub(crate) delivery: Delivery,
     pub(crate) orphan_after: Duration,
@@ -84,7 +82,7 @@ pub(crate) struct Shared {
     /// for an uncertain write to be settled).
     pub(crate) workers_started: std::sync::atomic::AtomicBool,
     /// Read comparison settings, their permits and the observers.
-    pub(crate) reads: Reads,
+    pub(crate) reads: Arc<Reads>,
 }
 
 /// Entries marked withdrawn in this process (see [`WriteGuard::abort`]).
@@ -294,7 +292,7 @@ impl<Old, New> DualWrite<Old, New> {
         method: &'static str,
         key: impl FnOnce() -> Option<Key>,
     ) -> ReadPlan<'_> {
-        ReadPlan::new(&self.shared, namespace, method, key)
+        ReadPlan::new(&self.shared.reads, namespace, method, key)
     }
 
     /// Starts a write: waits for the key's order guard and snapshots the stage.

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 
 use crate::op::Key;
 use crate::queue::EntryId;
-use crate::stage::Side;
+use crate::vocabulary::Side;
 
 /// One uncertain write, as the worker needs it to settle it.
 #[derive(Debug, Clone)]

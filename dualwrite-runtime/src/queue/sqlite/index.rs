@@ -7,7 +7,7 @@ use crate::op::Key;
 use crate::queue::NewEntry;
 #[cfg(doc)]
 use crate::queue::ReconciliationQueue;
-use crate::stage::Side;
+use crate::vocabulary::Side;
 
 #[derive(Debug, Default)]
 pub(super) struct KeyIndex {

@@ -19,7 +19,7 @@ use super::values::{duration_ms, entry_id, lease_id, now_ms};
 use super::writer::Writer;
 use crate::op::Key;
 use crate::queue::NewEntry;
-use crate::stage::Side;
+use crate::vocabulary::Side;
 
 /// An entry to insert, its state and how long until it is ready (see
 /// [`Write::inserted`]).

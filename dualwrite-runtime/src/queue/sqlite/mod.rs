@@ -198,7 +198,7 @@ use super::{
     Claim, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats, ReconciliationQueue,
 };
 use crate::op::Key;
-use crate::stage::Side;
+use crate::vocabulary::Side;
 
 pub use self::options::SqliteQueueOptions;
 

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use crate::op::Key;
 use crate::queue::{Claim, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats};
-use crate::stage::Side;
+use crate::vocabulary::Side;
 
 pub(super) enum Command {
     Write(Write),

@@ -10,7 +10,7 @@ use sqlx::{Decode, Row, Sqlite, TypeInfo, ValueRef};
 use super::values::{entry_id, ms_to_system_time, side_from_str};
 use crate::op::Key;
 use crate::queue::{ClaimedEntry, DeadLetter, Lease, NewEntry, QueueStats};
-use crate::stage::Side;
+use crate::vocabulary::Side;
 
 /// A text column read leniently: `problem` says what was wrong, if anything.
 pub(super) struct Lenient<T> {

@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::queue::EntryId;
-use crate::stage::Side;
+use crate::vocabulary::Side;
 
 pub(super) fn now_ms() -> i64 {
     match SystemTime::now().duration_since(UNIX_EPOCH) {

@@ -99,7 +99,7 @@ use crate::queue::{
     Claim, ClaimedEntry, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats,
     ReconciliationQueue,
 };
-use crate::stage::Side;
+use crate::vocabulary::Side;
 
 // ---------------------------------------------------------------------------
 // The public interface.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::WriteGuard;
 use crate::op::{Key, Operation};
 use crate::queue::{EntryId, NewEntry, QueueError};
-use crate::stage::Side;
+use crate::vocabulary::Side;
 use crate::wrapper::uncertain::UncertainWrite;
 use crate::wrapper::Shared;
 

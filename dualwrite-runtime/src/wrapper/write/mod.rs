@@ -54,12 +54,12 @@ mod cancel;
 use cancel::{report_drift, spawn_withdrawal_retries, withdraw, Owed, OwedOperation};
 
 use super::breaker::Admission;
-use super::locks::KeyLockGuard;
 use super::{Delivery, Shared};
 use crate::observe::CallOutcome;
 use crate::op::{Key, Operation, ShownKey};
+use crate::order::KeyLockGuard;
 use crate::queue::{EntryId, NewEntry, QueueError};
-use crate::stage::{Side, Stage};
+use crate::vocabulary::{Side, Stage};
 
 /// The state of one write in progress. Used by generated code only.
 #[doc(hidden)]

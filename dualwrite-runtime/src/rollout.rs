@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::op::Key;
-use crate::stage::Stage;
+use crate::vocabulary::Stage;
 
 /// Buckets a key's hash is spread over: rollouts are set in hundredths of a
 /// percent.

@@ -1,4 +1,6 @@
-//! Per-key order guards for the write path and the worker's orphan replays.
+//! Per-key order guards, used by the write path, the worker's orphan
+//! replays and settling, and the stage handle that shares them between
+//! wrappers.
 //!
 //! A keyed write holds its namespace's lock shared and its key's mutex; an
 //! unkeyed write (a method without `key = ..`, such as `delete_all()`)
