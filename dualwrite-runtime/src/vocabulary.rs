@@ -188,3 +188,18 @@ mod tests {
             .contains("sideways"));
     }
 }
+
+/// How a write reaches the follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// The follower is called in the request, with the follower timeout; on
+    /// error, timeout or panic the operation is queued. Write latency is both
+    /// stores' latency (the follower's bounded by the timeout).
+    #[default]
+    Sync,
+    /// The operation is appended to the queue before the call returns and the
+    /// worker applies it; the caller never waits for the follower. Write
+    /// latency is the authoritative write plus one queue append (group
+    /// committed by durable queues).
+    Journaled,
+}

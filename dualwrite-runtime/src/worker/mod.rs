@@ -30,13 +30,19 @@
 //! thirds of the lease can take over an entry while its holder still runs
 //! it, for up to a third of the lease.
 
+mod breaker;
 mod handle;
 mod lease;
 mod retry;
+mod shared;
 mod uncertain;
+pub(crate) mod uncertain_writes;
 
+pub use breaker::CircuitBreaker;
+pub(crate) use breaker::{Admission, Breakers};
 pub use handle::{WorkerHandle, WorkerShutdownError};
 pub use retry::RetryPolicy;
+pub(crate) use shared::Shared;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -50,7 +56,6 @@ use crate::op::{Key, Replay};
 use crate::order::KeyLocks;
 use crate::queue::{ClaimedEntry, QueueError};
 use crate::vocabulary::Side;
-use crate::wrapper::Shared;
 
 /// Applies queued operations of one trait (`Op`) to the stores of a
 /// [`DualWrite`](crate::DualWrite). Create it with

@@ -4,14 +4,14 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::breaker::{Breakers, CircuitBreaker};
-use super::{Delivery, DualWrite, Shared};
+use super::{Delivery, DualWrite};
 use crate::config::{self, BuildError};
 use crate::observe::Observer;
 use crate::queue::ReconciliationQueue;
 use crate::read::ReadSettings;
 use crate::stage::{MismatchGuard, Stage, StageHandle};
 use crate::worker::RetryPolicy;
+use crate::worker::{Breakers, CircuitBreaker, Shared};
 
 /// Configures a [`DualWrite`]. Start with [`DualWrite::builder`].
 ///

@@ -1,41 +1,21 @@
 //! The [`DualWrite`] wrapper and its [`Builder`].
 
-mod breaker;
 mod builder;
-mod uncertain;
 mod write;
 
-pub use breaker::CircuitBreaker;
+pub use crate::vocabulary::Delivery;
+pub use crate::worker::CircuitBreaker;
 pub use builder::Builder;
 pub use write::{FollowerPlan, QueueRefused, WriteGuard};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::Notify;
-
-use crate::observe::Observers;
 use crate::op::{Key, Replay};
 use crate::queue::{QueueError, QueueStats, ReconciliationQueue};
-use crate::read::{ReadPlan, Reads};
+use crate::read::ReadPlan;
 use crate::stage::{Side, StageHandle};
-use crate::worker::{RetryPolicy, Worker};
-
-/// How a write reaches the follower.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Delivery {
-    /// The follower is called in the request, with the follower timeout; on
-    /// error, timeout or panic the operation is queued. Write latency is both
-    /// stores' latency (the follower's bounded by the timeout).
-    #[default]
-    Sync,
-    /// The operation is appended to the queue before the call returns and the
-    /// worker applies it; the caller never waits for the follower. Write
-    /// latency is the authoritative write plus one queue append (group
-    /// committed by durable queues).
-    Journaled,
-}
+use crate::worker::{Shared, Worker};
 
 /// Two implementations of one repository trait, used as one.
 ///
@@ -51,76 +31,6 @@ pub struct DualWrite<Old, New> {
     old: Arc<Old>,
     new: Arc<New>,
     shared: Arc<Shared>,
-}
-
-/// What every clone of a wrapper, and its workers, share.
-pub(crate) struct Shared {
-    pub(crate) stage: StageHandle,
-    pub(crate) queue: Arc<dyn ReconciliationQueue>,
-    pub(crate) locks: Arc<crate::order::KeyLocks>,
-    pub(crate) follower_timeout: Duration,
-    pub(crate) delivery: Delivery,
-    pub(crate) orphan_after: Duration,
-    pub(crate) breakers: breaker::Breakers,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) worker_concurrency: usize,
-    pub(crate) lease: Duration,
-    pub(crate) poll_interval: Duration,
-    /// Woken when an operation is queued, so an idle worker starts at once.
-    pub(crate) queued: Notify,
-    /// Follower writes lost because the queue refused them (fail-open).
-    pub(crate) drift: AtomicU64,
-    /// Show keys in logs and errors as written, not by fingerprint.
-    pub(crate) log_keys: bool,
-    /// Written-ahead entries whose authoritative write failed but which the
-    /// queue would not remove yet: never to be replayed.
-    pub(crate) withdrawals: Withdrawals,
-    /// Writes whose authoritative outcome is unknown until the worker
-    /// settles them (see `uncertain.rs`).
-    pub(crate) uncertain: uncertain::Uncertain,
-    /// Whether a worker has run in this process (a write then waits longer
-    /// for an uncertain write to be settled).
-    pub(crate) workers_started: std::sync::atomic::AtomicBool,
-    /// Read comparison settings, their permits and the observers.
-    pub(crate) reads: Arc<Reads>,
-}
-
-/// Entries marked withdrawn in this process (see [`WriteGuard::abort`]).
-#[derive(Debug, Default)]
-pub(crate) struct Withdrawals {
-    ids: std::sync::Mutex<std::collections::BTreeSet<crate::queue::EntryId>>,
-}
-
-impl Withdrawals {
-    fn ids(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<crate::queue::EntryId>> {
-        self.ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn mark(&self, id: crate::queue::EntryId) {
-        self.ids().insert(id);
-    }
-
-    pub(crate) fn contains(&self, id: crate::queue::EntryId) -> bool {
-        self.ids().contains(&id)
-    }
-
-    pub(crate) fn clear(&self, id: crate::queue::EntryId) {
-        self.ids().remove(&id);
-    }
-
-    pub(crate) fn all(&self) -> Vec<crate::queue::EntryId> {
-        self.ids().iter().copied().collect()
-    }
-}
-
-impl Shared {
-    /// The wrapper's observers (for dead letters: see
-    /// [`Observers::dead_letter`]).
-    pub(crate) fn observers(&self) -> &Observers {
-        &self.reads.observers
-    }
 }
 
 impl<Old, New> Clone for DualWrite<Old, New> {

@@ -12,8 +12,8 @@ use super::WriteGuard;
 use crate::op::{Key, Operation};
 use crate::queue::{EntryId, NewEntry, QueueError};
 use crate::vocabulary::Side;
-use crate::wrapper::uncertain::UncertainWrite;
-use crate::wrapper::Shared;
+use crate::worker::uncertain_writes::UncertainWrite;
+use crate::worker::Shared;
 
 /// What a write owes the stores at this point (see the module docs).
 pub(super) enum Owed {

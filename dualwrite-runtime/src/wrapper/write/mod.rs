@@ -53,13 +53,13 @@ mod cancel;
 
 use cancel::{report_drift, spawn_withdrawal_retries, withdraw, Owed, OwedOperation};
 
-use super::breaker::Admission;
-use super::{Delivery, Shared};
 use crate::observe::CallOutcome;
 use crate::op::{Key, Operation, ShownKey};
 use crate::order::KeyLockGuard;
 use crate::queue::{EntryId, NewEntry, QueueError};
+use crate::vocabulary::Delivery;
 use crate::vocabulary::{Side, Stage};
+use crate::worker::{Admission, Shared};
 
 /// The state of one write in progress. Used by generated code only.
 #[doc(hidden)]
