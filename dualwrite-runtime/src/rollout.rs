@@ -111,7 +111,9 @@ impl Rollout {
         })
     }
 
-    /// Builds a rollout from stored parts, clamping the share.
+    /// Builds a rollout from stored parts, clamping the share (for the
+    /// SQLite stage source).
+    #[cfg(feature = "sqlite")]
     pub(crate) fn from_parts(stage: Stage, basis_points: u16) -> Option<Self> {
         (stage != Stage::Off).then_some(Rollout {
             stage,
