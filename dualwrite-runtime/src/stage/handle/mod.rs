@@ -4,10 +4,15 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
+mod error;
+mod guardrails;
 mod sync;
 
+use error::Committed;
+pub use error::StageError;
+
 use super::source::{SourceStatus, StageRecord, StageSource, StageSourceError, StoredStage};
-use super::window::{refuses, ComparisonWindow, MismatchGuard, MismatchRate};
+use super::window::{ComparisonWindow, MismatchGuard, MismatchRate};
 use super::{Side, Stage};
 use crate::observe::{self, ComparisonOutcome, Observer, Observers, StageChange};
 use crate::op::Key;
@@ -91,110 +96,6 @@ impl std::fmt::Debug for StageHandle {
             .field("stage", &self.get())
             .finish_non_exhaustive()
     }
-}
-
-/// What storing a move decided, to announce once the barrier is released.
-enum Committed {
-    Moved(StageChange),
-    Conflict { from: Stage, to: Stage },
-    Failed(StageError),
-}
-
-/// A stage move that was refused. The stage is unchanged.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StageError {
-    /// The store about to become authoritative still has queued work.
-    #[error(
-        "refusing to move from `{from}` to `{to}`: the {side} store would become authoritative while {} pending, {} in-flight and {} dead operations are queued for it; let the worker drain them (retry or drop dead letters), or force the move with a reason",
-        backlog.pending, backlog.in_flight, backlog.dead
-    )]
-    Backlog {
-        /// The current stage.
-        from: Stage,
-        /// The requested stage.
-        to: Stage,
-        /// The store that would become authoritative.
-        side: Side,
-        /// Its queued work.
-        backlog: TargetStats,
-    },
-    /// The move stops writes to a store that still has queued work: that
-    /// work could be applied after newer writes the store never sees queued
-    /// (a written-ahead operation replayed as an orphan, say).
-    #[error(
-        "refusing to move from `{from}` to `{to}`: the {side} store would stop receiving writes while {} pending, {} in-flight and {} dead operations are queued for it; let the worker drain them (retry or drop dead letters), or force the move with a reason",
-        backlog.pending, backlog.in_flight, backlog.dead
-    )]
-    FollowerBacklog {
-        /// The current stage.
-        from: Stage,
-        /// The requested stage.
-        to: Stage,
-        /// The store that would stop being written.
-        side: Side,
-        /// Its queued work.
-        backlog: TargetStats,
-    },
-    /// Leaving `Complete` would make the old store serve data it stopped receiving.
-    #[error(
-        "refusing to move from `complete` to `{to}`: the old store has not received writes since the move to `complete`; force the move with a reason if you have repaired it"
-    )]
-    LeavingComplete {
-        /// The requested stage.
-        to: Stage,
-    },
-    /// The queue could not be read to check the move.
-    #[error("refusing to move from `{from}` to `{to}`: the reconciliation queue could not be checked: {source}")]
-    Queue {
-        /// The current stage.
-        from: Stage,
-        /// The requested stage.
-        to: Stage,
-        /// What the queue said.
-        #[source]
-        source: QueueError,
-    },
-    /// Too many recent compared reads disagreed to let the new store serve.
-    #[error(
-        "refusing to move from `{from}` to `{to}`: {} of the last {} compared reads ({:.2}%) disagreed within {window:?}, above the bound of {:.2}%; fix the cause, reset the comparisons and shadow again, or force the move with a reason",
-        rate.disagreements, rate.comparisons, rate.rate() * 100.0, bound * 100.0
-    )]
-    MismatchRate {
-        /// The current stage.
-        from: Stage,
-        /// The requested stage (or the rollout's).
-        to: Stage,
-        /// The comparisons in the window.
-        rate: MismatchRate,
-        /// The guard's bound.
-        bound: f64,
-        /// The guard's window.
-        window: Duration,
-    },
-    /// The shared stage source could not be read or written, so the move
-    /// could not reach the other instances.
-    #[error("refusing to move from `{from}` to `{to}`: {source}")]
-    Source {
-        /// The current stage.
-        from: Stage,
-        /// The requested stage.
-        to: Stage,
-        /// What the source said.
-        #[source]
-        source: StageSourceError,
-    },
-    /// Another instance moved the shared stage first; this handle now
-    /// follows its move.
-    #[error("refusing to move from `{from}` to `{to}`: another instance moved the shared stage to `{now}` meanwhile; decide again")]
-    Conflict {
-        /// The stage this handle was at.
-        from: Stage,
-        /// The requested stage.
-        to: Stage,
-        /// The stage the other instance stored.
-        now: Stage,
-    },
 }
 
 impl StageHandle {
@@ -381,48 +282,6 @@ impl StageHandle {
         unreachable!("the last try holds the barrier, so the counts cannot change")
     }
 
-    /// Refuses a move that would make a store authoritative, or stop writing
-    /// one, while it has queued work.
-    async fn check_backlog(&self, from: Stage, to: Stage) -> Result<(), StageError> {
-        // Queued work must be drained before a store becomes authoritative
-        // (it is older than anything the store would then accept), and
-        // before a store stops being written (it could land after newer
-        // writes the store never sees queued).
-        let becomes_authoritative =
-            (from.authoritative() != to.authoritative()).then(|| to.authoritative());
-        let stops_following = from
-            .follower()
-            .filter(|side| to.follower() != Some(*side) && to.authoritative() != *side);
-        for side in [becomes_authoritative, stops_following]
-            .into_iter()
-            .flatten()
-        {
-            let backlog = self
-                .backlog(side)
-                .await
-                .map_err(|source| StageError::Queue { from, to, source })?;
-            if backlog.is_empty() {
-                continue;
-            }
-            return Err(if Some(side) == becomes_authoritative {
-                StageError::Backlog {
-                    from,
-                    to,
-                    side,
-                    backlog,
-                }
-            } else {
-                StageError::FollowerBacklog {
-                    from,
-                    to,
-                    side,
-                    backlog,
-                }
-            });
-        }
-        Ok(())
-    }
-
     fn queued_counts(&self) -> [u64; 2] {
         [
             self.inner.queued[0].load(Ordering::SeqCst),
@@ -566,21 +425,6 @@ impl StageHandle {
         self.inner
             .comparisons
             .record(window, outcome.is_disagreement());
-    }
-
-    fn check_mismatch_rate(&self, from: Stage, to: Stage) -> Result<(), StageError> {
-        let guard = self.mismatch_guard();
-        let rate = self.inner.comparisons.rate(guard.window_length());
-        if refuses(&guard, &rate) {
-            return Err(StageError::MismatchRate {
-                from,
-                to,
-                rate,
-                bound: guard.bound(),
-                window: guard.window_length(),
-            });
-        }
-        Ok(())
     }
 
     fn store_local(&self, stage: Stage, rollout: Option<Rollout>) {

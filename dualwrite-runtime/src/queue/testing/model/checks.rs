@@ -1,0 +1,157 @@
+//! The checks after every step: `has_work`, stats, dead letters.
+
+use super::*;
+
+impl<Q: ReconciliationQueue> Case<'_, Q> {
+    pub(super) async fn check_all(&mut self) -> Result<(), String> {
+        self.check_stats().await?;
+        self.check_dead_letters().await?;
+        for (namespace, namespace_name) in NAMESPACES.iter().enumerate() {
+            for target in [Side::Old, Side::New] {
+                for (key, key_name) in KEYS.iter().enumerate() {
+                    self.check_has_work(namespace, target, key)
+                        .await
+                        .map_err(|why| {
+                            format!("has_work({namespace_name}, {target}, {key_name}): {why}")
+                        })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn check_has_work(
+        &self,
+        namespace: usize,
+        target: Side,
+        key: usize,
+    ) -> Result<(), String> {
+        let answer = self
+            .queue()?
+            .has_work(NAMESPACES[namespace], target, &Key::from(KEYS[key]))
+            .await
+            .map_err(|error| format!("failed: {error}"))?;
+        let expected = self.model.has_work(namespace, target, key);
+        if answer != expected {
+            let why = if key == UNKEYED {
+                format!(
+                    "the namespace has {}entries for {target}",
+                    if expected { "" } else { "no " }
+                )
+            } else {
+                format!(
+                    "the key and the unkeyed key have {}entries for {target}",
+                    if expected { "" } else { "no " }
+                )
+            };
+            return Err(format!("answered {answer}, expected {expected}: {why}"));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn check_stats(&self) -> Result<(), String> {
+        let stats: QueueStats = self
+            .queue()?
+            .stats()
+            .await
+            .map_err(|error| format!("stats() failed: {error}"))?;
+        for target in [Side::Old, Side::New] {
+            let got = stats.target(target);
+            let (pending, in_flight, dead, blocked_keys) = self.model.counts(target);
+            let mut problems = Vec::new();
+            if got.pending != pending {
+                problems.push(format!("pending {}, expected {pending}", got.pending));
+            }
+            if got.in_flight != in_flight {
+                problems.push(format!("in_flight {}, expected {in_flight}", got.in_flight));
+            }
+            if got.dead != dead {
+                problems.push(format!("dead {}, expected {dead}", got.dead));
+            }
+            if got.blocked_keys != blocked_keys {
+                problems.push(format!(
+                    "blocked_keys {}, expected {blocked_keys}",
+                    got.blocked_keys
+                ));
+            }
+            let oldest = pending + in_flight > 0;
+            if got.oldest_pending.is_some() != oldest {
+                problems.push(format!(
+                    "oldest_pending {:?}, expected {}",
+                    got.oldest_pending,
+                    if oldest { "Some" } else { "None" }
+                ));
+            }
+            let empty = pending + in_flight + dead == 0;
+            if got.is_empty() != empty {
+                problems.push(format!("is_empty() {}, expected {empty}", got.is_empty()));
+            }
+            if !problems.is_empty() {
+                return Err(format!("stats() of {target}: {}", problems.join("; ")));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn check_dead_letters(&mut self) -> Result<(), String> {
+        let letters: Vec<DeadLetter> = self
+            .queue()?
+            .dead_letters()
+            .await
+            .map_err(|error| format!("dead_letters() failed: {error}"))?;
+        let expected: Vec<usize> = self
+            .model
+            .live()
+            .filter(|(_, entry)| matches!(entry.state, State::Dead { .. }))
+            .map(|(serial, _)| serial)
+            .collect();
+        let got_ids: Vec<EntryId> = letters.iter().map(|letter| letter.id).collect();
+        let expected_ids: Vec<EntryId> = expected
+            .iter()
+            .map(|serial| self.model.entries[*serial].id)
+            .collect();
+        if got_ids != expected_ids {
+            return Err(format!(
+                "dead_letters() listed {}, expected {} (oldest first)",
+                show_ids(&got_ids),
+                show_ids(&expected_ids)
+            ));
+        }
+        for (letter, serial) in letters.iter().zip(expected) {
+            let entry = &self.model.entries[serial];
+            let mut problems = entry.returned_problems(&Returned {
+                namespace: &letter.namespace,
+                target: letter.target,
+                key: &letter.key,
+                method: &letter.method,
+                version: letter.version,
+                payload: &letter.payload,
+                attempts: letter.attempts,
+                error_field: "error",
+                error: &letter.error,
+            });
+            if let State::Dead {
+                died_at: Some(died_at),
+            } = entry.state
+            {
+                if letter.died_at != died_at {
+                    problems.push(format!(
+                        "died_at {:?}, reported as {died_at:?} before",
+                        letter.died_at
+                    ));
+                }
+            }
+            let id = entry.id;
+            if !problems.is_empty() {
+                return Err(format!("dead letter #{id}: {}", problems.join("; ")));
+            }
+            self.model
+                .check_enqueued_at(serial, letter.enqueued_at)
+                .map_err(|why| format!("dead letter {why}"))?;
+            if let State::Dead { died_at } = &mut self.model.entries[serial].state {
+                *died_at = Some(letter.died_at);
+            }
+        }
+        Ok(())
+    }
+}
