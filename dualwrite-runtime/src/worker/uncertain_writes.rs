@@ -15,6 +15,7 @@
 //! slow meanwhile, so the write would most likely fail too), or the lease
 //! length when none ever ran; past that it goes ahead with an error logged.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -49,6 +50,9 @@ struct Entries {
 #[derive(Debug, Default)]
 pub(crate) struct Uncertain {
     entries: Mutex<Entries>,
+    /// How many writes are pending, so that the write path (which asks on
+    /// every write) takes the lock only when there are some.
+    pending: AtomicUsize,
     settled: Notify,
 }
 
@@ -61,7 +65,27 @@ impl Uncertain {
 
     /// Records an uncertain write queued as `write.id`.
     pub(crate) fn register(&self, write: UncertainWrite) {
-        self.entries().pending.push((write, false));
+        let mut entries = self.entries();
+        entries.pending.push((write, false));
+        self.pending.store(entries.pending.len(), Ordering::SeqCst);
+    }
+
+    /// Takes entry `id` off the pending list (recording it settled when
+    /// `applied`) and wakes the writes waiting, if it was there.
+    fn remove(&self, id: EntryId, applied: bool) {
+        let removed = {
+            let mut entries = self.entries();
+            let before = entries.pending.len();
+            entries.pending.retain(|(write, _)| write.id != id);
+            if applied {
+                entries.settled.push(id);
+            }
+            self.pending.store(entries.pending.len(), Ordering::SeqCst);
+            before != entries.pending.len()
+        };
+        if removed {
+            self.settled.notify_waiters();
+        }
     }
 
     /// The next write of `namespace` to settle, marked as being settled.
@@ -77,6 +101,9 @@ impl Uncertain {
 
     /// Whether `namespace` has writes to settle that no worker is settling.
     pub(crate) fn has_unsettled(&self, namespace: &str) -> bool {
+        if self.pending.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
         self.entries()
             .pending
             .iter()
@@ -99,18 +126,7 @@ impl Uncertain {
     /// be settled by this process (it was superseded, withdrawn, or dead):
     /// writes waiting for it go ahead.
     pub(crate) fn settle(&self, id: EntryId, applied: bool) {
-        let removed = {
-            let mut entries = self.entries();
-            let before = entries.pending.len();
-            entries.pending.retain(|(write, _)| write.id != id);
-            if applied {
-                entries.settled.push(id);
-            }
-            before != entries.pending.len()
-        };
-        if removed {
-            self.settled.notify_waiters();
-        }
+        self.remove(id, applied);
     }
 
     /// Whether entry `id` still waits to be settled.
@@ -129,19 +145,17 @@ impl Uncertain {
 
     /// The entry is done with (applied to its target, withdrawn or dead).
     pub(crate) fn forget(&self, id: EntryId) {
-        let mut entries = self.entries();
-        entries.settled.retain(|other| *other != id);
-        let before = entries.pending.len();
-        entries.pending.retain(|(write, _)| write.id != id);
-        let removed = before != entries.pending.len();
-        drop(entries);
-        if removed {
-            self.settled.notify_waiters();
-        }
+        self.entries().settled.retain(|other| *other != id);
+        self.remove(id, false);
     }
 
     /// The uncertain write a write of `key` must wait for, if any.
     pub(crate) fn blocking(&self, namespace: &str, key: &Key) -> Option<EntryId> {
+        // Registered under the key's guard, which the caller holds: a write
+        // registered before the caller took it is counted here.
+        if self.pending.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
         self.entries()
             .pending
             .iter()
@@ -152,8 +166,9 @@ impl Uncertain {
             .map(|(write, _)| write.id)
     }
 
-    /// Resolves when some uncertain write is settled. Create it before
-    /// checking [`blocking`](Self::blocking), so no settle is missed.
+    /// Resolves when some uncertain write is settled. Create it (and
+    /// enable it) before checking [`blocking`](Self::blocking) again, so no
+    /// settle is missed.
     pub(crate) fn settled(&self) -> tokio::sync::futures::Notified<'_> {
         self.settled.notified()
     }

@@ -160,30 +160,37 @@ impl<'a> WriteGuard<'a> {
         namespace: &'static str,
         key: &Key,
     ) -> (Stage, OwnedRwLockReadGuard<()>, KeyLockGuard) {
-        let started = Instant::now();
+        // Set when the first wait starts: most writes never wait.
+        let mut deadline = None;
         loop {
-            // A worker of this process settles it as soon as the
-            // authoritative store takes it; if none was ever started,
-            // nobody here will.
-            let patience = if shared.workers_started.load(Ordering::SeqCst) {
-                shared.orphan_after
-            } else {
-                shared.lease
-            };
-            let deadline = started + patience;
-            let settled = shared.uncertain.settled();
-            tokio::pin!(settled);
-            settled.as_mut().enable();
             // Barrier first, key second: a stage move waits for writes that
             // hold the barrier, and those must never wait for a writer that
             // does not.
             let (stage, barrier) = shared.stage.enter_write().await;
             let key_lock = shared.locks.lock(namespace, key.clone()).await;
+            if shared.uncertain.blocking(namespace, key).is_none() {
+                return (stage, barrier, key_lock);
+            }
+            // Wait for a settle from here on, then look again.
+            let settled = shared.uncertain.settled();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
             let Some(waiting_for) = shared.uncertain.blocking(namespace, key) else {
                 return (stage, barrier, key_lock);
             };
             drop(key_lock);
             drop(barrier);
+            let deadline = *deadline.get_or_insert_with(|| {
+                // A worker of this process settles it as soon as the
+                // authoritative store takes it; if none was ever started,
+                // nobody here will.
+                let patience = if shared.workers_started.load(Ordering::SeqCst) {
+                    shared.orphan_after
+                } else {
+                    shared.lease
+                };
+                Instant::now() + patience
+            });
             if tokio::time::timeout_at(deadline, settled).await.is_err() {
                 tracing::error!(
                     namespace,
