@@ -241,6 +241,49 @@ async fn renew_extends_a_lease_and_refuses_a_lost_one(queue: Queue) {
     ));
 }
 
+/// A stale claim and the live claim of one entry completed together (the
+/// SQLite queue commits them in one batch): only the live one succeeds, and
+/// the entry is gone. (Found by the model-based suite: the SQLite queue
+/// acknowledged whichever completion of the entry came first in the batch.)
+async fn only_the_live_claim_completes_beside_a_stale_one(queue: Queue) {
+    let keys: Vec<Key> = (0..16).map(|n| Key::from(format!("c{n}"))).collect();
+    for key in &keys {
+        queue.append(entry(key, "v")).await.unwrap();
+    }
+    let stale = queue
+        .claim(NS, 100, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(stale.entries.len(), keys.len());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let live = queue.claim(NS, 100, LONG).await.unwrap();
+    assert_eq!(
+        live.entries.len(),
+        keys.len(),
+        "every lease expired and was claimed again"
+    );
+    let mut completions = Vec::new();
+    for (old, new) in stale.entries.iter().zip(&live.entries) {
+        assert_eq!(old.lease.id, new.lease.id);
+        completions.push(queue.complete(old.lease));
+        completions.push(queue.complete(new.lease));
+    }
+    let results = futures::future::join_all(completions).await;
+    for (n, pair) in results.chunks(2).enumerate() {
+        assert!(
+            matches!(pair[0], Err(dualwrite_runtime::QueueError::LeaseLost(_))),
+            "entry {n}: the stale claim's completion was accepted: {:?}",
+            pair[0]
+        );
+        assert!(
+            pair[1].is_ok(),
+            "entry {n}: the live claim's completion was refused: {:?}",
+            pair[1]
+        );
+    }
+    assert!(queue.stats().await.unwrap().is_empty());
+}
+
 fn sqlite_path(test: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("dualwrite-rules-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -283,6 +326,7 @@ on_both_backends!(
     an_unkeyed_write_waits_for_any_queued_key,
     settle_orphan_makes_a_retry_go_to_the_target_only,
     renew_extends_a_lease_and_refuses_a_lost_one,
+    only_the_live_claim_completes_beside_a_stale_one,
 );
 
 /// `commit` returns before the change is durable; `flush` waits for it. A

@@ -74,14 +74,17 @@ impl Writer {
             .await?;
         for write in writes.iter_mut() {
             if let Write::Complete(lease, reply) = write {
-                // A lease completed twice in one batch: the first one removed
-                // the entry, the later ones are late (the in-memory queue and
+                // Only the claim the entry was removed under succeeds: a
+                // stale claim of the same entry in the batch is late, and so
+                // is the same claim completed twice (the in-memory queue and
                 // a second batch say the same).
-                reply.set(if removed.remove(&lease_id(lease.id)) {
-                    Ok(())
-                } else {
-                    Err(QueueError::LeaseLost(lease.id))
-                });
+                reply.set(
+                    if removed.remove(&(lease_id(lease.id), token(lease.token))) {
+                        Ok(())
+                    } else {
+                        Err(QueueError::LeaseLost(lease.id))
+                    },
+                );
             }
         }
         Ok(())
@@ -90,14 +93,14 @@ impl Writer {
     /// Removes the entries that `statements` select from the JSON `ids`,
     /// making each one's successor the head of its key (ready now, at the
     /// back of the line) and dropping the `streams` row of keys left empty.
-    /// Returns the ids removed.
+    /// Returns the `(id, lease_token)` of each entry removed.
     async fn remove_entries(
         &mut self,
         statements: &'static Opening,
         ids: &str,
         now: i64,
         delta: &mut IndexDelta,
-    ) -> Result<HashSet<i64>, sqlx::Error> {
+    ) -> Result<HashSet<(i64, i64)>, sqlx::Error> {
         let turn = self.next_turn();
         let sql = self.opening(statements);
         let rows = sqlx::query(sql)
@@ -110,9 +113,12 @@ impl Writer {
             .await?;
         let mut removed = HashSet::new();
         for row in &rows {
-            if row.columns().len() == 1 {
-                if let Ok(id) = lenient_integer(row, 0, "id") {
-                    removed.insert(id);
+            if row.columns().len() == 2 {
+                if let (Ok(id), Ok(token)) = (
+                    lenient_integer(row, 0, "id"),
+                    lenient_integer(row, 1, "lease_token"),
+                ) {
+                    removed.insert((id, token));
                 }
             } else if let Some(key) = read_key(row) {
                 delta.empty(key);
@@ -322,7 +328,8 @@ impl Writer {
                 let removed = self
                     .remove_entries(REMOVE_DEAD, &id_list(*id), now, delta)
                     .await?;
-                reply.set(dead(removed.contains(&lease_id(*id)), *id));
+                let id_removed = removed.iter().any(|(removed, _)| *removed == lease_id(*id));
+                reply.set(dead(id_removed, *id));
             }
         }
         Ok(())

@@ -103,7 +103,8 @@ pub(super) const CLAIM: &Opening = opening!(
 /// unless it is still prepared (a prepared entry keeps its own expiry as its
 /// `ready_at`: it becomes an orphan only when that passes, never because the
 /// entry ahead of it went away), drops the `streams` row of keys left empty
-/// (returning their keys) and deletes the entries (returning their ids).
+/// (returning their keys) and deletes the entries (returning their ids and
+/// lease tokens).
 /// The JSON list is bound three times.
 macro_rules! remove {
     ($selected:literal) => {
@@ -121,7 +122,7 @@ macro_rules! remove {
              DELETE FROM entries WHERE id IN ( \
                SELECT e.id FROM json_each(?) j JOIN entries e ON ",
             $selected,
-            ") RETURNING id"
+            ") RETURNING id, lease_token"
         )
     };
 }
