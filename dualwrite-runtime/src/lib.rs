@@ -232,7 +232,7 @@ pub use dualwrite_macros::dual_write;
 pub use observe::Observer;
 pub use op::ShownKey;
 pub use op::{Key, Operation, Replay};
-pub use queue::{InMemoryQueue, QueueError, QueueStats, ReconciliationQueue};
+pub use queue::{InMemoryQueue, QueueAdmin, QueueError, QueueStats, ReconciliationQueue};
 pub use read::{ComparisonOutcome, Rollout};
 pub use stage::{MismatchGuard, Side, Stage, StageChange, StageError, StageHandle};
 pub use worker::{

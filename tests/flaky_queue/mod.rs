@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dualwrite_runtime::queue::{Claim, DeadLetter, EntryId, Lease, NewEntry};
+use dualwrite_runtime::queue::{Claim, DeadLetter, EntryId, Lease, NewEntry, QueuedEntry};
 use dualwrite_runtime::{InMemoryQueue, Key, QueueError, QueueStats, ReconciliationQueue, Side};
 use tokio::sync::Semaphore;
 
@@ -161,6 +161,15 @@ impl ReconciliationQueue for FlakyQueue {
             let _permit = self.stats_gate.acquire().await;
         }
         self.inner.stats().await
+    }
+    async fn key_entries(
+        &self,
+        namespace: &str,
+        target: Side,
+        key: &Key,
+    ) -> Result<Vec<QueuedEntry>, QueueError> {
+        self.record("key_entries");
+        self.inner.key_entries(namespace, target, key).await
     }
     async fn flush(&self) -> Result<(), QueueError> {
         self.record("flush");

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{
-    Claim, ClaimedEntry, DeadLetter, EntryId, Lease, NewEntry, PoisonPolicy, QueueError,
-    QueueStats, ReconciliationQueue,
+    Claim, ClaimedEntry, DeadLetter, EntryId, EntryState, Lease, NewEntry, PoisonPolicy,
+    QueueError, QueueStats, QueuedEntry, ReconciliationQueue,
 };
 use crate::op::Key;
 use crate::vocabulary::Side;
@@ -501,6 +501,39 @@ impl ReconciliationQueue for InMemoryQueue {
             }
         }
         Ok(stats)
+    }
+
+    async fn key_entries(
+        &self,
+        namespace: &str,
+        target: Side,
+        key: &Key,
+    ) -> Result<Vec<QueuedEntry>, QueueError> {
+        let state = self.lock();
+        let stream = (namespace.to_owned(), target, key.clone());
+        let Some(ids) = state.streams.get(&stream) else {
+            return Ok(Vec::new());
+        };
+        let entries = ids.iter().filter_map(|id| {
+            let stored = state.entries.get(id)?;
+            Some(QueuedEntry {
+                id: EntryId(*id),
+                state: match stored.status {
+                    Status::Prepared { .. } => EntryState::Prepared,
+                    Status::Pending { .. } => EntryState::Pending,
+                    Status::Leased { .. } => EntryState::InFlight,
+                    Status::Dead { .. } => EntryState::Dead,
+                },
+                method: stored.entry.method.clone(),
+                version: stored.entry.version,
+                payload: stored.entry.payload.clone(),
+                attempts: stored.attempts,
+                last_error: stored.last_error.clone(),
+                enqueued_at: stored.enqueued_at,
+                orphaned: stored.orphaned,
+            })
+        });
+        Ok(entries.collect())
     }
 
     /// Every change is complete when its call returns: nothing to wait for.

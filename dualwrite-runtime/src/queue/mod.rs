@@ -21,12 +21,16 @@
 //! [`SqliteQueue`], the embedded durable queue in one SQLite file. Durable
 //! backends implement the same trait.
 
+mod admin;
+mod entry;
 mod memory;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use admin::QueueAdmin;
+pub use entry::{EntryState, QueuedEntry};
 pub use memory::InMemoryQueue;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteQueue, SqliteQueueOptions};
@@ -393,6 +397,17 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
 
     /// Counts by target.
     async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    /// Every entry of one key of `namespace` for `target`, in its line's
+    /// order (the head first), whatever its state; for the unkeyed key,
+    /// the namespace's unkeyed entries. For operators
+    /// ([`QueueAdmin::key_entries`]): it may scan the whole queue.
+    async fn key_entries(
+        &self,
+        namespace: &str,
+        target: Side,
+        key: &Key,
+    ) -> Result<Vec<QueuedEntry>, QueueError>;
 
     /// Returns once every change requested before the call (including
     /// [`commit`](Self::commit)s that returned before they were durable) is

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::op::{Key, Replay};
-use crate::queue::{QueueError, QueueStats, ReconciliationQueue};
+use crate::queue::{QueueAdmin, QueueError, QueueStats};
 use crate::read::ReadPlan;
 use crate::stage::{Side, StageHandle};
 use crate::worker::{Shared, Worker};
@@ -74,9 +74,12 @@ impl<Old, New> DualWrite<Old, New> {
         &self.shared.stage
     }
 
-    /// The reconciliation queue, to inspect stats or handle dead letters.
-    pub fn queue(&self) -> &Arc<dyn ReconciliationQueue> {
-        &self.shared.queue
+    /// The reconciliation queue's operator surface: its stats, its dead
+    /// letters (list, retry, drop) and what waits for a key. The calls that
+    /// move entries (claims, leases) are the worker's and are not offered
+    /// here.
+    pub fn queue(&self) -> QueueAdmin {
+        QueueAdmin::new(Arc::clone(&self.shared.queue))
     }
 
     /// How many follower writes were lost because the queue refused them

@@ -195,7 +195,8 @@ use self::request::{Command, Read, Reply, Write};
 #[cfg(doc)]
 use super::PoisonPolicy;
 use super::{
-    Claim, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats, ReconciliationQueue,
+    Claim, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats, QueuedEntry,
+    ReconciliationQueue,
 };
 use crate::op::Key;
 use crate::vocabulary::Side;
@@ -431,6 +432,21 @@ impl ReconciliationQueue for SqliteQueue {
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         self.read(Read::Stats).await
+    }
+
+    async fn key_entries(
+        &self,
+        namespace: &str,
+        target: Side,
+        key: &Key,
+    ) -> Result<Vec<QueuedEntry>, QueueError> {
+        self.read(|reply| Read::KeyEntries {
+            namespace: namespace.to_owned(),
+            target,
+            key: key.clone(),
+            reply,
+        })
+        .await
     }
 
     /// Answered by the writer after every request sent before it has been

@@ -1,5 +1,5 @@
 //! The read-only requests (`has_work` across processes, `dead_letters`,
-//! `stats`), served from the read pool beside the writer: in WAL mode they
+//! `stats`, `key_entries`), served from the read pool beside the writer: in WAL mode they
 //! never wait for it.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use sqlx::SqlitePool;
 
 use super::error::{could_not, BackendError};
 use super::request::{Read, ReadReply};
-use super::rows::{read_dead_letter, read_stats};
+use super::rows::{read_dead_letter, read_queued, read_stats};
 
 /// Answers `read` from `pool` on a task of its own.
 pub(super) fn spawn(pool: &SqlitePool, path: &Path, read: Read) {
@@ -55,6 +55,27 @@ pub(super) fn spawn(pool: &SqlitePool, path: &Path, read: Read) {
                 .fetch_all(&pool)
                 .await;
                 answer(reply, rows.map(|rows| read_stats(&rows)), context);
+            }
+            Read::KeyEntries {
+                namespace,
+                target,
+                key,
+                reply,
+            } => {
+                // An operator's request: a scan (no index covers an
+                // entry's key), in id order, which is the line's order.
+                let rows = sqlx::query(
+                    "SELECT id, state, method, version, payload, attempts, last_error, \
+                     enqueued_at, orphaned FROM entries \
+                     WHERE namespace = ? AND target = ? AND key = ? ORDER BY id",
+                )
+                .bind(namespace)
+                .bind(target.as_str())
+                .bind(key.as_str().to_owned())
+                .fetch_all(&pool)
+                .await;
+                let entries = rows.map(|rows| rows.iter().map(read_queued).collect());
+                answer(reply, entries, context);
             }
         }
     });

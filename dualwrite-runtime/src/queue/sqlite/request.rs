@@ -7,7 +7,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::op::Key;
-use crate::queue::{Claim, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats};
+use crate::queue::{
+    Claim, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats, QueuedEntry,
+};
 use crate::vocabulary::Side;
 
 pub(super) enum Command {
@@ -134,6 +136,12 @@ pub(super) enum Read {
     },
     DeadLetters(ReadReply<Vec<DeadLetter>>),
     Stats(ReadReply<QueueStats>),
+    KeyEntries {
+        namespace: String,
+        target: Side,
+        key: Key,
+        reply: ReadReply<Vec<QueuedEntry>>,
+    },
 }
 
 impl Read {
@@ -142,6 +150,7 @@ impl Read {
             Read::HasWork { .. } => "check for queued work",
             Read::DeadLetters(_) => "list dead letters",
             Read::Stats(_) => "count entries",
+            Read::KeyEntries { .. } => "list the entries of a key",
         }
     }
 }

@@ -9,7 +9,9 @@ use sqlx::{Decode, Row, Sqlite, TypeInfo, ValueRef};
 
 use super::values::{entry_id, ms_to_system_time, side_from_str};
 use crate::op::Key;
-use crate::queue::{ClaimedEntry, DeadLetter, Lease, NewEntry, QueueStats};
+use crate::queue::{
+    ClaimedEntry, DeadLetter, EntryState, Lease, NewEntry, QueueStats, QueuedEntry,
+};
 use crate::vocabulary::Side;
 
 /// A text column read leniently: `problem` says what was wrong, if anything.
@@ -217,6 +219,59 @@ pub(super) fn read_dead_letter(row: &SqliteRow) -> DeadLetter {
     }
 }
 
+/// Reads a row of `SELECT id, state, method, version, payload, attempts,
+/// last_error, enqueued_at, orphaned`; whatever cannot be read is described
+/// in `last_error` (a `state` that is none of the four shows as dead: no
+/// worker claims it as it is).
+pub(super) fn read_queued(row: &SqliteRow) -> QueuedEntry {
+    let mut problems = Vec::new();
+    let mut text = |at: usize, name: &str| text_noting(row, at, name, &mut problems);
+    let state_text = text(1, "state");
+    let method = text(2, "method");
+    let last_error = text(6, "last_error");
+    let state = EntryState::from_stored(&state_text).unwrap_or_else(|| {
+        problems.push(format!(
+            "column `state` is {state_text:?}, none of prepared, pending, leased, dead (shown as dead)"
+        ));
+        EntryState::Dead
+    });
+    let mut integer = |at: usize, name: &str| match lenient_integer(row, at, name) {
+        Ok(value) => value,
+        Err(problem) => {
+            problems.push(problem);
+            0
+        }
+    };
+    let id = integer(0, "id");
+    let version = integer(3, "version");
+    let attempts = integer(5, "attempts");
+    let enqueued_at = integer(7, "enqueued_at");
+    let orphaned = integer(8, "orphaned");
+    let payload = lenient_bytes(row, 4, "payload").unwrap_or_else(|problem| {
+        problems.push(problem);
+        Vec::new()
+    });
+    let last_error = if problems.is_empty() {
+        last_error
+    } else {
+        format!(
+            "{last_error} [unreadable queue row: {}]",
+            problems.join("; ")
+        )
+    };
+    QueuedEntry {
+        id: entry_id(id),
+        state,
+        method,
+        version: u32::try_from(version).unwrap_or(0),
+        payload,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        last_error,
+        enqueued_at: ms_to_system_time(enqueued_at),
+        orphaned: orphaned != 0,
+    }
+}
+
 /// Adds up the rows of `SELECT target, state, count(*), sum(prev_id IS
 /// NULL), min(enqueued_at) FROM entries GROUP BY target, state`.
 pub(super) fn read_stats(rows: &[SqliteRow]) -> QueueStats {
@@ -234,17 +289,19 @@ pub(super) fn read_stats(rows: &[SqliteRow]) -> QueueStats {
         let count = u64::try_from(lenient_integer(row, 2, "count").unwrap_or(0)).unwrap_or(0);
         let heads = u64::try_from(lenient_integer(row, 3, "heads").unwrap_or(0)).unwrap_or(0);
         let oldest = lenient_integer(row, 4, "enqueued_at").ok();
+        let Some(state) = EntryState::from_stored(&state.value) else {
+            continue;
+        };
         let target = stats.target_mut(side);
-        match state.value.as_str() {
-            "pending" | "prepared" => target.pending += count,
-            "leased" => target.in_flight += count,
-            "dead" => {
+        match state {
+            EntryState::Pending | EntryState::Prepared => target.pending += count,
+            EntryState::InFlight => target.in_flight += count,
+            EntryState::Dead => {
                 target.dead += count;
                 target.blocked_keys += heads;
             }
-            _ => continue,
         }
-        if state.value != "dead" {
+        if state != EntryState::Dead {
             if let Some(oldest) = oldest.map(ms_to_system_time) {
                 target.oldest_pending = Some(
                     target

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{append, assert_waits_long, claim_until, drain, entry, value, Queue, LONG, NS, SHORT};
-use crate::queue::EntryId;
+use crate::queue::{EntryId, EntryState};
 use crate::{Key, QueueError, Side};
 
 // ---------------------------------------------------------------------------
@@ -314,4 +314,76 @@ pub(super) async fn skip_policy_drop_dead(queue: Queue) {
     queue.drop_dead(id).await.expect("drop_dead");
     assert_eq!(drain(&queue, 10).await["k"], ["k1"]);
     assert!(queue.stats().await.expect("stats").new.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// The operator's view of one key.
+
+/// `key_entries` lists one key's line, head first, with each entry's state,
+/// and nothing of other keys, targets or namespaces.
+pub(super) async fn key_entries_shows_a_keys_line_in_order(queue: Queue) {
+    let dead = make_dead(&queue).await;
+    let prepared = queue
+        .prepare(entry(NS, Side::New, "k", "k2"), LONG)
+        .await
+        .expect("prepare");
+    append(&queue, "m", "m0").await;
+    append(&queue, "m", "m1").await;
+    queue
+        .append(entry(NS, Side::Old, "k", "old"))
+        .await
+        .expect("append for the old store");
+    queue
+        .append(entry("elsewhere", Side::New, "k", "other namespace"))
+        .await
+        .expect("append in another namespace");
+    let claim = queue.claim(NS, 10, LONG).await.expect("claim");
+    let claimed: Vec<String> = claim.entries.iter().map(value).collect();
+    assert_eq!(
+        claimed,
+        ["m0", "old"],
+        "k is blocked for the new store only"
+    );
+
+    let line = queue
+        .key_entries(NS, Side::New, &Key::from("k"))
+        .await
+        .expect("key_entries");
+    let shown: Vec<(EntryState, &[u8])> = line
+        .iter()
+        .map(|entry| (entry.state, entry.payload.as_slice()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (EntryState::Dead, &b"k0"[..]),
+            (EntryState::Pending, &b"k1"[..]),
+            (EntryState::Prepared, &b"k2"[..]),
+        ]
+    );
+    assert_eq!(line[0].id, dead);
+    assert_eq!(line[0].attempts, 2);
+    assert_eq!(line[0].last_error, "rejected for good");
+    assert_eq!(line[0].method, "put");
+    assert_eq!(line[2].id, prepared);
+    assert!(!line[2].orphaned);
+
+    let other = queue
+        .key_entries(NS, Side::New, &Key::from("m"))
+        .await
+        .expect("key_entries");
+    let states: Vec<EntryState> = other.iter().map(|entry| entry.state).collect();
+    assert_eq!(states, [EntryState::InFlight, EntryState::Pending]);
+
+    let old = queue
+        .key_entries(NS, Side::Old, &Key::from("k"))
+        .await
+        .expect("key_entries for the old store");
+    let states: Vec<EntryState> = old.iter().map(|entry| entry.state).collect();
+    assert_eq!(states, [EntryState::InFlight]);
+    let none = queue
+        .key_entries(NS, Side::New, &Key::from("nothing queued"))
+        .await
+        .expect("key_entries of an idle key");
+    assert!(none.is_empty());
 }

@@ -314,6 +314,7 @@ const BLOCK_CASES: &[Case] = cases![
     dead_and_prepared::aborted_entry_disappears,
     dead_and_prepared::expired_prepared_entry_is_claimed_as_orphan,
     dead_and_prepared::has_later_entries_sees_the_rest_of_the_key,
+    dead_and_prepared::key_entries_shows_a_keys_line_in_order,
 ];
 
 /// The cases run on queues of [`PoisonPolicy::Skip`]: what must not change
