@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dualwrite_runtime::queue::SqliteQueue;
 use dualwrite_runtime::{dual_write, DualWrite, RetryPolicy, Stage, Worker};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow};
@@ -348,18 +349,18 @@ async fn run(dir: &Path) -> Result<bool, Box<dyn Error>> {
     // Writes the follower misses wait in a third SQLite file, the embedded
     // durable queue: they survive a restart of the process.
     let retry = RetryPolicy::default().min_delay(Duration::from_millis(20));
+    let queue = SqliteQueue::open(dir.join("queue.db")).await?;
     let repo = DualWrite::builder(old, new)
-        .queue_file(dir.join("queue.db"))
-        .await?
+        .queue(queue)
         .stage(Stage::DualWrite)
         // A slow follower holds callers up this long at most, then is queued.
         .follower_timeout(Duration::from_millis(250))
         // Quick retries, so that the example never sits waiting.
         .retry(retry.max_delay(Duration::from_secs(1)))
         .build()?;
-    // A service keeps the worker running in a task (`worker.run()`, stopped
-    // and awaited with `worker.handle().shutdown()`); here `drain()` runs it
-    // until the queue is empty.
+    // A service starts the worker once (`let worker = repo.spawn_worker();`)
+    // and stops it with `worker.shutdown().await`; here `drain()` runs it
+    // until the queue is empty, so that each phase shows its effect.
     let worker = repo.worker::<OrderRepositoryOp>();
 
     println!("\nPhase 1: both databases are up; writes go to the old one, then the new one");

@@ -3,7 +3,7 @@
 
 pub use ::serde;
 
-pub use crate::op::{Key, Operation, Replay};
+pub use crate::op::{HasOperations, Key, Operation, Replay};
 pub use crate::stage::Side;
 pub use crate::wrapper::{Delivery, DualWrite, FollowerPlan, QueueRefused, WriteGuard};
 

@@ -65,7 +65,16 @@
 //!   `New`'s associated types equal to `Old`'s);
 //! - `enum RepoOp`, one variant per write method holding owned copies of its
 //!   arguments, serialisable with serde, implementing [`Operation`] and
-//!   [`Replay`] for every implementation of `Repo`.
+//!   [`Replay`] for every implementation of `Repo`;
+//! - `impl HasOperations<RepoOp> for DualWrite<Old, New>` ([`HasOperations`]),
+//!   so that `repo.spawn_worker()` knows which enum to replay.
+//!
+//! That last impl makes rustc treat the trait as reachable from other crates
+//! even when it is `pub` inside a private module, so for a `pub` trait with
+//! native `async fn`s the attribute allows the `async_fn_in_trait` lint,
+//! which would otherwise appear where it did not before. If you publish the
+//! trait for other crates, its advice (callers cannot require the futures to
+//! be `Send`) still applies.
 //!
 //! Options on the trait, all optional:
 //!
@@ -171,7 +180,7 @@
 //!   [`orphan_after`](Builder::orphan_after) and applies it to both stores.
 //!
 //! The embedded durable queue is one SQLite file
-//! ([`Builder::queue_file`], [`queue::SqliteQueue`]).
+//! ([`Builder::queue`] with a [`queue::SqliteQueue`]).
 //!
 //! Replays and retries deliver at least once: follower writes must be
 //! idempotent (an upsert, a delete), as a timed-out write may have landed.
@@ -231,7 +240,7 @@ pub use config::BuildError;
 pub use dualwrite_macros::dual_write;
 pub use observe::Observer;
 pub use op::ShownKey;
-pub use op::{Key, Operation, Replay};
+pub use op::{HasOperations, Key, Operation, Replay};
 pub use queue::{InMemoryQueue, QueueAdmin, QueueError, QueueStats, ReconciliationQueue};
 pub use read::{ComparisonOutcome, Rollout};
 pub use stage::{MismatchGuard, Side, Stage, StageChange, StageError, StageHandle};

@@ -142,6 +142,16 @@ pub trait Replay<Store: ?Sized>: Operation {
         -> impl Future<Output = Result<(), String>> + 'a;
 }
 
+/// Ties a wrapper to the operation enum of a trait it implements, so that
+/// [`DualWrite::spawn_worker`](crate::DualWrite::spawn_worker) finds the
+/// enum by itself.
+///
+/// `#[dual_write]` implements it for `DualWrite<Old, New>` with the trait's
+/// `<Trait>Op`; there is no reason to implement it by hand. A wrapper whose
+/// stores implement two such traits has two impls, and then names the one
+/// to run: `repo.spawn_worker::<OrderRepositoryOp>()`.
+pub trait HasOperations<Op> {}
+
 /// 64-bit FNV-1a, then MurmurHash3's `fmix64` to spread the low bits.
 pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

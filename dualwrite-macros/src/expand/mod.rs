@@ -6,7 +6,8 @@
 //! [`Context`] holds the names and paths every part shares, and each part
 //! is an `impl Context` block of its own file: the operation enum and its
 //! impls (`op_enum`), the `const _` checks (`checks`), the replay impl
-//! (`replay`), the wrapper impl (`wrapper`) with its write and read bodies
+//! (`replay`), the `HasOperations` impl that lets `spawn_worker` find the
+//! enum (`worker`), the wrapper impl (`wrapper`) with its write and read bodies
 //! (`write`, `read`), and the where clauses they need (`bounds`).
 
 mod bounds;
@@ -15,6 +16,7 @@ mod context;
 mod op_enum;
 mod read;
 mod replay;
+mod worker;
 mod wrapper;
 mod write;
 
@@ -100,7 +102,10 @@ fn expand_trait(args: TokenStream, item: &ItemTrait) -> TokenStream {
     let read_checks = context.read_checks();
     let replay = context.replay_impl();
     let wrapper = context.wrapper_impl();
+    let operations = context.operations_impl();
+    let allowance = context.lint_allowance();
     quote! {
+        #allowance
         #stripped
         #op_enum
         #checks
@@ -108,6 +113,7 @@ fn expand_trait(args: TokenStream, item: &ItemTrait) -> TokenStream {
         #op_impls
         #replay
         #wrapper
+        #operations
     }
 }
 

@@ -86,7 +86,7 @@ impl Context<'_, '_> {
 }
 
 /// `tokens` with each lifetime named in `names` replaced by `'static`.
-fn with_static_lifetimes(tokens: TokenStream, names: &[String]) -> TokenStream {
+pub(super) fn with_static_lifetimes(tokens: TokenStream, names: &[String]) -> TokenStream {
     use proc_macro2::{Group, TokenTree};
     if names.is_empty() {
         return tokens;

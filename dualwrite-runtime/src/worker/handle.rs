@@ -7,26 +7,28 @@ use tokio::sync::watch;
 use super::{WorkerReport, WorkerStop};
 use crate::queue::{QueueError, ReconciliationQueue};
 
-/// Stops a [`Worker`](super::Worker) running in a task of its own and waits
-/// for it, from [`Worker::handle`](super::Worker::handle).
+/// Stops a running [`Worker`](super::Worker) and waits for it, and reports
+/// what it did.
+///
+/// [`DualWrite::spawn_worker`](crate::DualWrite::spawn_worker) starts a
+/// worker and returns its handle; dropping that handle stops the worker.
 ///
 /// ```ignore
-/// let worker = repo.worker::<OrderRepositoryOp>();
-/// let handle = worker.handle();
-/// tokio::spawn(async move { worker.run().await });
+/// let worker = repo.spawn_worker();
 /// // ... on shutdown:
-/// let report = handle.shutdown().await?;
+/// let report = worker.shutdown().await?;
 /// ```
 ///
-/// The worker is spawned by the caller because only the caller's code,
-/// which knows the concrete stores, can show the compiler that the worker's
-/// future is `Send` (store futures of native `async fn` traits are opaque
-/// to generic code).
+/// [`Worker::handle`](super::Worker::handle) gives one for a worker you run
+/// yourself (`tokio::spawn(async move { worker.run().await })`); dropping
+/// such a handle leaves the worker running.
 pub struct WorkerHandle {
     stop: WorkerStop,
     running: watch::Receiver<usize>,
     report: Arc<std::sync::Mutex<WorkerReport>>,
     queue: Arc<dyn ReconciliationQueue>,
+    /// Set for the handle of a spawned worker, its only way to be stopped.
+    stop_on_drop: bool,
 }
 
 impl std::fmt::Debug for WorkerHandle {
@@ -61,7 +63,12 @@ impl WorkerHandle {
             running,
             report,
             queue,
+            stop_on_drop: false,
         }
+    }
+
+    pub(super) fn stop_on_drop(&mut self) {
+        self.stop_on_drop = true;
     }
 
     /// Asks the worker to stop: it claims nothing more and finishes what it
@@ -84,7 +91,10 @@ impl WorkerHandle {
     }
 
     /// Whether the worker is inside [`run`](super::Worker::run) or
-    /// [`drain`](super::Worker::drain) now.
+    /// [`drain`](super::Worker::drain) now (for a spawned worker: from
+    /// [`spawn_worker`](crate::DualWrite::spawn_worker) until its run
+    /// returned). A spawned worker that stopped without being asked to has
+    /// logged why at error level.
     pub fn is_running(&self) -> bool {
         *self.running.borrow() > 0
     }
@@ -110,5 +120,13 @@ impl WorkerHandle {
             .await
             .map_err(WorkerShutdownError::Flush)?;
         Ok(self.report())
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        if self.stop_on_drop {
+            self.stop.stop();
+        }
     }
 }

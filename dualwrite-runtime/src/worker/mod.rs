@@ -35,6 +35,7 @@ mod handle;
 mod lease;
 mod retry;
 mod shared;
+mod spawn;
 mod uncertain;
 pub(crate) mod uncertain_writes;
 

@@ -83,24 +83,20 @@ impl<Old, New> Builder<Old, New> {
         self
     }
 
-    /// The reconciliation queue (required).
+    /// The reconciliation queue (required). The embedded durable default is
+    /// a [`SqliteQueue`](crate::queue::SqliteQueue), opened before the chain
+    /// so that the chain has one error type:
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use dualwrite_runtime::{queue::SqliteQueue, DualWrite};
+    /// # struct Store;
+    /// let queue = SqliteQueue::open("/var/lib/orders/dualwrite-queue.db").await?;
+    /// let repo = DualWrite::builder(Store, Store).queue(queue).build()?;
+    /// # let _ = repo; Ok(()) }
+    /// ```
     pub fn queue(self, queue: impl ReconciliationQueue) -> Self {
         self.shared_queue(Arc::new(queue))
-    }
-
-    /// The embedded default: a durable [`SqliteQueue`](crate::queue::SqliteQueue)
-    /// in the file at `path`, created (mode `0600`) if it does not exist.
-    ///
-    /// # Errors
-    ///
-    /// The file cannot be opened or created, or holds something other than
-    /// a dualwrite queue of this version or older.
-    #[cfg(feature = "sqlite")]
-    pub async fn queue_file(
-        self,
-        path: impl AsRef<std::path::Path>,
-    ) -> Result<Self, crate::QueueError> {
-        Ok(self.queue(crate::queue::SqliteQueue::open(path).await?))
     }
 
     /// A reconciliation queue shared with other wrappers or workers.

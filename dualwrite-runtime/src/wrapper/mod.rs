@@ -11,11 +11,11 @@ pub use write::{FollowerPlan, QueueRefused, WriteGuard};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::op::{Key, Replay};
+use crate::op::{HasOperations, Key, Replay};
 use crate::queue::{QueueAdmin, QueueError, QueueStats};
 use crate::read::ReadPlan;
 use crate::stage::{Side, StageHandle};
-use crate::worker::{Shared, Worker};
+use crate::worker::{Shared, Worker, WorkerHandle};
 
 /// Two implementations of one repository trait, used as one.
 ///
@@ -127,6 +127,35 @@ impl<Old, New> DualWrite<Old, New> {
             Arc::clone(&self.new),
             Arc::clone(&self.shared),
         )
+    }
+
+    /// Starts a worker for the operations of the trait this wrapper
+    /// implements, on a thread of its own (see [`Worker::spawn`]), and
+    /// returns its handle. The operation enum is found from the trait:
+    ///
+    /// ```ignore
+    /// let worker = repo.spawn_worker();
+    /// // ... serve requests ...
+    /// repo.shutdown().await?;             // the write path first
+    /// let report = worker.shutdown().await?; // then the worker
+    /// ```
+    ///
+    /// If the stores implement more than one `#[dual_write]` trait, name
+    /// the one to run, once per trait:
+    /// `repo.spawn_worker::<OrderRepositoryOp>()`. Dropping the handle
+    /// stops the worker.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime.
+    pub fn spawn_worker<Op>(&self) -> WorkerHandle
+    where
+        Self: HasOperations<Op>,
+        Op: Replay<Old> + Replay<New>,
+        Old: Send + Sync + 'static,
+        New: Send + Sync + 'static,
+    {
+        self.worker::<Op>().spawn()
     }
 
     /// Graceful shutdown of the write path: waits until every write in
