@@ -103,6 +103,16 @@ pub fn key<T: KeyValue + ?Sized>(value: &T) -> Key {
     Key::from_display(value)
 }
 
+/// Waits for one async step of a blocking method's write (beginning it,
+/// writing ahead, planning, queueing, committing, withdrawing) on the
+/// calling thread: the one bridge from the blocking form to the async write
+/// path. The steps wait for the key's order guard and the queue's answer;
+/// work they hand off (withdrawal retries) goes to the current Tokio runtime
+/// when there is one.
+pub fn block_on<F: core::future::Future>(step: F) -> F::Output {
+    futures::executor::block_on(step)
+}
+
 /// Runs a blocking store call from the worker's async task, telling a
 /// multi-threaded runtime to move its other tasks off this thread meanwhile.
 pub fn run_blocking<R>(call: impl FnOnce() -> R) -> R {

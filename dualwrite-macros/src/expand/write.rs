@@ -22,7 +22,15 @@ impl Context<'_, '_> {
         let op = &self.op;
         let variant = self.variant(method);
         let is_async = method.form.is_async();
-        let await_ = is_async.then(|| quote!(.await));
+        // The runtime's steps of a write are async; a blocking method waits
+        // for each with the one `block_on` helper.
+        let finish = |step: TokenStream| {
+            if is_async {
+                quote!(#step.await)
+            } else {
+                quote!(#private::block_on(#step))
+            }
+        };
         let in_form = |name: &str| form_fn(name, is_async);
         let names: Vec<&Ident> = method.args.iter().map(|arg| &arg.name).collect();
         let [guard, op_value, result, side, outcome, reason, prepared, refusal] = [
@@ -41,9 +49,8 @@ impl Context<'_, '_> {
             Some(key) => key_call(private, key),
             None => quote!(#private::Key::unkeyed()),
         };
-        let begin_write = in_form("__begin_write");
         let begin =
-            quote!(#private::DualWrite::#begin_write(#this, #namespace, #name, #key) #await_);
+            finish(quote!(#private::DualWrite::__begin_write(#this, #namespace, #name, #key)));
         let begin = match &method.options.delivery {
             Some(delivery) if delivery == "journaled" => {
                 quote!(#begin.deliver_by(#private::Delivery::Journaled))
@@ -63,8 +70,6 @@ impl Context<'_, '_> {
             .iter()
             .map(|arg| follower_argument(&arg.name, &arg.passing))
             .collect();
-        let [prepare, commit, abort, enqueue, follower_plan] =
-            ["prepare", "commit", "abort", "enqueue", "follower_plan"].map(in_form);
         // Fail-open writes go on when the queue refuses (it was logged and
         // counted); fail-closed writes return the refusal as their error.
         // The conversion is called with method syntax and the option's span,
@@ -76,7 +81,11 @@ impl Context<'_, '_> {
                 #refusal.#method()
             }}
         };
-        let enqueue = quote!(#guard.#enqueue(#side, &#op_value, #reason) #await_);
+        let enqueue = finish(quote!(#guard.enqueue(#side, &#op_value, #reason)));
+        let prepare = finish(quote!(#guard.prepare(#op_value)));
+        let abort = finish(quote!(#guard.abort(#prepared)));
+        let commit = finish(quote!(#guard.commit(#prepared)));
+        let follower_plan = finish(quote!(#guard.follower_plan()));
         let enqueue = match method.fail_closed {
             Some(span) => {
                 let into_error = into_error(span);
@@ -142,7 +151,7 @@ impl Context<'_, '_> {
             // Journaled delivery writes the operation ahead, so that a crash
             // between the two stores cannot lose it.
             let #prepared = match &#op_value {
-                ::core::option::Option::Some(#op_value) => #guard.#prepare(#op_value) #await_,
+                ::core::option::Option::Some(#op_value) => #prepare,
                 ::core::option::Option::None => ::core::result::Result::Ok(::core::option::Option::None),
             };
             #take_prepared
@@ -150,11 +159,11 @@ impl Context<'_, '_> {
                 #(#authoritative)*
             };
             if ::core::result::Result::is_err(&#result) {
-                #guard.#abort(#prepared) #await_;
+                #abort;
             } else if let ::core::option::Option::Some(#op_value) = #op_value {
                 if let ::core::option::Option::Some(#prepared) = #prepared {
-                    #guard.#commit(#prepared) #await_;
-                } else { match #guard.#follower_plan() #await_ {
+                    #commit;
+                } else { match #follower_plan {
                     #private::FollowerPlan::Call(#side) => {
                         let #outcome = match (#side, &#op_value) {
                             #(#follower)*

@@ -246,14 +246,4 @@ impl<Old, New> DualWrite<Old, New> {
     ) -> WriteGuard<'_> {
         WriteGuard::begin(&self.shared, namespace, method, key).await
     }
-
-    /// [`Self::__begin_write`] for blocking traits.
-    pub fn __begin_write_blocking(
-        &self,
-        namespace: &'static str,
-        method: &'static str,
-        key: Key,
-    ) -> WriteGuard<'_> {
-        futures::executor::block_on(WriteGuard::begin(&self.shared, namespace, method, key))
-    }
 }

@@ -51,11 +51,6 @@ impl WriteGuard<'_> {
         }
     }
 
-    /// [`Self::follower_plan`] for blocking traits.
-    pub fn follower_plan_blocking(&self) -> FollowerPlan {
-        futures::executor::block_on(self.follower_plan())
-    }
-
     fn record_follower_call(&self, outcome: Result<(), String>) -> Result<(), String> {
         match &outcome {
             Ok(()) => {
@@ -155,15 +150,5 @@ impl WriteGuard<'_> {
                 Err(self.refusal(side, error))
             }
         }
-    }
-
-    /// [`Self::enqueue`] for blocking traits.
-    pub fn enqueue_blocking<Op: Operation>(
-        &self,
-        side: Side,
-        op: &Op,
-        reason: String,
-    ) -> Result<(), QueueRefused> {
-        futures::executor::block_on(self.enqueue(side, op, reason))
     }
 }

@@ -282,14 +282,6 @@ impl<'a> WriteGuard<'a> {
         }
     }
 
-    /// [`Self::prepare`] for blocking traits.
-    pub fn prepare_blocking<Op: Operation>(
-        &self,
-        op: &Op,
-    ) -> Result<Option<EntryId>, QueueRefused> {
-        futures::executor::block_on(self.prepare(op))
-    }
-
     /// Marks the start of the authoritative call: from here until it
     /// returns, a dropped caller leaves the write uncertain.
     fn enter_authoritative<Op: Operation + Clone>(&self, op: Option<&Op>) {
@@ -382,11 +374,6 @@ impl<'a> WriteGuard<'a> {
         }
     }
 
-    /// [`Self::commit`] for blocking traits.
-    pub fn commit_blocking(&self, prepared: EntryId) {
-        futures::executor::block_on(self.commit(prepared))
-    }
-
     /// Records that the authoritative write failed, withdrawing the prepared
     /// operation if there is one: neither store may get it later (I1).
     ///
@@ -419,11 +406,6 @@ impl<'a> WriteGuard<'a> {
             self.shared.withdrawals.mark(id);
             spawn_withdrawal_retries(Arc::clone(&self.owner), id);
         }
-    }
-
-    /// [`Self::abort`] for blocking traits.
-    pub fn abort_blocking(&self, prepared: Option<EntryId>) {
-        futures::executor::block_on(self.abort(prepared))
     }
 
     fn entry<Op: Operation>(
