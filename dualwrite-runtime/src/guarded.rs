@@ -1,5 +1,8 @@
 //! Store calls with a timeout and panic isolation, as the write path, the
-//! worker and the read path all make them.
+//! worker and the read path all make them: [`call`] (a timeout and a caught
+//! panic), [`caught`] (a caught panic, the time bounded by the caller) and
+//! [`caught_blocking`] (a blocking call, which nothing can interrupt). A
+//! failure reads "panicked: <message>" or "timed out after <duration>".
 
 use std::fmt;
 use std::future::Future;
@@ -38,11 +41,24 @@ impl fmt::Display for Failure {
 
 /// Runs `call` for at most `timeout`, catching a panic.
 pub(crate) async fn call<F: Future>(timeout: Duration, call: F) -> Result<F::Output, Failure> {
-    match tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind()).await {
-        Ok(Ok(output)) => Ok(output),
-        Ok(Err(panic)) => Err(Failure::Panicked(crate::panic_message(&*panic))),
+    match tokio::time::timeout(timeout, caught(call)).await {
+        Ok(outcome) => outcome,
         Err(_) => Err(Failure::TimedOut(timeout)),
     }
+}
+
+/// Awaits `call`, catching a panic (for calls whose time is bounded
+/// elsewhere, such as a compared read racing the serving one).
+pub(crate) fn caught<F: Future>(call: F) -> impl Future<Output = Result<F::Output, Failure>> {
+    AssertUnwindSafe(call)
+        .catch_unwind()
+        .map(|outcome| outcome.map_err(|panic| Failure::Panicked(crate::panic_message(&*panic))))
+}
+
+/// Runs a blocking `call` (which no timeout can interrupt), catching a panic.
+pub(crate) fn caught_blocking<T>(call: impl FnOnce() -> T) -> Result<T, Failure> {
+    std::panic::catch_unwind(AssertUnwindSafe(call))
+        .map_err(|panic| Failure::Panicked(crate::panic_message(&*panic)))
 }
 
 /// Sleeps on the runtime's timer, or blocks the thread when there is no

@@ -1,7 +1,5 @@
 //! Deciding whether two stores' results agree.
 
-use std::panic::AssertUnwindSafe;
-
 use crate::observe::ComparisonOutcome;
 
 /// What the compared store answered, as far as the comparison cares.
@@ -24,7 +22,7 @@ pub(crate) fn judge<T: ?Sized>(
     match (serving, other) {
         (_, Answer::TimedOut) => ComparisonOutcome::ComparedTimedOut,
         (Some(serving), Answer::Value(other)) => {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| compare(serving, other))) {
+            match crate::guarded::caught_blocking(|| compare(serving, other)) {
                 Ok(true) => ComparisonOutcome::Match,
                 Ok(false) => ComparisonOutcome::ValueMismatch,
                 Err(_) => ComparisonOutcome::ComparatorPanicked,

@@ -16,7 +16,6 @@
 //! Every one of them returns the serving store's result untouched.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +27,7 @@ use tracing::Instrument;
 
 use super::Reads;
 use super::{judge, Answer, ComparisonOutcome};
+use crate::guarded;
 use crate::observe::{self, CallOutcome, ComparisonReport};
 use crate::op::Key;
 use crate::vocabulary::{Side, Stage};
@@ -242,8 +242,7 @@ impl<'a> ReadPlan<'a> {
         let result = serving();
         let serving_elapsed = start.elapsed();
         let other_start = Instant::now();
-        let answer = std::panic::catch_unwind(AssertUnwindSafe(other))
-            .map_err(|panic| Some(format!("panicked: {}", crate::panic_message(&*panic))));
+        let answer = guarded::caught_blocking(other).map_err(|panic| Some(panic.to_string()));
         let other_elapsed = Some(other_start.elapsed());
         let served = Served {
             value: view(&result).ok(),
@@ -405,8 +404,7 @@ impl<'a> ReadPlan<'a> {
             let _permit = permit;
             let _entered = task_span.enter();
             let other_start = Instant::now();
-            let answer = std::panic::catch_unwind(AssertUnwindSafe(other))
-                .map_err(|panic| Some(format!("panicked: {}", crate::panic_message(&*panic))));
+            let answer = guarded::caught_blocking(other).map_err(|panic| Some(panic.to_string()));
             let other_elapsed = Some(other_start.elapsed());
             conclude(
                 &shared,
@@ -471,15 +469,9 @@ fn caught<R>(
     read: impl Future<Output = R>,
     start: Instant,
 ) -> impl Future<Output = OtherAnswer<R>> {
-    AssertUnwindSafe(read).catch_unwind().map(move |answer| {
-        let elapsed = start.elapsed();
-        match answer {
-            Ok(result) => (Ok(result), Some(elapsed)),
-            Err(panic) => (
-                Err(Some(format!("panicked: {}", crate::panic_message(&*panic)))),
-                Some(elapsed),
-            ),
-        }
+    guarded::caught(read).map(move |answer| {
+        let elapsed = Some(start.elapsed());
+        (answer.map_err(|panic| Some(panic.to_string())), elapsed)
     })
 }
 
@@ -488,7 +480,7 @@ fn caught<R>(
 fn shown<R>(show: Option<fn(&R) -> String>, result: &R) -> Option<String> {
     let show = show?;
     Some(
-        std::panic::catch_unwind(AssertUnwindSafe(|| show(result)))
+        guarded::caught_blocking(|| show(result))
             .unwrap_or_else(|_| "<its Debug implementation panicked>".to_owned()),
     )
 }

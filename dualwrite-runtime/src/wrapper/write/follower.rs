@@ -3,7 +3,6 @@
 
 use std::fmt::Display;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -90,14 +89,11 @@ impl WriteGuard<'_> {
         let started = Instant::now();
         let (outcome, kind) = match self
             .span
-            .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(write)))
+            .in_scope(|| crate::guarded::caught_blocking(write))
         {
             Ok(Ok(_)) => (Ok(()), CallOutcome::Ok),
             Ok(Err(error)) => (Err(error.to_string()), CallOutcome::Error),
-            Err(panic) => (
-                Err(format!("panicked: {}", crate::panic_message(&*panic))),
-                CallOutcome::Panic,
-            ),
+            Err(failure) => (Err(failure.to_string()), failure.outcome()),
         };
         self.record(self.follower(), kind, started);
         self.record_follower_call(outcome)
