@@ -8,7 +8,7 @@ use syn::{Attribute, Expr, Ident, LitInt, LitStr, Path};
 
 const TRAIT_OPTIONS: &str =
     "`namespace = \"name\"`, `version = 1`, `op = EnumName`, `crate = path` or `fail_closed`";
-const METHOD_OPTIONS: &str = "`read`, `write`, `skip`, `key = <expression>`, `compare = <path>`, `normalize = <path>`, `detached`, `report_values`, `delivery = sync|journaled` or `fail_closed`";
+const METHOD_OPTIONS: &str = "`read`, `write`, `skip`, `key = <expression>`, `compare = <path>`, `normalize = <path>`, `detached`, `report_values`, `delivery = sync|journaled`, `fail_closed`, `idempotent = false` or `follower = <path>`";
 
 /// Options on the trait: `#[dual_write(namespace = "orders", version = 2)]`.
 #[derive(Default)]
@@ -57,6 +57,12 @@ pub(crate) struct MethodOptions {
     pub(crate) delivery: Option<Ident>,
     /// The write returns the queue's refusal as its error.
     pub(crate) fail_closed: Option<Span>,
+    /// `idempotent = false`: a replay without an operation id could apply
+    /// the write twice. The value and the option's span.
+    pub(crate) idempotent: Option<(bool, Span)>,
+    /// `follower = path`: builds the follower's operation from the arguments
+    /// and the authoritative result.
+    pub(crate) follower: Option<Path>,
     /// The attribute itself, for errors about the whole set of options.
     pub(crate) span: Option<Span>,
 }
@@ -144,6 +150,8 @@ fn is_method_option(meta: &ParseNestedMeta) -> bool {
         "detached",
         "report_values",
         "delivery",
+        "idempotent",
+        "follower",
     ]
     .iter()
     .any(|name| meta.path.is_ident(name))
@@ -259,6 +267,22 @@ impl MethodOptions {
                 &meta,
                 "fail_closed",
             )
+        } else if meta.path.is_ident("idempotent") {
+            let value: syn::LitBool = meta.value()?.parse().map_err(|error| {
+                syn::Error::new(
+                    error.span(),
+                    "`idempotent` takes `true` or `false`: `idempotent = false` declares a write that must not be replayed without its operation id",
+                )
+            })?;
+            set_once(
+                &mut self.idempotent,
+                (value.value, meta.path.span()),
+                &meta,
+                "idempotent",
+            )
+        } else if meta.path.is_ident("follower") {
+            let value: Path = meta.value()?.parse()?;
+            set_once(&mut self.follower, value, &meta, "follower")
         } else if ["namespace", "version", "op", "crate"]
             .iter()
             .any(|name| meta.path.is_ident(name))

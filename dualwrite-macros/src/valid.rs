@@ -112,6 +112,9 @@ fn check_method(method: &Method<'_>) -> syn::Result<()> {
             combine(&mut errors, error);
         }
     }
+    if let Err(error) = crate::expand::replay_safety::check(method) {
+        combine(&mut errors, error);
+    }
     match errors {
         Some(errors) => Err(errors),
         None => Ok(()),

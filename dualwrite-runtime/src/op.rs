@@ -129,6 +129,24 @@ pub trait Operation: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// The write method this operation calls, as written in the trait.
     fn method(&self) -> &'static str;
+
+    /// Whether a replay of this operation could apply it twice unless the
+    /// store skips repeats by its [`OperationId`](crate::OperationId): the
+    /// method is declared `#[dual_write(write, idempotent = false)]`. The
+    /// worker dead-letters such an operation rather than replay it when it
+    /// carries no id (it was queued by a build without ids).
+    fn needs_operation_id(&self) -> bool {
+        false
+    }
+
+    /// Why a queued call of this operation must never be replayed, if so: the
+    /// method's follower gets an operation built from the authoritative
+    /// result (`follower = path`), so replaying the call itself could make a
+    /// second row in the authoritative store. The worker dead-letters such an
+    /// entry with this text.
+    fn replay_refusal(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Replays an [`Operation`] against one store.

@@ -16,6 +16,7 @@ mod context;
 mod op_enum;
 mod read;
 mod replay;
+pub(crate) mod replay_safety;
 mod worker;
 mod wrapper;
 mod write;
@@ -101,6 +102,7 @@ fn expand_trait(args: TokenStream, item: &ItemTrait) -> TokenStream {
     let checks = context.checks();
     let read_checks = context.read_checks();
     let replay = context.replay_impl();
+    let op_key = context.op_key_impl();
     let wrapper = context.wrapper_impl();
     let operations = context.operations_impl();
     let allowance = context.lint_allowance();
@@ -112,6 +114,7 @@ fn expand_trait(args: TokenStream, item: &ItemTrait) -> TokenStream {
         #read_checks
         #op_impls
         #replay
+        #op_key
         #wrapper
         #operations
     }

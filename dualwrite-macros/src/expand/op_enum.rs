@@ -105,6 +105,7 @@ impl Context<'_, '_> {
         let namespace = &self.namespace;
         let version = self.version;
         let method_match = self.method_match();
+        let replay_safety = self.replay_safety_methods();
         let clone_arms = self.model.writes().map(|method| {
             let variant = self.variant(method);
             let cfgs = &method.cfgs;
@@ -134,6 +135,8 @@ impl Context<'_, '_> {
                 fn method(&self) -> &'static str {
                     #method_match
                 }
+
+                #replay_safety
             }
 
             #[automatically_derived]

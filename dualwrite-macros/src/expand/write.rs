@@ -56,6 +56,11 @@ impl Context<'_, '_> {
                 quote!(#begin.deliver_by(#private::Delivery::Journaled))
             }
             Some(_) => quote!(#begin.deliver_by(#private::Delivery::Sync)),
+            // The follower's operation is built from the result, which a
+            // journaled write-ahead cannot wait for: always in the request.
+            None if method.options.follower.is_some() => {
+                quote!(#begin.deliver_by(#private::Delivery::Sync))
+            }
             None => begin,
         };
         let captured = method.args.iter().map(|arg| {
@@ -81,22 +86,22 @@ impl Context<'_, '_> {
                 #refusal.#method()
             }}
         };
-        let enqueue = finish(quote!(#guard.enqueue(#side, &#op_value, #reason)));
-        let prepare = finish(quote!(#guard.prepare(#op_value)));
-        let abort = finish(quote!(#guard.abort(#prepared)));
-        let commit = finish(quote!(#guard.commit(#prepared)));
-        let follower_plan = finish(quote!(#guard.follower_plan()));
-        let enqueue = match method.fail_closed {
+        let refusable = |call: TokenStream| match method.fail_closed {
             Some(span) => {
                 let into_error = into_error(span);
                 quote! {
-                    if let ::core::result::Result::Err(#refusal) = #enqueue {
+                    if let ::core::result::Result::Err(#refusal) = #call {
                         return ::core::result::Result::Err(#into_error);
                     }
                 }
             }
-            None => quote!(let _ = #enqueue;),
+            None => quote!(let _ = #call;),
         };
+        let enqueue = refusable(finish(quote!(#guard.enqueue(#side, &#op_value, #reason))));
+        let prepare = finish(quote!(#guard.prepare(#op_value)));
+        let abort = finish(quote!(#guard.abort(#prepared)));
+        let commit = finish(quote!(#guard.commit(#prepared)));
+        let follower_plan = finish(quote!(#guard.follower_plan()));
         let take_prepared = match method.fail_closed {
             Some(span) => {
                 let into_error = into_error(span);
@@ -141,6 +146,28 @@ impl Context<'_, '_> {
             let call = guard_call("call_follower", None, store, &follower_args);
             quote!((#side, #op::#variant { #(#names),* }) => #call,)
         });
+        let deliver = match &method.options.follower {
+            Some(path) => self.built_delivery(method, path, &this, &refusable),
+            None => quote! {
+                if let ::core::option::Option::Some(#prepared) = #prepared {
+                    #commit;
+                } else { match #follower_plan {
+                    #private::FollowerPlan::Call(#side) => {
+                        let #outcome = match (#side, &#op_value) {
+                            #(#follower)*
+                            #[allow(unreachable_patterns)]
+                            _ => ::core::unreachable!("the operation was built for this method"),
+                        };
+                        if let ::core::result::Result::Err(#reason) = #outcome {
+                            #enqueue
+                        }
+                    }
+                    #private::FollowerPlan::Queue(#side, #reason) => {
+                        #enqueue
+                    }
+                } }
+            },
+        };
         quote! {
             let #guard = #begin;
             let #op_value = if #guard.has_follower() {
@@ -161,23 +188,7 @@ impl Context<'_, '_> {
             if ::core::result::Result::is_err(&#result) {
                 #abort;
             } else if let ::core::option::Option::Some(#op_value) = #op_value {
-                if let ::core::option::Option::Some(#prepared) = #prepared {
-                    #commit;
-                } else { match #follower_plan {
-                    #private::FollowerPlan::Call(#side) => {
-                        let #outcome = match (#side, &#op_value) {
-                            #(#follower)*
-                            #[allow(unreachable_patterns)]
-                            _ => ::core::unreachable!("the operation was built for this method"),
-                        };
-                        if let ::core::result::Result::Err(#reason) = #outcome {
-                            #enqueue
-                        }
-                    }
-                    #private::FollowerPlan::Queue(#side, #reason) => {
-                        #enqueue
-                    }
-                } }
+                #deliver
             }
             #result
         }

@@ -31,6 +31,7 @@
 //! it, for up to a third of the lease.
 
 mod breaker;
+mod decode;
 mod handle;
 mod lease;
 mod retry;
@@ -57,6 +58,7 @@ use crate::op::{Key, Replay};
 use crate::order::KeyLocks;
 use crate::queue::{ClaimedEntry, QueueError};
 use crate::vocabulary::Side;
+use decode::{decode, decode_parts, Decoded};
 
 /// Applies queued operations of one trait (`Op`) to the stores of a
 /// [`DualWrite`](crate::DualWrite). Create it with
@@ -375,9 +377,9 @@ where
         }
         let op = match decode::<Op>(&entry) {
             Ok(op) => op,
-            Err(error) => {
-                tracing::error!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, %error, "undecodable queue entry dead-lettered");
-                return self.dead_letter(&entry, &error).await;
+            Err(refused) => {
+                tracing::error!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, error = %refused.reason, "{}", refused.what);
+                return self.dead_letter(&entry, &refused.reason).await;
             }
         };
         let attempt = if entry.orphaned {
@@ -442,7 +444,7 @@ where
         outcome
     }
 
-    async fn replay_to(&self, op: &Op, side: Side) -> Result<(), String> {
+    async fn replay_to(&self, op: &Decoded<Op>, side: Side) -> Result<(), String> {
         self.replay_within(op, side, self.shared.follower_timeout)
             .await
     }
@@ -450,7 +452,7 @@ where
     /// Replays to the store that was authoritative: it gets the lease as its
     /// bound rather than the follower timeout, since writes to it are never
     /// timed out in the request either.
-    async fn replay_to_authoritative(&self, op: &Op, side: Side) -> Result<(), String> {
+    async fn replay_to_authoritative(&self, op: &Decoded<Op>, side: Side) -> Result<(), String> {
         let bound = self
             .shared
             .lease
@@ -461,16 +463,17 @@ where
 
     async fn replay_within(
         &self,
-        op: &Op,
+        op: &Decoded<Op>,
         side: Side,
         bound: std::time::Duration,
     ) -> Result<(), String> {
-        let replay = async {
+        // The store sees the operation's id, as it did in the request.
+        let replay = crate::operation_id::scoped(op.id, async {
             match side {
-                Side::Old => Replay::<Old>::replay(op, &self.old).await,
-                Side::New => Replay::<New>::replay(op, &self.new).await,
+                Side::Old => Replay::<Old>::replay(&op.op, &self.old).await,
+                Side::New => Replay::<New>::replay(&op.op, &self.new).await,
             }
-        };
+        });
         crate::guarded::call(bound, replay)
             .await
             .unwrap_or_else(|failure| Err(failure.to_string()))
@@ -485,7 +488,11 @@ where
     /// it in the authoritative store and it only goes to the target, in its
     /// place in the key's order. The key's order guard is held meanwhile, so
     /// no write of this process interleaves.
-    async fn replay_orphan(&self, op: &Op, entry: &ClaimedEntry) -> Result<Replayed, String> {
+    async fn replay_orphan(
+        &self,
+        op: &Decoded<Op>,
+        entry: &ClaimedEntry,
+    ) -> Result<Replayed, String> {
         let _order = self
             .shared
             .locks
@@ -546,44 +553,6 @@ fn settle(result: Result<(), QueueError>, outcome: Outcome) -> Outcome {
             Outcome::QueueError
         }
     }
-}
-
-/// Decodes an entry, or says in words why it cannot be.
-fn decode<Op: crate::Operation>(entry: &ClaimedEntry) -> Result<Op, String> {
-    decode_parts(
-        &entry.namespace,
-        &entry.method,
-        entry.version,
-        &entry.payload,
-    )
-}
-
-fn decode_parts<Op: crate::Operation>(
-    namespace: &str,
-    method: &str,
-    version: u32,
-    payload: &[u8],
-) -> Result<Op, String> {
-    if namespace != Op::NAMESPACE {
-        return Err(format!(
-            "entry belongs to namespace `{namespace}`, but this worker decodes `{}`",
-            Op::NAMESPACE
-        ));
-    }
-    if version != Op::VERSION {
-        return Err(format!(
-            "entry of method `{method}` was encoded with version {version}, but this build decodes version {} of `{}`",
-            Op::VERSION,
-            Op::NAMESPACE
-        ));
-    }
-    serde_json::from_slice(payload).map_err(|error| {
-        format!(
-            "cannot decode entry of method `{method}` as `{}` version {}: {error}",
-            Op::NAMESPACE,
-            Op::VERSION
-        )
-    })
 }
 
 impl<Op, Old, New> std::fmt::Debug for Worker<Op, Old, New> {

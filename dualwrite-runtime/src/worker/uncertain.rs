@@ -33,9 +33,9 @@ where
                 &write.payload,
             ) {
                 Ok(op) => op,
-                Err(error) => {
+                Err(refused) => {
                     // The queue entry is dead-lettered when it is claimed.
-                    tracing::error!(entry = %write.id, %error, "an uncertain write cannot be decoded");
+                    tracing::error!(entry = %write.id, error = %refused.reason, "an uncertain write is not replayed to the authoritative store: {}", refused.what);
                     self.shared.uncertain.settle(write.id, false);
                     continue;
                 }

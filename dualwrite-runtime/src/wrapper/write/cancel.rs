@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::WriteGuard;
 use crate::op::{Key, Operation};
+use crate::operation_id::OperationId;
 use crate::queue::{EntryId, NewEntry, QueueError};
 use crate::vocabulary::Side;
 use crate::worker::uncertain_writes::UncertainWrite;
@@ -35,14 +36,19 @@ pub(super) enum Owed {
 
 /// An operation kept for queueing, encoded only if it is queued.
 pub(super) trait OwedOperation: Send + Sync {
-    fn encode(&self) -> Result<Vec<u8>, QueueError>;
+    fn encode(&self, id: OperationId) -> Result<Vec<u8>, QueueError>;
     fn method(&self) -> &'static str;
     fn version(&self) -> u32;
+    /// The key it is queued under, when not the write's own (an operation
+    /// built from the authoritative result).
+    fn key(&self) -> Option<Key> {
+        None
+    }
 }
 
 impl<Op: Operation + Clone> OwedOperation for Op {
-    fn encode(&self) -> Result<Vec<u8>, QueueError> {
-        serde_json::to_vec(self).map_err(QueueError::Encode)
+    fn encode(&self, id: OperationId) -> Result<Vec<u8>, QueueError> {
+        crate::operation_id::encode(self, id).map_err(QueueError::Encode)
     }
     fn method(&self) -> &'static str {
         Operation::method(self)
@@ -73,16 +79,17 @@ impl WriteGuard<'_> {
         let (namespace, method, key) = (self.namespace, self.method, self.key.clone());
         let shown = self.shown_key();
         let follower = self.follower();
+        let operation_id = self.operation_id;
         let queue_op = move |op: Box<dyn OwedOperation>, uncertain: bool| {
             let reason = if uncertain {
                 "the caller went away during the authoritative write: it may or may not have landed"
             } else {
                 "the caller went away before the follower had the write"
             };
-            op.encode().map(|payload| NewEntry {
+            op.encode(operation_id).map(|payload| NewEntry {
                 namespace: namespace.to_owned(),
                 target: follower,
-                key: key.clone(),
+                key: op.key().unwrap_or_else(|| key.clone()),
                 method: op.method().to_owned(),
                 version: op.version(),
                 payload,
@@ -157,12 +164,13 @@ impl WriteGuard<'_> {
             }
             Owed::Follower(op) => {
                 tracing::warn!(namespace, method, key = %shown, "write cancelled before the follower had it; queueing it");
+                let key = op.key().unwrap_or_else(|| self.key.clone());
                 queue_owed(
                     shared,
                     queue_op(op, false),
                     namespace,
                     method,
-                    self.key.clone(),
+                    key,
                     follower,
                     false,
                 )

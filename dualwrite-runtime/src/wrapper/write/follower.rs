@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::cancel::{report_drift, Owed};
 use super::{FollowerPlan, QueueRefused, WriteGuard};
 use crate::observe::CallOutcome;
-use crate::op::Operation;
+use crate::op::{Key, Operation};
 use crate::vocabulary::{Delivery, Side};
 use crate::worker::Admission;
 
@@ -18,17 +18,17 @@ impl WriteGuard<'_> {
     /// Decides how the follower gets the write. Call only when
     /// [`has_follower`](Self::has_follower).
     pub async fn follower_plan(&self) -> FollowerPlan {
-        let side = self.follower();
         if self.delivery == Delivery::Journaled {
             // Only reached when writing ahead failed (fail-open): append now.
-            return FollowerPlan::Queue(side, "journaled delivery".to_owned());
+            return FollowerPlan::Queue(self.follower(), "journaled delivery".to_owned());
         }
-        match self
-            .shared
-            .queue
-            .has_work(self.namespace, side, &self.key)
-            .await
-        {
+        self.plan_for(&self.key).await
+    }
+
+    /// How the follower gets a write of `key`, delivered in the request.
+    pub(super) async fn plan_for(&self, key: &Key) -> FollowerPlan {
+        let side = self.follower();
+        match self.shared.queue.has_work(self.namespace, side, key).await {
             Ok(false) => match self.shared.breakers.admit(side) {
                 Admission::Call | Admission::Probe => FollowerPlan::Call(side),
                 Admission::Skip => FollowerPlan::Queue(
@@ -70,12 +70,17 @@ impl WriteGuard<'_> {
     {
         let timeout = self.shared.follower_timeout;
         let started = Instant::now();
-        let (outcome, kind) =
-            match crate::guarded::call(timeout, write.instrument(self.span.clone())).await {
-                Ok(Ok(_)) => (Ok(()), CallOutcome::Ok),
-                Ok(Err(error)) => (Err(error.to_string()), CallOutcome::Error),
-                Err(failure) => (Err(failure.to_string()), failure.outcome()),
-            };
+        let (outcome, kind) = match crate::guarded::call(
+            timeout,
+            crate::operation_id::scoped(Some(self.operation_id), write)
+                .instrument(self.span.clone()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => (Ok(()), CallOutcome::Ok),
+            Ok(Err(error)) => (Err(error.to_string()), CallOutcome::Error),
+            Err(failure) => (Err(failure.to_string()), failure.outcome()),
+        };
         self.record(self.follower(), kind, started);
         self.record_follower_call(outcome)
     }
@@ -87,10 +92,11 @@ impl WriteGuard<'_> {
         E: Display,
     {
         let started = Instant::now();
-        let (outcome, kind) = match self
-            .span
-            .in_scope(|| crate::guarded::caught_blocking(write))
-        {
+        let (outcome, kind) = match self.span.in_scope(|| {
+            crate::guarded::caught_blocking(|| {
+                crate::operation_id::scoped_blocking(Some(self.operation_id), write)
+            })
+        }) {
             Ok(Ok(_)) => (Ok(()), CallOutcome::Ok),
             Ok(Err(error)) => (Err(error.to_string()), CallOutcome::Error),
             Err(failure) => (Err(failure.to_string()), failure.outcome()),
@@ -114,15 +120,26 @@ impl WriteGuard<'_> {
         op: &Op,
         reason: String,
     ) -> Result<(), QueueRefused> {
+        self.enqueue_keyed(side, &self.key, op, reason).await
+    }
+
+    /// [`Self::enqueue`] under `key`.
+    pub(super) async fn enqueue_keyed<Op: Operation>(
+        &self,
+        side: Side,
+        key: &Key,
+        op: &Op,
+        reason: String,
+    ) -> Result<(), QueueRefused> {
         tracing::warn!(
             namespace = self.namespace,
             method = self.method,
-            key = %self.shown_key(),
+            key = %key.shown(self.shared.log_keys),
             follower = %side,
             reason = %reason,
             "follower write not applied; queued for reconciliation"
         );
-        let appended = match self.entry(side, op, reason, false) {
+        let appended = match self.entry(side, key, op, reason, false) {
             Ok(entry) => self.shared.queue.append(entry).await,
             Err(error) => Err(error),
         };
@@ -135,14 +152,7 @@ impl WriteGuard<'_> {
                 Ok(())
             }
             Err(error) => {
-                report_drift(
-                    self.shared,
-                    self.namespace,
-                    self.method,
-                    &self.key,
-                    side,
-                    &error,
-                );
+                report_drift(self.shared, self.namespace, self.method, key, side, &error);
                 Err(self.refusal(side, error))
             }
         }

@@ -48,12 +48,14 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 mod cancel;
+mod derived;
 mod follower;
 
 use cancel::{spawn_withdrawal_retries, withdraw, Owed, OwedOperation};
 
 use crate::observe::CallOutcome;
 use crate::op::{Key, Operation, ShownKey};
+use crate::operation_id::{self, OperationId};
 use crate::order::KeyLockGuard;
 use crate::queue::{EntryId, NewEntry, QueueError};
 use crate::vocabulary::Delivery;
@@ -69,6 +71,8 @@ pub struct WriteGuard<'a> {
     key: Key,
     stage: Stage,
     delivery: Delivery,
+    /// The write's id, the same for every store call and replay of it.
+    operation_id: OperationId,
     /// `dualwrite.write`, entered around each store call of this write.
     span: tracing::Span,
     /// What the write still owes if its caller goes away now.
@@ -134,6 +138,7 @@ impl<'a> WriteGuard<'a> {
             key,
             stage,
             delivery: shared.delivery,
+            operation_id: OperationId::generate(),
             span: tracing::info_span!(
                 "dualwrite.write",
                 namespace,
@@ -209,6 +214,12 @@ impl<'a> WriteGuard<'a> {
         }
     }
 
+    /// This write's id, as its store calls see it in
+    /// [`operation_id()`](crate::operation_id()).
+    pub fn operation_id(&self) -> OperationId {
+        self.operation_id
+    }
+
     /// The store whose result the caller gets.
     pub fn authoritative(&self) -> Side {
         self.stage.authoritative()
@@ -254,7 +265,8 @@ impl<'a> WriteGuard<'a> {
             return Ok(None);
         }
         let side = self.follower();
-        let prepared = match self.entry(side, op, "journaled delivery".to_owned(), false) {
+        let prepared = match self.entry(side, &self.key, op, "journaled delivery".to_owned(), false)
+        {
             Ok(entry) => {
                 self.shared
                     .queue
@@ -317,7 +329,9 @@ impl<'a> WriteGuard<'a> {
     {
         self.enter_authoritative(op);
         let started = Instant::now();
-        let result = write.instrument(self.span.clone()).await;
+        let result = operation_id::scoped(Some(self.operation_id), write)
+            .instrument(self.span.clone())
+            .await;
         self.leave_authoritative(result.is_ok());
         self.record_authoritative(result.is_ok(), started);
         result
@@ -335,7 +349,9 @@ impl<'a> WriteGuard<'a> {
     {
         self.enter_authoritative(op);
         let started = Instant::now();
-        let result = self.span.in_scope(write);
+        let result = self
+            .span
+            .in_scope(|| operation_id::scoped_blocking(Some(self.operation_id), write));
         self.leave_authoritative(result.is_ok());
         self.record_authoritative(result.is_ok(), started);
         result
@@ -411,15 +427,16 @@ impl<'a> WriteGuard<'a> {
     fn entry<Op: Operation>(
         &self,
         side: Side,
+        key: &Key,
         op: &Op,
         reason: String,
         uncertain: bool,
     ) -> Result<NewEntry, QueueError> {
-        let payload = serde_json::to_vec(op).map_err(QueueError::Encode)?;
+        let payload = operation_id::encode(op, self.operation_id).map_err(QueueError::Encode)?;
         Ok(NewEntry {
             namespace: self.namespace.to_owned(),
             target: side,
-            key: self.key.clone(),
+            key: key.clone(),
             method: op.method().to_owned(),
             version: Op::VERSION,
             payload,
