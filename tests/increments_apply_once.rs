@@ -149,6 +149,7 @@ async fn increments_count_once_through_follower_failures_timeouts_and_replays() 
     tokio::time::sleep(Duration::from_millis(250)).await;
     worker.drain().await;
     assert_eq!(old.count(7), 21);
+    assert_eq!(repo.clicks(7).await.unwrap(), 21);
     assert_eq!(new.count(7), 21);
     assert!(new.skipped() >= 2, "the inbox skipped the repeats");
     assert_eq!(new.without_id() + old.without_id(), 0);

@@ -100,6 +100,8 @@
 //! | `delivery = sync` / `delivery = journaled` | for writes: this method's [`Delivery`], whatever the wrapper's default |
 //! | `fail_closed` | for writes: when the queue refuses the operation, return [`QueueRefused`] converted with `From` into the method's error type, instead of the authoritative result (with journaled delivery, before either store is written) |
 //! | `report_values` | for reads: put both stores' results (`{:?}`, so the output must be `Debug`) in mismatch reports; off by default, so values never reach logs unasked |
+//! | `idempotent = false` | for writes: a replay could apply it twice unless the store skips repeats by [`operation_id()`]; the worker dead-letters, never applies, a queued entry of it that carries no id (see below) |
+//! | `follower = <path>` | for writes: the follower gets the operation `fn(&args.., &T) -> <Trait>Op` builds from the arguments and the authoritative `Ok(T)`, not the call (see below); always delivered in the request, and not with `delivery = journaled` |
 //!
 //! A method without `read`, `write` or `skip` is classified by its name:
 //! names whose first word is a read verb (`get`, `find`, `list`, `load`,
@@ -183,7 +185,85 @@
 //! ([`Builder::queue`] with a [`queue::SqliteQueue`]).
 //!
 //! Replays and retries deliver at least once: follower writes must be
-//! idempotent (an upsert, a delete), as a timed-out write may have landed.
+//! idempotent (an upsert, a delete), as a timed-out write may have landed,
+//! or skip repeats by their operation id (next section).
+//!
+//! # Writes that are not safe to replay
+//!
+//! An increment (`clicks += n`) replayed after a timeout that landed is
+//! counted twice. Every write has an [`OperationId`], made once when it
+//! begins and the same for the authoritative call, the follower call and
+//! every replay by the worker (also after a restart: it is stored in the
+//! queued payload, as an `"operation_id"` member beside the method and its
+//! arguments, which older builds' payloads simply lack). A store reads it
+//! with [`operation_id()`] inside its write method, so the trait does not
+//! change. The *inbox pattern*: the store records the ids it applied in the
+//! same transaction as the write and skips an id it has seen.
+//!
+//! ```ignore
+//! #[dual_write(write, key = id, idempotent = false)]
+//! async fn add_clicks(&self, id: u64, n: i64) -> Result<(), Error>;
+//!
+//! // In the store (PostgreSQL):
+//! async fn add_clicks(&self, id: u64, n: i64) -> Result<(), Error> {
+//!     let mut tx = self.pool.begin().await?;
+//!     if let Some(op) = dualwrite_runtime::operation_id() {
+//!         let fresh = sqlx::query("INSERT INTO applied_ops (id) VALUES ($1) ON CONFLICT DO NOTHING")
+//!             .bind(op.to_string()).execute(&mut *tx).await?.rows_affected() == 1;
+//!         if !fresh { return Ok(()); } // a replay of a write already applied
+//!     }
+//!     sqlx::query("UPDATE links SET clicks = clicks + $1 WHERE id = $2")
+//!         .bind(n).bind(id as i64).execute(&mut *tx).await?;
+//!     tx.commit().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Give both stores an inbox: orphaned and uncertain writes are applied to
+//! the authoritative store again, with the same id. `idempotent = false`
+//! makes the worker refuse an entry of the method that carries no id (one
+//! queued by a build before ids): it is dead-lettered with an error saying
+//! why, never applied. The id is a task-local: a store that hands the write
+//! to a task it spawns must pass it along itself.
+//!
+//! # Values the authoritative store makes
+//!
+//! Replaying a call is wrong when the store generates part of the data: a
+//! serial id (the new store numbers the row differently, and a later
+//! `mark_read(id)` marks the wrong row), a UUID or a timestamp made inside
+//! the store. Two ways out:
+//!
+//! - Generate the value before the call and pass it in (`create_user(&self,
+//!   id: Uuid, created_at: Timestamp, ..)`): both stores get the same value
+//!   and replays stay plain. Prefer it when you can change the call sites.
+//! - Otherwise `#[dual_write(write, follower = path)]`: `path` builds the
+//!   follower's operation from the arguments (by reference) and the
+//!   authoritative `Ok` value, usually another write of the trait that takes
+//!   the row as is. It is delivered like any write (called, or queued and
+//!   replayed), under *its* method's key, so later writes keyed by the new id
+//!   queue behind it.
+//!
+//! ```ignore
+//! #[dual_write(write, follower = import_created)]
+//! async fn create_message(&self, text: &str) -> Result<Message, Error>;
+//! #[dual_write(write, key = message.id)]
+//! async fn import_message(&self, message: &Message) -> Result<(), Error>;
+//!
+//! fn import_created(_text: &str, created: &Message) -> InboxOp {
+//!     InboxOp::ImportMessage { message: created.clone() }
+//! }
+//! ```
+//!
+//! Such a write is always delivered in the request (the write-ahead of
+//! journaled delivery happens before the result exists, and an orphan replay
+//! would call the store again and make a second row), so `follower` with
+//! `delivery = journaled` is a compile error, and the wrapper's journaled
+//! default does not apply to it. If its caller goes away while the
+//! authoritative store runs it, whether the row was made is unknown and the
+//! follower's operation cannot be built: the queued call is dead-lettered
+//! with that explanation (an operator checks the old store), never replayed.
+//! A write of the new id that reaches the follower before the import (a
+//! reader saw the row in the old store first) fails there and is retried.
 //!
 //! # Shutdown and cancellation
 //!

@@ -3,7 +3,6 @@
 //! rather than the call itself: see "Values the authoritative store makes"
 //! in the crate docs.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use super::cancel::{Owed, OwedOperation};
@@ -103,21 +102,19 @@ impl WriteGuard<'_> {
 }
 
 /// Applies `op` to the store on `side`, as a replay does.
-fn replay_on<'a, Op, Old, New>(
-    op: &'a Op,
+async fn replay_on<Op, Old, New>(
+    op: &Op,
     side: Side,
-    old: &'a Arc<Old>,
-    new: &'a Arc<New>,
-) -> impl Future<Output = Result<(), String>> + 'a
+    old: &Arc<Old>,
+    new: &Arc<New>,
+) -> Result<(), String>
 where
     Op: Replay<Old> + Replay<New>,
     Old: ?Sized,
     New: ?Sized,
 {
-    async move {
-        match side {
-            Side::Old => Replay::<Old>::replay(op, old).await,
-            Side::New => Replay::<New>::replay(op, new).await,
-        }
+    match side {
+        Side::Old => Replay::<Old>::replay(op, old).await,
+        Side::New => Replay::<New>::replay(op, new).await,
     }
 }
