@@ -33,6 +33,14 @@ impl<Op: Operation + Clone> OwedOperation for Rekeyed<Op> {
 }
 
 impl WriteGuard<'_> {
+    /// From here, a caller going away queues the built operation.
+    fn owe_built<Op: Operation + Clone>(&self, op: &Op, key: &Key) {
+        self.set_owed(Owed::Follower(Box::new(Rekeyed {
+            op: op.clone(),
+            key: key.clone(),
+        })));
+    }
+
     /// Delivers `op`, built from the authoritative result, to the follower
     /// under `key` (its own method's key): called now, or queued behind the
     /// key's earlier work or when the call fails. It carries this write's
@@ -54,10 +62,7 @@ impl WriteGuard<'_> {
         Old: ?Sized,
         New: ?Sized,
     {
-        self.set_owed(Owed::Follower(Box::new(Rekeyed {
-            op: op.clone(),
-            key: key.clone(),
-        })));
+        self.owe_built(&op, &key);
         let reason = match self.plan_for(&key).await {
             FollowerPlan::Call(side) => {
                 match self.call_follower(replay_on(&op, side, old, new)).await {
@@ -83,10 +88,7 @@ impl WriteGuard<'_> {
         Old: ?Sized,
         New: ?Sized,
     {
-        self.set_owed(Owed::Follower(Box::new(Rekeyed {
-            op: op.clone(),
-            key: key.clone(),
-        })));
+        self.owe_built(&op, &key);
         let reason = match futures::executor::block_on(self.plan_for(&key)) {
             FollowerPlan::Call(side) => {
                 let call = || futures::executor::block_on(replay_on(&op, side, old, new));
