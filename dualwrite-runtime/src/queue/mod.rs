@@ -20,6 +20,53 @@
 //! work on restart) and, with the `sqlite` feature (on by default),
 //! [`SqliteQueue`], the embedded durable queue in one SQLite file. Durable
 //! backends implement the same trait.
+//!
+//! # What is shared, and what a backend writes
+//!
+//! The [`entry`](EntryState) module draws an entry's life and lists the
+//! rules every backend keeps. Written once, for every backend:
+//!
+//! - the contract: this trait, whose docs say what each call must do, and
+//!   [`EntryState`], the four states and their stored spelling;
+//! - the encoding: the wrapper serialises an operation into
+//!   [`NewEntry::payload`] (JSON, tagged with its namespace and version) and
+//!   the worker decodes and checks it; a backend stores the bytes and never
+//!   looks inside;
+//! - the operator surface: [`QueueAdmin`], built on the trait's operator
+//!   calls ([`stats`](ReconciliationQueue::stats),
+//!   [`dead_letters`](ReconciliationQueue::dead_letters),
+//!   [`retry_dead`](ReconciliationQueue::retry_dead),
+//!   [`drop_dead`](ReconciliationQueue::drop_dead),
+//!   [`key_entries`](ReconciliationQueue::key_entries));
+//! - the proof: with the `testing` feature, `queue::testing` holds the
+//!   conformance suite (named scenarios, one per rule) and the model-based
+//!   suite (random operation sequences checked against a reference model,
+//!   including reopening a durable backend mid-sequence). A backend in
+//!   another crate runs both with one call each.
+//!
+//! A backend writes only its storage: how an entry, its key's line and its
+//! lease are kept, and the statements (or broker calls) that move an entry
+//! from one state to the next. The SQLite backend shows the shape a SQL
+//! backend takes: its folder holds the schema and its migrations, the
+//! statements, the decoding of rows (which never trusts a column), and an
+//! executor (there, one writer thread that group-commits, because SQLite
+//! has one writer). A server database keeps the same tables and the same
+//! transitions; its statements differ in dialect (`FOR UPDATE SKIP LOCKED`
+//! for claims, `RETURNING` or not) and its executor is a connection pool.
+//! The statements are not yet behind a dialect trait: with one SQL backend,
+//! the seam would be a guess; the PostgreSQL and MariaDB backends draw it.
+//!
+//! ```text
+//!  DualWrite (write path) ──append/prepare/commit/abort/has_work──┐
+//!  Worker ──claim/renew/complete/retry_later/dead_letter/settle───┤
+//!  QueueAdmin (operators, CLI) ──stats/dead letters/key_entries───┤
+//!                                                                 ▼
+//!                                              ReconciliationQueue (the contract)
+//!                                                   │                │
+//!                                            InMemoryQueue      SqliteQueue
+//!                                                               schema, statements,
+//!                                                               rows, writer thread
+//! ```
 
 mod admin;
 mod entry;

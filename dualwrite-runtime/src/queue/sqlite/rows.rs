@@ -71,17 +71,63 @@ pub(super) fn lenient_integer(row: &SqliteRow, at: usize, name: &str) -> Result<
         .map_err(|error| format!("column `{name}` cannot be read: {error}"))
 }
 
-/// A text column for a row that is read whatever it holds: what is wrong
-/// with it goes into `problems` (an unreadable column reads as empty).
-fn text_noting(row: &SqliteRow, at: usize, name: &str, problems: &mut Vec<String>) -> String {
-    match lenient_text(row, at, name) {
-        Ok(Lenient { value, problem }) => {
-            problems.extend(problem);
-            value
+/// Reads the columns of a row that is shown whatever it holds: what is
+/// wrong with a column goes into `problems` (an unreadable text column
+/// reads as empty, an integer as 0, a payload as no bytes), and
+/// [`annotated`](Self::annotated) appends them to a message.
+struct Noting<'r> {
+    row: &'r SqliteRow,
+    problems: Vec<String>,
+}
+
+impl<'r> Noting<'r> {
+    fn new(row: &'r SqliteRow) -> Self {
+        Noting {
+            row,
+            problems: Vec::new(),
         }
-        Err(problem) => {
-            problems.push(problem);
-            String::new()
+    }
+
+    fn text(&mut self, at: usize, name: &str) -> String {
+        match lenient_text(self.row, at, name) {
+            Ok(Lenient { value, problem }) => {
+                self.problems.extend(problem);
+                value
+            }
+            Err(problem) => {
+                self.problems.push(problem);
+                String::new()
+            }
+        }
+    }
+
+    fn integer(&mut self, at: usize, name: &str) -> i64 {
+        lenient_integer(self.row, at, name).unwrap_or_else(|problem| {
+            self.problems.push(problem);
+            0
+        })
+    }
+
+    fn bytes(&mut self, at: usize, name: &str) -> Vec<u8> {
+        lenient_bytes(self.row, at, name).unwrap_or_else(|problem| {
+            self.problems.push(problem);
+            Vec::new()
+        })
+    }
+
+    fn note(&mut self, problem: String) {
+        self.problems.push(problem);
+    }
+
+    /// `message`, followed by the problems found, if any.
+    fn annotated(self, message: String) -> String {
+        if self.problems.is_empty() {
+            message
+        } else {
+            format!(
+                "{message} [unreadable queue row: {}]",
+                self.problems.join("; ")
+            )
         }
     }
 }
@@ -104,29 +150,15 @@ pub(super) fn read_claimed(row: &SqliteRow) -> Result<ClaimedEntry, (i64, String
             ),
         ));
     };
-    let mut problems = Vec::new();
-    let mut text = |at: usize, name: &str| text_noting(row, at, name, &mut problems);
-    let key = text(3, "key");
-    let method = text(4, "method");
-    let namespace = text(10, "namespace");
-    let version = match lenient_integer(row, 5, "version").map(u32::try_from) {
-        Ok(Ok(version)) => version,
-        Ok(Err(_)) => {
-            problems.push("column `version` is out of range".to_owned());
-            0
-        }
-        Err(problem) => {
-            problems.push(problem);
-            0
-        }
-    };
-    let payload = match lenient_bytes(row, 6, "payload") {
-        Ok(payload) => payload,
-        Err(problem) => {
-            problems.push(problem);
-            Vec::new()
-        }
-    };
+    let mut columns = Noting::new(row);
+    let key = columns.text(3, "key");
+    let method = columns.text(4, "method");
+    let namespace = columns.text(10, "namespace");
+    let version = u32::try_from(columns.integer(5, "version")).unwrap_or_else(|_| {
+        columns.note("column `version` is out of range".to_owned());
+        0
+    });
+    let payload = columns.bytes(6, "payload");
     // Bookkeeping columns: a bad value there does not stop the replay.
     let attempts = lenient_integer(row, 7, "attempts")
         .ok()
@@ -139,13 +171,13 @@ pub(super) fn read_claimed(row: &SqliteRow) -> Result<ClaimedEntry, (i64, String
         .map(|text| text.value)
         .unwrap_or_default();
     let orphaned = lenient_integer(row, 11, "orphaned").is_ok_and(|orphaned| orphaned != 0);
-    let (method, payload) = if problems.is_empty() {
+    let (method, payload) = if columns.problems.is_empty() {
         (method, payload)
     } else {
         (
             format!(
                 "{method} (unreadable queue row {id}: {})",
-                problems.join("; ")
+                columns.problems.join("; ")
             ),
             Vec::new(),
         )
@@ -170,40 +202,24 @@ pub(super) fn read_claimed(row: &SqliteRow) -> Result<ClaimedEntry, (i64, String
 
 /// Reads a dead row; whatever cannot be read is described in `error`.
 pub(super) fn read_dead_letter(row: &SqliteRow) -> DeadLetter {
-    let mut problems = Vec::new();
-    let mut text = |at: usize, name: &str| text_noting(row, at, name, &mut problems);
-    let namespace = text(1, "namespace");
-    let target_text = text(2, "target");
-    let key = text(3, "key");
-    let method = text(4, "method");
-    let error = text(8, "last_error");
+    let mut columns = Noting::new(row);
+    let namespace = columns.text(1, "namespace");
+    let target_text = columns.text(2, "target");
+    let key = columns.text(3, "key");
+    let method = columns.text(4, "method");
+    let error = columns.text(8, "last_error");
     let target = side_from_str(&target_text).unwrap_or_else(|| {
-        problems.push(format!(
+        columns.note(format!(
             "column `target` is {target_text:?}, neither \"old\" nor \"new\" (shown as \"new\")"
         ));
         Side::New
     });
-    let mut integer = |at: usize, name: &str| match lenient_integer(row, at, name) {
-        Ok(value) => value,
-        Err(problem) => {
-            problems.push(problem);
-            0
-        }
-    };
-    let id = integer(0, "id");
-    let version = integer(5, "version");
-    let attempts = integer(7, "attempts");
-    let enqueued_at = integer(9, "enqueued_at");
-    let died_at = integer(10, "died_at");
-    let payload = lenient_bytes(row, 6, "payload").unwrap_or_else(|problem| {
-        problems.push(problem);
-        Vec::new()
-    });
-    let error = if problems.is_empty() {
-        error
-    } else {
-        format!("{error} [unreadable queue row: {}]", problems.join("; "))
-    };
+    let id = columns.integer(0, "id");
+    let version = columns.integer(5, "version");
+    let attempts = columns.integer(7, "attempts");
+    let enqueued_at = columns.integer(9, "enqueued_at");
+    let died_at = columns.integer(10, "died_at");
+    let payload = columns.bytes(6, "payload");
     DeadLetter {
         id: entry_id(id),
         namespace,
@@ -213,7 +229,7 @@ pub(super) fn read_dead_letter(row: &SqliteRow) -> DeadLetter {
         version: u32::try_from(version).unwrap_or(0),
         payload,
         attempts: u32::try_from(attempts).unwrap_or(0),
-        error,
+        error: columns.annotated(error),
         enqueued_at: ms_to_system_time(enqueued_at),
         died_at: ms_to_system_time(died_at),
     }
@@ -224,41 +240,22 @@ pub(super) fn read_dead_letter(row: &SqliteRow) -> DeadLetter {
 /// in `last_error` (a `state` that is none of the four shows as dead: no
 /// worker claims it as it is).
 pub(super) fn read_queued(row: &SqliteRow) -> QueuedEntry {
-    let mut problems = Vec::new();
-    let mut text = |at: usize, name: &str| text_noting(row, at, name, &mut problems);
-    let state_text = text(1, "state");
-    let method = text(2, "method");
-    let last_error = text(6, "last_error");
+    let mut columns = Noting::new(row);
+    let state_text = columns.text(1, "state");
+    let method = columns.text(2, "method");
+    let last_error = columns.text(6, "last_error");
     let state = EntryState::from_stored(&state_text).unwrap_or_else(|| {
-        problems.push(format!(
+        columns.note(format!(
             "column `state` is {state_text:?}, none of prepared, pending, leased, dead (shown as dead)"
         ));
         EntryState::Dead
     });
-    let mut integer = |at: usize, name: &str| match lenient_integer(row, at, name) {
-        Ok(value) => value,
-        Err(problem) => {
-            problems.push(problem);
-            0
-        }
-    };
-    let id = integer(0, "id");
-    let version = integer(3, "version");
-    let attempts = integer(5, "attempts");
-    let enqueued_at = integer(7, "enqueued_at");
-    let orphaned = integer(8, "orphaned");
-    let payload = lenient_bytes(row, 4, "payload").unwrap_or_else(|problem| {
-        problems.push(problem);
-        Vec::new()
-    });
-    let last_error = if problems.is_empty() {
-        last_error
-    } else {
-        format!(
-            "{last_error} [unreadable queue row: {}]",
-            problems.join("; ")
-        )
-    };
+    let id = columns.integer(0, "id");
+    let version = columns.integer(3, "version");
+    let attempts = columns.integer(5, "attempts");
+    let enqueued_at = columns.integer(7, "enqueued_at");
+    let orphaned = columns.integer(8, "orphaned");
+    let payload = columns.bytes(4, "payload");
     QueuedEntry {
         id: entry_id(id),
         state,
@@ -266,7 +263,7 @@ pub(super) fn read_queued(row: &SqliteRow) -> QueuedEntry {
         version: u32::try_from(version).unwrap_or(0),
         payload,
         attempts: u32::try_from(attempts).unwrap_or(0),
-        last_error,
+        last_error: columns.annotated(last_error),
         enqueued_at: ms_to_system_time(enqueued_at),
         orphaned: orphaned != 0,
     }
