@@ -106,7 +106,8 @@ pub(crate) struct Arg<'a> {
     pub(crate) owned: Passing<'a>,
 }
 
-/// How an argument of a write method is kept in the operation.
+/// How an argument of a write method is kept in the operation (see
+/// `shape.rs`).
 pub(crate) enum Passing<'a> {
     /// `T`: kept as `T`, cloned for the second store.
     Value,
@@ -116,6 +117,37 @@ pub(crate) enum Passing<'a> {
     Slice(&'a Type),
     /// `&T`: kept as `T`, cloned from the reference.
     Ref(&'a Type),
+    /// `Option<&str>`: kept as `Option<String>`.
+    OptionStr,
+    /// `Option<&[T]>`: kept as `Option<Vec<T>>`.
+    OptionSlice(&'a Type),
+    /// `Option<&T>`: kept as `Option<T>`.
+    OptionRef(&'a Type),
+    /// `Cow<'_, X>`: kept as `X`'s owned form, lent back as `Cow::Borrowed`.
+    Cow(&'a Type),
+    /// `&X` or `Option<&X>` where `X` borrows too (`&Register<'_>`): kept
+    /// serialised; replay reads `target` back from it and passes it on as
+    /// `adapt` says. `checked` is `X` (the element, for `&[X]`), with the
+    /// user's spans, for the check that names it.
+    Payload {
+        target: Box<Type>,
+        adapt: Adapt,
+        checked: Box<Type>,
+    },
+    /// A type that borrows, taken by value (`Register<'a>`): a read passes
+    /// it on, a write cannot keep it.
+    Borrowing,
+}
+
+/// How the value read back from a payload is passed to the store.
+#[derive(Clone, Copy)]
+pub(crate) enum Adapt {
+    /// `&value` (`&Vec<X>` coerces to `&[X]`)
+    Borrow,
+    /// `value.as_ref()`, for `Option<&X>`
+    OptionRef,
+    /// `value.as_deref()`, for `Option<&[X]>`
+    OptionDeref,
 }
 
 impl<'a> Trait<'a> {
@@ -170,6 +202,34 @@ impl<'a> Trait<'a> {
             .iter()
             .filter(|method| method.role == Role::Write)
     }
+
+    /// Whether the trait has a supertrait besides the auto traits (whose
+    /// blanket impls may ask more of the wrapper than the trait does).
+    pub(crate) fn has_supertraits(&self) -> bool {
+        self.item.supertraits.iter().any(|bound| match bound {
+            TypeParamBound::Trait(bound) => !bound.path.segments.last().is_some_and(|last| {
+                ["Send", "Sync", "Sized", "Unpin"]
+                    .iter()
+                    .any(|name| last.ident == name)
+            }),
+            _ => false,
+        })
+    }
+
+    /// The associated types that write arguments name as `Self::X`, in the
+    /// trait's order: the operation enum carries each as a type parameter.
+    pub(crate) fn write_assoc_types(&self) -> Vec<Ident> {
+        let named: Vec<Ident> = self
+            .writes()
+            .flat_map(|method| &method.args)
+            .flat_map(|arg| crate::valid::self_assoc_types(arg.ty))
+            .collect();
+        self.types
+            .iter()
+            .filter(|ty| named.contains(&ty.ident))
+            .map(|ty| ty.ident.clone())
+            .collect()
+    }
 }
 
 impl<'a> Method<'a> {
@@ -202,7 +262,7 @@ impl<'a> Method<'a> {
             Some((RoleOption::Write, _)) => Role::Write,
             Some((RoleOption::Skip, _)) => Role::Skip,
             None if item.default.is_some() => Role::Inherit,
-            None => infer_role(&sig.ident)?,
+            None => crate::verbs::infer_role(&sig.ident)?,
         };
         let receiver = match sig.inputs.first() {
             Some(FnArg::Receiver(receiver)) => receiver_kind(receiver, role)?,
@@ -226,7 +286,7 @@ impl<'a> Method<'a> {
                 _ => Ident::new(&format!("arg{index}"), typed.pat.span()),
             };
             let passing = if role == Role::Write {
-                match write_passing(&typed.ty) {
+                match crate::shape::write_passing(&typed.ty) {
                     Ok(passing) => passing,
                     Err(error) => {
                         combine(&mut errors, error);
@@ -240,7 +300,7 @@ impl<'a> Method<'a> {
                 name,
                 ty: &typed.ty,
                 passing,
-                owned: owned_passing(&typed.ty),
+                owned: crate::shape::passing(&typed.ty),
             });
         }
         if let Some(errors) = errors {
@@ -274,70 +334,6 @@ impl<'a> Method<'a> {
         method.error_type = method.output().and_then(result_error_type);
         method.read_value = method.output().map(read_value_type);
         Ok(method)
-    }
-}
-
-const READ_VERBS: &[&str] = &[
-    "get", "find", "fetch", "list", "load", "read", "count", "exists", "exist", "search", "query",
-    "select", "lookup", "is", "has", "scan", "peek", "contains",
-];
-const WRITE_VERBS: &[&str] = &[
-    "create",
-    "insert",
-    "update",
-    "upsert",
-    "delete",
-    "remove",
-    "save",
-    "put",
-    "set",
-    "store",
-    "write",
-    "add",
-    "append",
-    "mark",
-    "replace",
-    "patch",
-    "archive",
-    "increment",
-    "decrement",
-    "clear",
-    "destroy",
-    "purge",
-    "record",
-    "register",
-    "enqueue",
-    "push",
-    "modify",
-    "merge",
-    "move",
-    "rename",
-    "assign",
-    "unassign",
-    "cancel",
-];
-
-/// Reads and writes told apart by the first word of the name; a name that
-/// also holds a verb of the other kind (`get_or_create`) is ambiguous.
-fn infer_role(ident: &Ident) -> syn::Result<Role> {
-    let name = ident.to_string();
-    let words: Vec<&str> = name
-        .trim_start_matches("r#")
-        .split('_')
-        .filter(|word| !word.is_empty())
-        .collect();
-    let has_read = words.iter().any(|word| READ_VERBS.contains(word));
-    let has_write = words.iter().any(|word| WRITE_VERBS.contains(word));
-    let first = words.first().copied().unwrap_or_default();
-    match (has_read, has_write) {
-        (true, false) if READ_VERBS.contains(&first) => Ok(Role::Read),
-        (false, true) if WRITE_VERBS.contains(&first) => Ok(Role::Write),
-        _ => Err(syn::Error::new(
-            ident.span(),
-            format!(
-                "cannot tell whether `{name}` reads or writes; say which with #[dual_write(read)] or #[dual_write(write, key = ..)] (or #[dual_write(skip)] to forward it untouched)"
-            ),
-        )),
     }
 }
 
@@ -416,29 +412,6 @@ fn expanded_async_trait(item: &TraitItemFn) -> Option<Span> {
         .map(|lifetime| lifetime.lifetime.span())
 }
 
-fn write_passing(ty: &Type) -> syn::Result<Passing<'_>> {
-    match ty {
-        Type::Reference(reference) => {
-            if reference.mutability.is_some() {
-                return Err(syn::Error::new_spanned(
-                    ty,
-                    "a write method cannot take `&mut` arguments: the operation is replayed later from a queued copy, so changes to the argument would be lost; take it by value or by `&`",
-                ));
-            }
-            match &*reference.elem {
-                Type::Path(path) if path.path.is_ident("str") => Ok(Passing::Str),
-                Type::Slice(slice) => Ok(Passing::Slice(&slice.elem)),
-                elem => Ok(Passing::Ref(elem)),
-            }
-        }
-        Type::ImplTrait(_) => Err(syn::Error::new_spanned(
-            ty,
-            "a write method cannot take `impl Trait` arguments: the queue must know the concrete type to store and replay it; name the type",
-        )),
-        _ => Ok(Passing::Value),
-    }
-}
-
 /// `E` of `Result<T, E>` (two arguments).
 fn result_error_type(ty: &Type) -> Option<&Type> {
     let Type::Path(path) = ty else { return None };
@@ -468,19 +441,6 @@ fn read_value_type(ty: &Type) -> &Type {
         }
     }
     ty
-}
-
-/// How a read's argument is copied into a detached call: the types of
-/// `&str`, `&[T]` and `&T` are owned as `String`, `Vec<T>` and `T`.
-fn owned_passing(ty: &Type) -> Passing<'_> {
-    match ty {
-        Type::Reference(reference) if reference.mutability.is_none() => match &*reference.elem {
-            Type::Path(path) if path.path.is_ident("str") => Passing::Str,
-            Type::Slice(slice) => Passing::Slice(&slice.elem),
-            elem => Passing::Ref(elem),
-        },
-        _ => Passing::Value,
-    }
 }
 
 /// Whether `-> impl Future<..> + Send` names `Send`.

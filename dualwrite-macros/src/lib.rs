@@ -11,7 +11,9 @@ mod args;
 mod ast;
 mod expand;
 mod fallback;
+mod shape;
 mod valid;
+mod verbs;
 
 use proc_macro::TokenStream;
 

@@ -6,7 +6,7 @@ use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{Expr, GenericParam, Ident, ReturnType, Type};
 
-use crate::ast::{Method, Role, Trait};
+use crate::ast::{Method, Passing, Role, Trait};
 
 /// Adds `error` to the errors reported together.
 pub(crate) fn combine(errors: &mut Option<syn::Error>, error: syn::Error) {
@@ -29,8 +29,14 @@ pub(crate) fn check(model: &Trait<'_>) -> syn::Result<()> {
             );
         }
     }
+    let assoc_types: Vec<&Ident> = model
+        .types
+        .iter()
+        .filter(|ty| ty.generics.params.is_empty())
+        .map(|ty| &ty.ident)
+        .collect();
     for method in &model.methods {
-        if let Err(error) = check_method(method) {
+        if let Err(error) = check_method(method, &assoc_types) {
             combine(&mut errors, error);
         }
     }
@@ -40,7 +46,7 @@ pub(crate) fn check(model: &Trait<'_>) -> syn::Result<()> {
     }
 }
 
-fn check_method(method: &Method<'_>) -> syn::Result<()> {
+fn check_method(method: &Method<'_>, assoc_types: &[&Ident]) -> syn::Result<()> {
     let mut errors = None;
     let ident = method.ident();
     let options = &method.options;
@@ -82,6 +88,19 @@ fn check_method(method: &Method<'_>) -> syn::Result<()> {
             ),
         );
     }
+    if method.role == Role::Read && method.detached {
+        for arg in &method.args {
+            if matches!(arg.owned, Passing::Payload { .. } | Passing::Borrowing) {
+                combine(
+                    &mut errors,
+                    syn::Error::new_spanned(
+                        arg.ty,
+                        format!("a `detached` read keeps owned copies of its arguments for the call that outlives it, and this argument borrows data with no owned form dualwrite knows; remove `detached` from `{ident}` (the comparison then runs within the call)"),
+                    ),
+                );
+            }
+        }
+    }
     if let Some(key) = &options.key {
         if method.role == Role::Skip || method.role == Role::Inherit {
             combine(
@@ -108,7 +127,7 @@ fn check_method(method: &Method<'_>) -> syn::Result<()> {
         }
     }
     if method.role == Role::Write {
-        if let Err(error) = check_write(method) {
+        if let Err(error) = check_write(method, assoc_types) {
             combine(&mut errors, error);
         }
     }
@@ -121,7 +140,7 @@ fn check_method(method: &Method<'_>) -> syn::Result<()> {
     }
 }
 
-fn check_write(method: &Method<'_>) -> syn::Result<()> {
+fn check_write(method: &Method<'_>, assoc_types: &[&Ident]) -> syn::Result<()> {
     let mut errors = None;
     let ident = method.ident();
     match method.output() {
@@ -168,12 +187,12 @@ fn check_write(method: &Method<'_>) -> syn::Result<()> {
         }
     }
     for arg in &method.args {
-        if mentions_self(arg.ty).is_some() {
+        if let Some(span) = foreign_self(arg.ty, assoc_types) {
             combine(
                 &mut errors,
-                syn::Error::new_spanned(
-                    arg.ty,
-                    "an argument of a write method cannot mention `Self`: the queued operation exists apart from any store; name the type",
+                syn::Error::new(
+                    span,
+                    "an argument of a write method can name `Self` only as `Self::X`, for an associated type `X` of this trait: the queued operation exists apart from any store, and carries such a type as a parameter; name the type, or declare the associated type in this trait",
                 ),
             );
         }
@@ -213,6 +232,61 @@ pub(crate) fn mentions_self(ty: &Type) -> Option<proc_macro2::Span> {
     let mut finder = FindSelf(None);
     finder.visit_type(ty);
     finder.0
+}
+
+/// `X` of a `Self::X` path.
+fn self_assoc(path: &syn::TypePath) -> Option<&Ident> {
+    let segments = &path.path.segments;
+    (path.qself.is_none()
+        && segments.len() == 2
+        && segments[0].ident == "Self"
+        && segments[1].arguments.is_none())
+    .then(|| &segments[1].ident)
+}
+
+/// The `X` of each `Self::X` that `ty` names.
+pub(crate) fn self_assoc_types(ty: &Type) -> Vec<Ident> {
+    struct Find(Vec<Ident>);
+    impl<'ast> Visit<'ast> for Find {
+        fn visit_type_path(&mut self, path: &'ast syn::TypePath) {
+            match self_assoc(path) {
+                Some(assoc) => self.0.push(assoc.clone()),
+                None => syn::visit::visit_type_path(self, path),
+            }
+        }
+    }
+    let mut find = Find(Vec::new());
+    find.visit_type(ty);
+    find.0
+}
+
+/// A mention of `Self` in `ty` other than `Self::X` for one of `assoc_types`
+/// (`Self` alone, `<Self as Other>::X`, `Self::X::Y`).
+fn foreign_self(ty: &Type, assoc_types: &[&Ident]) -> Option<proc_macro2::Span> {
+    struct Find<'a> {
+        assoc_types: &'a [&'a Ident],
+        found: Option<proc_macro2::Span>,
+    }
+    impl<'ast> Visit<'ast> for Find<'_> {
+        fn visit_type_path(&mut self, path: &'ast syn::TypePath) {
+            if self_assoc(path).is_some_and(|assoc| self.assoc_types.contains(&assoc)) {
+                return;
+            }
+            syn::visit::visit_type_path(self, path);
+        }
+        fn visit_path_segment(&mut self, segment: &'ast syn::PathSegment) {
+            if segment.ident == "Self" && self.found.is_none() {
+                self.found = Some(segment.ident.span());
+            }
+            syn::visit::visit_path_segment(self, segment);
+        }
+    }
+    let mut find = Find {
+        assoc_types,
+        found: None,
+    };
+    find.visit_type(ty);
+    find.found
 }
 
 /// The key must be computed from the arguments alone.

@@ -3,7 +3,7 @@
 
 pub use ::serde;
 
-pub use crate::op::{HasOperations, Key, Operation, Replay};
+pub use crate::op::{HasOperations, Key, Operation, Payload, Replay};
 pub use crate::stage::Side;
 pub use crate::wrapper::{Delivery, DualWrite, FollowerPlan, QueueRefused, WriteGuard};
 
@@ -35,11 +35,22 @@ impl<T: Clone> ClonedArgument for T {}
 #[diagnostic::on_unimplemented(
     message = "`{Self}` must implement `serde::Serialize` and `serde::Deserialize` to be an argument of a write method",
     label = "dualwrite queues this argument when the follower misses the write",
-    note = "derive `Serialize` and `Deserialize` for `{Self}`, or mark the method `#[dual_write(skip)]`"
+    note = "derive `Serialize` and `Deserialize` for `{Self}`: a write the queue cannot hold would never reach the new store"
 )]
 pub trait QueuedArgument: serde::Serialize + serde::de::DeserializeOwned {}
 #[diagnostic::do_not_recommend]
 impl<T: serde::Serialize + serde::de::DeserializeOwned> QueuedArgument for T {}
+
+/// An argument that borrows data is queued serialised and read back in its
+/// borrowed form at replay.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must implement `serde::Serialize` and `serde::Deserialize<'de>` to be an argument of a write method",
+    label = "dualwrite queues this argument serialised and reads it back, borrowing from the queued copy",
+    note = "derive `Serialize` and `Deserialize` for `{Self}` (with `#[serde(borrow)]` on fields that borrow through `Cow`)"
+)]
+pub trait BorrowedArgument<'de>: serde::Serialize + serde::Deserialize<'de> {}
+#[diagnostic::do_not_recommend]
+impl<'de, T: serde::Serialize + serde::Deserialize<'de>> BorrowedArgument<'de> for T {}
 
 /// A queued operation moves between the caller's task and the worker's.
 #[diagnostic::on_unimplemented(
@@ -86,6 +97,10 @@ pub const fn assert_cloned_argument<T: ClonedArgument>() {}
 
 /// Checks, with the error on the argument's type, that it can be queued.
 pub const fn assert_queued_argument<T: QueuedArgument>() {}
+
+/// Checks, with the error on the argument's type, that its borrowed form can
+/// be queued and read back.
+pub const fn assert_borrowed_argument<'de, T: BorrowedArgument<'de>>() {}
 
 /// Checks, with the error on the argument's type, that it can move to the
 /// worker.

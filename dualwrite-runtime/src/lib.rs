@@ -321,7 +321,7 @@ pub use config::BuildError;
 pub use dualwrite_macros::dual_write;
 pub use observe::Observer;
 pub use op::ShownKey;
-pub use op::{HasOperations, Key, Operation, Replay};
+pub use op::{HasOperations, Key, Operation, Payload, Replay};
 pub use operation_id::{operation_id, OperationId, ParseOperationIdError};
 pub use queue::{InMemoryQueue, QueueAdmin, QueueError, QueueStats, ReconciliationQueue};
 pub use read::{ComparisonOutcome, Rollout};

@@ -169,6 +169,51 @@ pub trait Replay<Store: ?Sized>: Operation {
 /// stores implement two such traits has two impls, and then names the one
 /// to run: `repo.spawn_worker::<OrderRepositoryOp>()`.
 pub trait HasOperations<Op> {}
+/// An argument that borrows data, as a queued operation keeps it: its
+/// serialised form.
+///
+/// A write method may take a struct that borrows (`&Register<'_>`, where
+/// `struct Register<'a> { username: &'a str, .. }`), which no queued value
+/// can hold. The operation keeps the argument's JSON value instead, and
+/// replay deserialises the borrowed form from it (a `&'a str` field borrows
+/// from the payload), so the store receives the type its method declares.
+/// In the queue the argument looks as it would if it were owned.
+///
+/// An argument that fails to serialise is remembered as that failure, and
+/// the queue refuses the operation with its text, as for any other argument
+/// that cannot be queued.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Payload(Result<serde_json::Value, String>);
+
+impl Payload {
+    /// The serialised form of `value`.
+    pub fn capture<T: Serialize + ?Sized>(value: &T) -> Self {
+        Payload(serde_json::to_value(value).map_err(|error| error.to_string()))
+    }
+
+    /// The argument in its declared, borrowed form, borrowing from the
+    /// payload. The error text names the failure, for the dead-letter record.
+    pub fn read<'de, T: Deserialize<'de>>(&'de self) -> Result<T, String> {
+        let value = self.0.as_ref().map_err(Clone::clone)?;
+        T::deserialize(value)
+            .map_err(|error| format!("a borrowed argument does not deserialise: {error}"))
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Ok(value) => value.serialize(serializer),
+            Err(error) => Err(serde::ser::Error::custom(error)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(|value| Payload(Ok(value)))
+    }
+}
 
 /// 64-bit FNV-1a, then MurmurHash3's `fmix64` to spread the low bits.
 pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {

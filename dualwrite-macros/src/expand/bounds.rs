@@ -3,13 +3,14 @@
 //! higher-ranked where they are concrete.
 
 use proc_macro2::TokenStream;
-use quote::{quote, ToTokens};
+use quote::quote;
 use syn::visit::Visit;
 use syn::visit_mut::VisitMut;
 use syn::{parse_quote, GenericParam, Generics, Ident, Type, WherePredicate};
 
 use super::context::Context;
 use crate::ast::{Method, Passing, Role};
+use crate::shape;
 use crate::valid;
 
 impl Context<'_, '_> {
@@ -52,12 +53,29 @@ impl Context<'_, '_> {
     /// there); a higher-ranked one only where the impl is used. So the
     /// generated impls can state what they need of the user's types while
     /// the one report of a missing trait comes from `checks()`.
-    fn bound(&self, ty: &impl ToTokens, generic: bool, bound: &TokenStream) -> WherePredicate {
+    ///
+    /// A concrete type's lifetimes, elided or the method's own, are made
+    /// `'static` (a where clause can name neither).
+    fn bound(&self, ty: &Type, generic: bool, bound: &TokenStream) -> WherePredicate {
+        let ty = self.statically(ty);
         if generic {
             parse_quote!(#ty: #bound)
         } else {
             parse_quote!(for<'__dualwrite_check> #ty: #bound)
         }
+    }
+
+    /// `ty` with its lifetimes `'static`, but for the trait's (see
+    /// `shape::statically`).
+    pub(super) fn statically(&self, ty: &Type) -> Type {
+        let keep: Vec<&Ident> = self
+            .model
+            .item
+            .generics
+            .lifetimes()
+            .map(|param| &param.lifetime.ident)
+            .collect();
+        shape::statically(ty, &keep)
     }
 
     /// Whether the bounds on a method's types go into where clauses. Where
@@ -72,15 +90,16 @@ impl Context<'_, '_> {
     pub(super) fn field_bounds(&self, bound: &TokenStream) -> Vec<WherePredicate> {
         let mut bounds = Vec::new();
         for method in self.model.writes() {
-            // `&str` is kept as `String`, which needs no bound.
-            for arg in method
-                .args
-                .iter()
-                .filter(|arg| !matches!(arg.passing, Passing::Str))
-            {
+            // `String`, `Option<String>` and payloads need no bound.
+            for arg in method.args.iter().filter(|arg| {
+                !matches!(
+                    arg.passing,
+                    Passing::Str | Passing::OptionStr | Passing::Payload { .. }
+                )
+            }) {
                 let generic = self.mentions_generics(arg.ty);
                 if Self::bounds_apply(method, generic) {
-                    let field = Self::field_type(&arg.passing, arg.ty);
+                    let field = self.field_type(&arg.passing, arg.ty);
                     bounds.push(self.bound(&field, generic, bound));
                 }
             }
@@ -88,9 +107,40 @@ impl Context<'_, '_> {
         bounds
     }
 
+    /// `for<'de> X<'de>: Deserialize<'de>` (replay reads it back) or
+    /// `Serialize` (the wrapper captures it) for every payload's concrete
+    /// target: higher-ranked, so that a type that cannot be queued is
+    /// reported once, by its `const _` check.
+    pub(super) fn payload_bounds(&self, read_back: bool) -> Vec<WherePredicate> {
+        let private = &self.private;
+        let mut bounds = Vec::new();
+        for method in self.model.writes() {
+            for arg in &method.args {
+                let Passing::Payload { target, .. } = &arg.passing else {
+                    continue;
+                };
+                if self.mentions_generics(arg.ty) || !Self::bounds_apply(method, false) {
+                    continue;
+                }
+                // The wrapper serialises the argument as it is, whatever its
+                // lifetimes; replay reads back the owned target.
+                bounds.push(if read_back {
+                    let target = shape::with_lifetime(target, &[], "'de");
+                    parse_quote!(for<'de> #target: #private::serde::Deserialize<'de>)
+                } else {
+                    let (argument, lifetimes) = shape::with_fresh_lifetimes(arg.ty);
+                    parse_quote!(for<#(#lifetimes),*> #argument: #private::serde::Serialize)
+                });
+            }
+        }
+        bounds
+    }
+
     /// `Clone` on every type the generated code clones: by-value
-    /// arguments, and the targets of `&T` and `&[T]` (for `to_owned`).
-    pub(super) fn clone_bounds(&self) -> Vec<WherePredicate> {
+    /// arguments, and the targets of `&T` and `&[T]` (for `to_owned`), with
+    /// `Self::X` as `store`'s.
+    pub(super) fn clone_bounds(&self, store: &Ident) -> Vec<WherePredicate> {
+        let as_trait = self.as_trait(store);
         let mut bounds = Vec::new();
         for method in self.model.writes() {
             for arg in &method.args {
@@ -99,7 +149,9 @@ impl Context<'_, '_> {
                 };
                 let generic = self.mentions_generics(arg.ty);
                 if Self::bounds_apply(method, generic) {
-                    bounds.push(self.bound(cloned, generic, &quote!(::core::clone::Clone)));
+                    let mut cloned = cloned.clone();
+                    ReplaceSelf { with: &as_trait }.visit_type_mut(&mut cloned);
+                    bounds.push(self.bound(&cloned, generic, &quote!(::core::clone::Clone)));
                 }
             }
         }
@@ -110,8 +162,15 @@ impl Context<'_, '_> {
     pub(super) fn cloned_type<'t>(passing: &Passing<'t>, ty: &'t Type) -> Option<&'t Type> {
         match passing {
             Passing::Value => Some(ty),
-            Passing::Ref(elem) | Passing::Slice(elem) => Some(elem),
-            Passing::Str => None,
+            Passing::Ref(elem)
+            | Passing::Slice(elem)
+            | Passing::OptionRef(elem)
+            | Passing::OptionSlice(elem) => Some(elem),
+            Passing::Str
+            | Passing::OptionStr
+            | Passing::Cow(_)
+            | Passing::Payload { .. }
+            | Passing::Borrowing => None,
         }
     }
 
@@ -148,7 +207,7 @@ impl Context<'_, '_> {
     pub(super) fn read_requirements<'t>(method: &'t Method<'_>) -> Vec<(&'t Type, Requirement)> {
         let mut needs = Vec::new();
         for arg in &method.args {
-            if matches!(arg.owned, Passing::Value) {
+            if matches!(arg.owned, Passing::Value | Passing::Borrowing) {
                 needs.push((arg.ty, Requirement::Clone));
             }
         }
@@ -187,7 +246,7 @@ impl Context<'_, '_> {
                 if valid::mentions_self(ty).is_some() {
                     let mut ty = ty.clone();
                     ReplaceSelf { with: &as_trait }.visit_type_mut(&mut ty);
-                    bounds.push(parse_quote!(#ty: #bound));
+                    bounds.push(self.bound(&ty, true, &bound));
                     continue;
                 }
                 let generic = self.mentions_generics(ty);

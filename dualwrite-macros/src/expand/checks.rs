@@ -8,6 +8,7 @@ use syn::spanned::Spanned;
 use super::bounds::Requirement;
 use super::context::Context;
 use crate::ast::{Passing, Role};
+use crate::shape;
 use crate::valid;
 
 impl Context<'_, '_> {
@@ -23,16 +24,29 @@ impl Context<'_, '_> {
                 if self.mentions_generics(arg.ty) {
                     continue;
                 }
+                if let Passing::Payload { checked, .. } = &arg.passing {
+                    checks.push(quote_spanned!(checked.span()=> #private::assert_borrowed_argument::<#checked>();));
+                    continue;
+                }
+                // A check of `Vec<Entry>` names `Entry`, the type to change.
                 if let Some(cloned) = Self::cloned_type(&arg.passing, arg.ty) {
-                    checks.push(quote_spanned!(cloned.span()=> #private::assert_cloned_argument::<#cloned>();));
+                    for leaf in shape::leaves(cloned, shape::OWNED_CONTAINERS) {
+                        let leaf = self.statically(leaf);
+                        checks.push(quote_spanned!(leaf.span()=> #private::assert_cloned_argument::<#leaf>();));
+                    }
                 }
                 // `&[T]` is queued as `Vec<T>`: check (and name) `T`.
                 let queued = match arg.passing {
                     Passing::Value => Some(arg.ty),
-                    Passing::Ref(elem) | Passing::Slice(elem) => Some(elem),
-                    Passing::Str => None,
+                    Passing::Ref(elem)
+                    | Passing::Slice(elem)
+                    | Passing::OptionRef(elem)
+                    | Passing::OptionSlice(elem) => Some(elem),
+                    Passing::Cow(syn::Type::Slice(slice)) => Some(&*slice.elem),
+                    _ => None,
                 };
-                if let Some(queued) = queued {
+                for queued in queued.map_or_else(Vec::new, |queued| shape::leaves(queued, shape::OWNED_CONTAINERS)) {
+                    let queued = self.statically(queued);
                     checks.push(quote_spanned!(queued.span()=> #private::assert_queued_argument::<#queued>();));
                     checks.push(quote_spanned!(queued.span()=> #private::assert_shared_argument::<#queued>();));
                 }
@@ -68,13 +82,24 @@ impl Context<'_, '_> {
                     .filter(|(ty, _)| {
                         !self.mentions_generics(ty) && valid::mentions_self(ty).is_none()
                     })
-                    .map(|(ty, need)| {
-                        let check = match need {
-                            Requirement::Clone => quote!(assert_compared_argument),
-                            Requirement::PartialEq => quote!(assert_compared_value),
-                            Requirement::Detached => quote!(assert_detached_value),
+                    .flat_map(|(ty, need)| {
+                        let (check, through) = match need {
+                            Requirement::Clone => {
+                                (quote!(assert_compared_argument), shape::OWNED_CONTAINERS)
+                            }
+                            Requirement::PartialEq => {
+                                (quote!(assert_compared_value), shape::COMPARED_CONTAINERS)
+                            }
+                            Requirement::Detached => (quote!(assert_detached_value), &[][..]),
                         };
-                        quote_spanned!(ty.span()=> #private::#check::<#ty>();)
+                        // `Option<Arc<Url>>` is compared if `Url` is: name `Url`.
+                        shape::leaves(ty, through)
+                            .into_iter()
+                            .map(|leaf| {
+                                let leaf = self.statically(leaf);
+                                quote_spanned!(leaf.span()=> #private::#check::<#leaf>();)
+                            })
+                            .collect::<Vec<_>>()
                     })
                     .collect();
                 checks_item(&method.cfgs, &checks)

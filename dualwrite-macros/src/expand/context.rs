@@ -5,10 +5,10 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{parse_quote, GenericParam, Generics, Ident, Type};
+use syn::{parse_quote, GenericParam, Generics, Ident};
 
 use crate::args::TraitOptions;
-use crate::ast::{Method, Passing, Trait};
+use crate::ast::{Method, Trait};
 
 /// Names and paths shared by every generated item.
 pub(super) struct Context<'m, 'a> {
@@ -25,6 +25,9 @@ pub(super) struct Context<'m, 'a> {
     pub(super) op_args: TokenStream,
     /// Whether the enum has type parameters (and so a marker variant).
     pub(super) op_is_generic: bool,
+    /// The associated types that write arguments name as `Self::X`: the
+    /// enum takes a type parameter `X` for each, after the trait's.
+    pub(super) assoc_params: Vec<Ident>,
     pub(super) old: Ident,
     pub(super) new: Ident,
     pub(super) store: Ident,
@@ -71,6 +74,7 @@ impl<'m, 'a> Context<'m, 'a> {
             });
             quote!(<#(#args),*>)
         };
+        let assoc_params = model.write_assoc_types();
         let op_params: Vec<&Ident> = params
             .iter()
             .filter_map(|param| match param {
@@ -78,15 +82,17 @@ impl<'m, 'a> Context<'m, 'a> {
                 GenericParam::Const(constant) => Some(&constant.ident),
                 GenericParam::Lifetime(_) => None,
             })
+            .chain(&assoc_params)
             .collect();
         let op_args = if op_params.is_empty() {
             TokenStream::new()
         } else {
             quote!(<#(#op_params),*>)
         };
-        let op_is_generic = params
-            .iter()
-            .any(|param| matches!(param, GenericParam::Type(_)));
+        let op_is_generic = !assoc_params.is_empty()
+            || params
+                .iter()
+                .any(|param| matches!(param, GenericParam::Type(_)));
         Context {
             model,
             private: quote!(#runtime::__private),
@@ -96,6 +102,7 @@ impl<'m, 'a> Context<'m, 'a> {
             trait_args,
             op_args,
             op_is_generic,
+            assoc_params,
             old: format_ident!("__DualwriteOld"),
             new: format_ident!("__DualwriteNew"),
             store: format_ident!("__DualwriteStore"),
@@ -146,7 +153,64 @@ impl<'m, 'a> Context<'m, 'a> {
                 GenericParam::Lifetime(_) => {}
             }
         }
+        for ident in &self.assoc_params {
+            generics.params.push(parse_quote!(#ident));
+        }
         generics
+    }
+
+    /// The enum's type with its parameters for associated types as `store`'s
+    /// (`Op<T, <Old as Trait<T>>::Id>`).
+    pub(super) fn op_type_for(&self, store: &Ident) -> TokenStream {
+        let op = &self.op;
+        let as_trait = self.as_trait(store);
+        let params = self
+            .model
+            .item
+            .generics
+            .params
+            .iter()
+            .filter_map(|param| match param {
+                GenericParam::Type(ty) => Some(ty.ident.to_token_stream()),
+                GenericParam::Const(constant) => Some(constant.ident.to_token_stream()),
+                GenericParam::Lifetime(_) => None,
+            });
+        let assoc = self
+            .assoc_params
+            .iter()
+            .map(|ident| quote!(#as_trait::#ident));
+        let args: Vec<TokenStream> = params.chain(assoc).collect();
+        if args.is_empty() {
+            quote!(#op)
+        } else {
+            quote!(#op<#(#args),*>)
+        }
+    }
+
+    /// `Trait<'a, T, X = X, ..>`: the trait with each of the enum's
+    /// associated-type parameters equated to the store's associated type.
+    pub(super) fn trait_path_with_assoc(&self) -> TokenStream {
+        if self.assoc_params.is_empty() {
+            return self.trait_path();
+        }
+        let ident = &self.model.item.ident;
+        let params = self
+            .model
+            .item
+            .generics
+            .params
+            .iter()
+            .map(|param| match param {
+                GenericParam::Lifetime(lifetime) => lifetime.lifetime.to_token_stream(),
+                GenericParam::Type(ty) => ty.ident.to_token_stream(),
+                GenericParam::Const(constant) => constant.ident.to_token_stream(),
+            });
+        let assoc = self
+            .assoc_params
+            .iter()
+            .map(|ident| quote!(#ident = #ident));
+        let args: Vec<TokenStream> = params.chain(assoc).collect();
+        quote!(#ident<#(#args),*>)
     }
 
     /// The trait's generics (without defaults) plus `extra` type parameters,
@@ -198,16 +262,6 @@ impl<'m, 'a> Context<'m, 'a> {
             .to_owned()
     }
 
-    /// The type an argument is kept as in the operation.
-    pub(super) fn field_type(passing: &Passing<'_>, ty: &Type) -> TokenStream {
-        match passing {
-            Passing::Value => ty.to_token_stream(),
-            Passing::Str => quote!(::std::string::String),
-            Passing::Slice(elem) => quote!(::std::vec::Vec<#elem>),
-            Passing::Ref(elem) => elem.to_token_stream(),
-        }
-    }
-
     /// What a `match` over the enum matches on: `self`, or `*self` when the
     /// trait has no write methods (an empty enum, matched with no arms).
     pub(super) fn match_scrutinee(&self) -> TokenStream {
@@ -231,7 +285,8 @@ impl<'m, 'a> Context<'m, 'a> {
             .filter_map(|param| match param {
                 GenericParam::Type(ty) => Some(&ty.ident),
                 _ => None,
-            });
+            })
+            .chain(&self.assoc_params);
         Some(quote! {
             #[doc(hidden)]
             #[serde(skip)]
@@ -271,15 +326,6 @@ pub(super) fn key_call(private: &TokenStream, key: &syn::Expr) -> TokenStream {
         quote_spanned!(key.span()=> &(#key))
     };
     quote_spanned!(key.span()=> #private::key(#argument))
-}
-
-/// How a field borrowed from the operation is passed to a store.
-pub(super) fn follower_argument(name: &Ident, passing: &Passing<'_>) -> TokenStream {
-    match passing {
-        Passing::Value => quote!(::core::clone::Clone::clone(#name)),
-        // `&String`, `&Vec<T>` and `&T` coerce to the declared `&str`, `&[T]`, `&T`.
-        _ => quote!(#name),
-    }
 }
 
 /// Where the runtime crate is: the `crate` option, or the dependency named

@@ -17,6 +17,7 @@ mod op_enum;
 mod read;
 mod replay;
 pub(crate) mod replay_safety;
+mod shapes;
 mod worker;
 mod wrapper;
 mod write;

@@ -23,7 +23,7 @@ impl Context<'_, '_> {
             let doc = format!(" A call of [`{trait_ident}::{name}`].");
             let fields = method.args.iter().map(|arg| {
                 let field = &arg.name;
-                let ty = Self::field_type(&arg.passing, arg.ty);
+                let ty = self.field_type(&arg.passing, arg.ty);
                 let doc = format!(" The `{field}` argument.");
                 quote!(#[doc = #doc] #field: #ty)
             });

@@ -7,6 +7,7 @@ use syn::spanned::Spanned;
 use syn::Ident;
 
 use super::context::{key_call, mixed, Context};
+use super::shapes::{lent, owned_copy};
 use super::wrapper::{in_unsafe, Store};
 use crate::ast::{Method, Passing, Receiver, Role};
 
@@ -79,14 +80,8 @@ impl Context<'_, '_> {
             // Owned copies of the arguments, moved into the other store's
             // call, which outlives this one.
             let owned_args = method.args.iter().zip(&owned).map(|(arg, owned)| {
-                let name = &arg.name;
-                match arg.owned {
-                    Passing::Value => quote!(let #owned = ::core::clone::Clone::clone(&#name);),
-                    Passing::Ref(_) => quote!(let #owned = ::core::clone::Clone::clone(#name);),
-                    Passing::Str | Passing::Slice(_) => {
-                        quote!(let #owned = ::std::borrow::ToOwned::to_owned(#name);)
-                    }
-                }
+                let copy = owned_copy(private, &arg.name, &arg.owned);
+                quote!(let #owned = #copy;)
             });
             let owned_args = quote!(#(#owned_args)*);
             let owned_pass: Vec<TokenStream> = owned
@@ -94,7 +89,7 @@ impl Context<'_, '_> {
                 .zip(&method.args)
                 .map(|(owned, arg)| match arg.owned {
                     Passing::Value => quote!(#owned),
-                    _ => quote!(&#owned),
+                    _ => lent(quote!(&#owned), &arg.owned),
                 })
                 .collect();
             let receiver_of_store = match method.receiver {

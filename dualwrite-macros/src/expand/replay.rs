@@ -4,7 +4,8 @@ use proc_macro2::{Ident, TokenStream};
 use quote::quote;
 use syn::{parse_quote, GenericParam};
 
-use super::context::{follower_argument, mixed, Context};
+use super::context::{mixed, Context};
+use super::shapes::follower_argument;
 use crate::ast::{Form, Receiver};
 
 impl Context<'_, '_> {
@@ -13,13 +14,14 @@ impl Context<'_, '_> {
         let scrutinee = self.match_scrutinee();
         let store = &self.store;
         let op_type = self.op_type();
-        let trait_path = self.trait_path();
+        let trait_path = self.trait_path_with_assoc();
         // The operation (an owned, `'static` value) has no lifetime that
         // could stand for the trait's lifetime parameters, and an impl
         // parameter that is not constrained cannot appear in `replay`'s
         // returned future. So replay uses the trait at `'static`: the
         // stores' `impl<'a> Trait<'a> for Store` covers it.
-        let mut generics = self.impl_generics(&[store]);
+        let assoc: Vec<&Ident> = self.assoc_params.iter().collect();
+        let mut generics = self.impl_generics(&[&assoc[..], &[store]].concat());
         generics.params = generics
             .params
             .into_iter()
@@ -28,8 +30,9 @@ impl Context<'_, '_> {
         let predicates = &mut generics.make_where_clause().predicates;
         predicates.push(parse_quote!(#store: #trait_path));
         predicates.push(parse_quote!(for<'__dualwrite_check> Self: #private::Operation));
-        predicates.extend(self.clone_bounds());
+        predicates.extend(self.clone_bounds(store));
         predicates.extend(self.error_display_bounds(store));
+        predicates.extend(self.payload_bounds(true));
         let (impl_generics, _, where_clause) = generics.split_for_impl();
         let store_arg = mixed("__dualwrite_store");
         let error = mixed("__dualwrite_error");
@@ -39,6 +42,7 @@ impl Context<'_, '_> {
             let cfgs = &method.cfgs;
             let ident = method.ident();
             let names: Vec<&Ident> = method.args.iter().map(|arg| &arg.name).collect();
+            let read_back = method.args.iter().filter_map(|arg| self.read_back(arg));
             let call_args = method.args.iter().map(|arg| follower_argument(&arg.name, &arg.passing));
             let receiver = match method.receiver {
                 Receiver::Ref => quote!(&**#store_arg),
@@ -51,10 +55,13 @@ impl Context<'_, '_> {
             };
             quote! {
                 #(#cfgs)*
-                Self::#variant { #(#names),* } => match #call {
+                Self::#variant { #(#names),* } => {
+                    #(#read_back)*
+                    match #call {
                     ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
                     ::core::result::Result::Err(#error) => ::core::result::Result::Err(#private::error_text(#error)),
-                },
+                    }
+                }
             }
         });
         let marker = self.marker_arm();

@@ -48,6 +48,30 @@ const FULL: &str = r#"
     }
 "#;
 
+/// The argument shapes that need an owned form or a payload.
+const SHAPES: &str = r#"
+    pub trait Accounts<T>: Send + Sync + CloneDb {
+        type Id;
+        async fn register(&self, form: &Register<'_>, maybe: Option<&Register<'_>>) -> Result<(), E>;
+        async fn set_nickname<'o>(&self, user: &str, nickname: Option<&'o str>, tag: Option<&Tag>) -> Result<(), E>;
+        async fn set_scores(&self, scores: Option<&[u32]>, aliases: &[&str], note: &Option<String>) -> Result<(), E>;
+        async fn update_bio(&self, bio: Cow<'_, str>, flags: Cow<'_, [u8]>) -> Result<(), E>;
+        async fn put(&self, id: Self::Id, value: T) -> Result<(), E>;
+        async fn find_by_nickname(&self, nickname: Option<&str>) -> Result<Vec<String>, E>;
+    }
+"#;
+
+#[test]
+fn argument_shapes_expand_without_errors_and_deterministically() {
+    let first = expand_str("", SHAPES);
+    assert!(!first.contains("compile_error"), "{first}");
+    // The operation enum carries `Self::Id` as its parameter `Id`.
+    assert!(first.contains("pub enum AccountsOp < T , Id >"), "{first}");
+    for _ in 0..3 {
+        assert_eq!(first, expand_str("", SHAPES));
+    }
+}
+
 #[test]
 fn expansion_is_deterministic() {
     // Two expansions in one process see differently seeded hash maps,

@@ -40,12 +40,20 @@ impl Context<'_, '_> {
                 quote!(#ident<#(#args),*>)
             }
         };
-        let op_type = self.op_type();
+        let op_type = self.op_type_for(old);
         let predicates = &mut generics.make_where_clause().predicates;
         predicates.push(parse_quote!(#old: #trait_path));
         predicates.push(parse_quote!(#new: #new_bound));
         predicates.push(parse_quote!(for<'__dualwrite_check> #op_type: #private::Operation));
-        predicates.extend(self.clone_bounds());
+        predicates.extend(self.clone_bounds(old));
+        predicates.extend(self.payload_bounds(false));
+        if self.model.has_supertraits() {
+            // A supertrait's blanket impl may ask `'static` of the wrapper
+            // (`impl<T: Db + Clone + 'static> CloneDb for T`); a wrapper of
+            // stores that borrow is of little use, so ask it of the stores.
+            predicates.push(parse_quote!(#old: 'static));
+            predicates.push(parse_quote!(#new: 'static));
+        }
         predicates.extend(self.error_display_bounds(old));
         predicates.extend(self.read_bounds(old));
         if self

@@ -5,7 +5,8 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::Ident;
 
-use super::context::{follower_argument, form_fn, key_call, mixed, Context};
+use super::context::{form_fn, key_call, mixed, Context};
+use super::shapes::{follower_argument, owned_copy};
 use super::wrapper::Store;
 use crate::ast::{Method, Passing};
 
@@ -65,16 +66,30 @@ impl Context<'_, '_> {
         };
         let captured = method.args.iter().map(|arg| {
             let field = &arg.name;
-            match arg.passing {
-                Passing::Value => quote!(#field: ::core::clone::Clone::clone(&#field)),
-                _ => quote!(#field: ::std::borrow::ToOwned::to_owned(#field)),
-            }
+            let copy = owned_copy(private, field, &arg.passing);
+            quote!(#field: #copy)
         });
+        // The follower is called with the operation's copies, but for a
+        // payload: the caller's argument (a shared reference, still valid)
+        // saves reading it back.
         let follower_args: Vec<TokenStream> = method
             .args
             .iter()
-            .map(|arg| follower_argument(&arg.name, &arg.passing))
+            .map(|arg| match arg.passing {
+                Passing::Payload { .. } => {
+                    let name = &arg.name;
+                    quote!(#name)
+                }
+                _ => follower_argument(&arg.name, &arg.passing),
+            })
             .collect();
+        let follower_fields = method.args.iter().map(|arg| {
+            let name = &arg.name;
+            match arg.passing {
+                Passing::Payload { .. } => quote!(#name: _),
+                _ => quote!(#name),
+            }
+        });
         // Fail-open writes go on when the queue refuses (it was logged and
         // counted); fail-closed writes return the refusal as their error.
         // The conversion is called with method syntax and the option's span,
@@ -141,10 +156,11 @@ impl Context<'_, '_> {
             let call = guard_call("authoritative_call", Some(first), store, &names_passed);
             quote!(#side => #call,)
         });
+        let follower_fields: Vec<TokenStream> = follower_fields.collect();
         let follower = stores.iter().map(|store| {
             let side = &store.side;
             let call = guard_call("call_follower", None, store, &follower_args);
-            quote!((#side, #op::#variant { #(#names),* }) => #call,)
+            quote!((#side, #op::#variant { #(#follower_fields),* }) => #call,)
         });
         let deliver = match &method.options.follower {
             Some(path) => self.built_delivery(method, path, &this, &refusable),

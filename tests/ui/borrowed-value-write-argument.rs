@@ -1,0 +1,14 @@
+use dualwrite_runtime::dual_write;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Register<'a> {
+    pub username: &'a str,
+}
+
+#[dual_write]
+pub trait Accounts {
+    async fn register(&self, form: Register<'_>) -> Result<(), String>;
+}
+
+fn main() {}
