@@ -7,6 +7,8 @@
 //! `Shadow`; the same writes made with both stores up reach both directly.
 
 #![allow(async_fn_in_trait)]
+// The method lifetime `'o` is the shape under test, elidable or not.
+#![allow(clippy::needless_lifetimes)]
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -103,9 +103,9 @@ impl<'m, 'a> Context<'m, 'a> {
             op_args,
             op_is_generic,
             assoc_params,
-            old: format_ident!("__DualwriteOld"),
-            new: format_ident!("__DualwriteNew"),
-            store: format_ident!("__DualwriteStore"),
+            old: unused_name(item, "Old", "__DualwriteOld"),
+            new: unused_name(item, "New", "__DualwriteNew"),
+            store: unused_name(item, "Store", "__DualwriteStore"),
         }
     }
 
@@ -326,6 +326,25 @@ pub(super) fn key_call(private: &TokenStream, key: &syn::Expr) -> TokenStream {
         quote_spanned!(key.span()=> &(#key))
     };
     quote_spanned!(key.span()=> #private::key(#argument))
+}
+
+/// `name`, the readable name of a generated type parameter (which rustc
+/// shows in errors, as in `DualWrite<Old, New>: Trait`), unless the trait
+/// names it anywhere: a type parameter resolves like the user's own names,
+/// so it would shadow their `Old`; then `fallback`.
+fn unused_name(item: &syn::ItemTrait, name: &str, fallback: &str) -> Ident {
+    fn names(tokens: TokenStream, name: &str) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Ident(ident) => ident == name,
+            proc_macro2::TokenTree::Group(group) => names(group.stream(), name),
+            _ => false,
+        })
+    }
+    if names(item.to_token_stream(), name) {
+        format_ident!("{fallback}")
+    } else {
+        format_ident!("{name}")
+    }
 }
 
 /// Where the runtime crate is: the `crate` option, or the dependency named

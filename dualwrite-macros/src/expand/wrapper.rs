@@ -195,7 +195,7 @@ impl Context<'_, '_> {
 pub(super) struct Store {
     /// `Side::Old` or `Side::New`.
     pub(super) side: TokenStream,
-    /// `<__DualwriteOld as Trait<..>>`
+    /// `<Old as Trait<..>>`
     pub(super) as_trait: TokenStream,
     /// The store as the method's receiver: `&Old`, or `Arc<Old>`.
     pub(super) receiver: TokenStream,
