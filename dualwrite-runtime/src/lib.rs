@@ -103,13 +103,19 @@
 //! | `idempotent = false` | for writes: a replay could apply it twice unless the store skips repeats by [`operation_id()`]; the worker dead-letters, never applies, a queued entry of it that carries no id (see below) |
 //! | `follower = <path>` | for writes: the follower gets the operation `fn(&args.., &T) -> <Trait>Op` builds from the arguments and the authoritative `Ok(T)`, not the call (see below); always delivered in the request, and not with `delivery = journaled` |
 //!
-//! A method without `read`, `write` or `skip` is classified by its name:
-//! names whose first word is a read verb (`get`, `find`, `list`, `load`,
-//! `count`, ...) are reads, names whose first word is a write verb (`create`,
-//! `insert`, `update`, `upsert`, `delete`, `save`, `put`, `set`, ...) are
-//! writes. Anything else, or a name mixing both (`get_or_create`), is a
-//! compile error asking you to say which. Default methods without an option
-//! keep their default body (which calls the wrapper's other methods).
+//! A method without `read`, `write` or `skip` is classified by the words of
+//! its name. A read verb (`get`, `find`, `list`, `fetch`, `load`, `search`,
+//! `count`, `exists`, `is`, `has`, `check`, `stats`, ...) or a write verb
+//! (`create`, `insert`, `add`, `save`, `put`, `set`, `update`, `upsert`,
+//! `delete`, `remove`, `mark`, `record`, `increment`, `revoke`, ...) decides
+//! wherever it stands when its meaning is clear (`username_exists` reads);
+//! words that are as often nouns (`record`, `count`, `read`, `list`, `set`)
+//! decide only as the first word or when no other verb does (`mark_read`
+//! writes, `get_record` and `user_count` read). A name with no verb, or
+//! pulled both ways (`get_or_create`, `record_fetch`), is a compile error
+//! that names the words and asks you to say which. Default methods without
+//! an option keep their default body (which calls the wrapper's other
+//! methods).
 //!
 //! Write methods must return `Result<_, _>` whose error implements
 //! [`Display`](std::fmt::Display); their by-value arguments must be
@@ -117,6 +123,25 @@
 //! operation may be queued. A write without `key` (a `delete_all()`) is
 //! ordered against every write of the trait: it waits for every key's
 //! queued work, and every later write of any key waits for it.
+//!
+//! The operation keeps each argument in an owned form and lends it back to
+//! the store as the method declares it:
+//!
+//! | argument | kept as |
+//! |---|---|
+//! | `T` | `T` (cloned) |
+//! | `&str`, `&[T]`, `&T` | `String`, `Vec<T>`, `T` |
+//! | `Option<&str>`, `Option<&[T]>`, `Option<&T>` | `Option<String>`, `Option<Vec<T>>`, `Option<T>` |
+//! | `Cow<'_, str>`, `Cow<'_, [T]>` | `String`, `Vec<T>` |
+//! | `&X` or `Option<&X>` where `X` borrows (`&Register<'_>`, `&[&str]`) | a [`Payload`]: its JSON value; replay deserialises `X` borrowing from it (so `X` derives `Serialize` and `Deserialize`, with `#[serde(borrow)]` on `Cow` fields) |
+//! | `Self::Id`, an associated type of the trait | the enum's type parameter `Id` (`RepoOp<T, Id>`) |
+//!
+//! A type that borrows taken by value (`Register<'a>`) is refused, with the
+//! forms that work. Methods may have their own lifetime parameters
+//! (`fn create<'o>(&self, by: Option<&'o str>)`). A trait with a supertrait
+//! (`trait Db: Send + Sync + CloneDb`) is implemented for
+//! `DualWrite<Old, New>` where `Old` and `New` are `'static`, so blanket
+//! impls that ask `'static` cover the wrapper.
 //!
 //! A trait's lifetime parameters are replayed at `'static` (queued
 //! operations own their data), so stores implement `impl<'a> Repo<'a>`.

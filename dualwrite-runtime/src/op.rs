@@ -182,8 +182,15 @@ pub trait HasOperations<Op> {}
 /// An argument that fails to serialise is remembered as that failure, and
 /// the queue refuses the operation with its text, as for any other argument
 /// that cannot be queued.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Payload(Result<serde_json::Value, String>);
+
+/// Shows no value: arguments stay out of logs, as in the operation's `Debug`.
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Payload { .. }")
+    }
+}
 
 impl Payload {
     /// The serialised form of `value`.
