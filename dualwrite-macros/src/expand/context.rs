@@ -67,11 +67,7 @@ impl<'m, 'a> Context<'m, 'a> {
         let trait_args = if params.is_empty() {
             TokenStream::new()
         } else {
-            let args = params.iter().map(|param| match param {
-                GenericParam::Lifetime(lifetime) => lifetime.lifetime.to_token_stream(),
-                GenericParam::Type(ty) => ty.ident.to_token_stream(),
-                GenericParam::Const(constant) => constant.ident.to_token_stream(),
-            });
+            let args = params.iter().map(param_argument);
             quote!(<#(#args),*>)
         };
         let assoc_params = model.write_assoc_types();
@@ -164,17 +160,10 @@ impl<'m, 'a> Context<'m, 'a> {
     pub(super) fn op_type_for(&self, store: &Ident) -> TokenStream {
         let op = &self.op;
         let as_trait = self.as_trait(store);
-        let params = self
-            .model
-            .item
-            .generics
-            .params
-            .iter()
-            .filter_map(|param| match param {
-                GenericParam::Type(ty) => Some(ty.ident.to_token_stream()),
-                GenericParam::Const(constant) => Some(constant.ident.to_token_stream()),
-                GenericParam::Lifetime(_) => None,
-            });
+        let params = self.model.item.generics.params.iter();
+        let params = params
+            .filter(|param| !matches!(param, GenericParam::Lifetime(_)))
+            .map(param_argument);
         let assoc = self
             .assoc_params
             .iter()
@@ -187,30 +176,27 @@ impl<'m, 'a> Context<'m, 'a> {
         }
     }
 
+    /// `Trait<'a, T, ..>` with `extra` arguments after the trait's own
+    /// (associated type equalities).
+    pub(super) fn trait_with(&self, extra: impl IntoIterator<Item = TokenStream>) -> TokenStream {
+        let ident = &self.model.item.ident;
+        let params = self.model.item.generics.params.iter().map(param_argument);
+        let args: Vec<TokenStream> = params.chain(extra).collect();
+        if args.is_empty() {
+            quote!(#ident)
+        } else {
+            quote!(#ident<#(#args),*>)
+        }
+    }
+
     /// `Trait<'a, T, X = X, ..>`: the trait with each of the enum's
     /// associated-type parameters equated to the store's associated type.
     pub(super) fn trait_path_with_assoc(&self) -> TokenStream {
-        if self.assoc_params.is_empty() {
-            return self.trait_path();
-        }
-        let ident = &self.model.item.ident;
-        let params = self
-            .model
-            .item
-            .generics
-            .params
-            .iter()
-            .map(|param| match param {
-                GenericParam::Lifetime(lifetime) => lifetime.lifetime.to_token_stream(),
-                GenericParam::Type(ty) => ty.ident.to_token_stream(),
-                GenericParam::Const(constant) => constant.ident.to_token_stream(),
-            });
-        let assoc = self
-            .assoc_params
-            .iter()
-            .map(|ident| quote!(#ident = #ident));
-        let args: Vec<TokenStream> = params.chain(assoc).collect();
-        quote!(#ident<#(#args),*>)
+        self.trait_with(
+            self.assoc_params
+                .iter()
+                .map(|ident| quote!(#ident = #ident)),
+        )
     }
 
     /// The trait's generics (without defaults) plus `extra` type parameters,
@@ -326,6 +312,15 @@ pub(super) fn key_call(private: &TokenStream, key: &syn::Expr) -> TokenStream {
         quote_spanned!(key.span()=> &(#key))
     };
     quote_spanned!(key.span()=> #private::key(#argument))
+}
+
+/// A generic parameter as an argument: `'a`, `T`, `N`.
+fn param_argument(param: &GenericParam) -> TokenStream {
+    match param {
+        GenericParam::Lifetime(lifetime) => lifetime.lifetime.to_token_stream(),
+        GenericParam::Type(ty) => ty.ident.to_token_stream(),
+        GenericParam::Const(constant) => constant.ident.to_token_stream(),
+    }
 }
 
 /// `name`, the readable name of a generated type parameter (which rustc

@@ -3,8 +3,8 @@
 //! bodies of `skip` methods.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, ToTokens};
-use syn::{parse_quote, FnArg, GenericParam, Ident};
+use quote::{format_ident, quote};
+use syn::{parse_quote, FnArg, Ident};
 
 use super::context::{mixed, Context};
 use crate::ast::{Form, Method, Receiver, Role};
@@ -21,25 +21,7 @@ impl Context<'_, '_> {
             let ident = &ty.ident;
             quote!(#ident = #as_old::#ident)
         });
-        let new_bound = {
-            let ident = &item.ident;
-            let mut args: Vec<TokenStream> = item
-                .generics
-                .params
-                .iter()
-                .map(|param| match param {
-                    GenericParam::Lifetime(lifetime) => lifetime.lifetime.to_token_stream(),
-                    GenericParam::Type(ty) => ty.ident.to_token_stream(),
-                    GenericParam::Const(constant) => constant.ident.to_token_stream(),
-                })
-                .collect();
-            args.extend(assoc_equalities);
-            if args.is_empty() {
-                quote!(#ident)
-            } else {
-                quote!(#ident<#(#args),*>)
-            }
-        };
+        let new_bound = self.trait_with(assoc_equalities);
         let op_type = self.op_type_for(old);
         let predicates = &mut generics.make_where_clause().predicates;
         predicates.push(parse_quote!(#old: #trait_path));
