@@ -1,6 +1,6 @@
 //! The argument shapes repository traits use, taken unchanged: `Option<&str>`,
 //! `Option<&T>`, `&Option<T>`, `Option<&[T]>`, a struct that borrows passed
-//! by reference (`&Register<'_>`), `&[&str]`, `Cow<'_, str>`, `Cow<'_, [T]>`
+//! by reference (`&Register<'_>`) or by value, `&[&str]`, `Cow<'_, str>`, `Cow<'_, [T]>`
 //! and a method's own lifetime parameter. Each write is made with the
 //! follower down, queued in a SQLite queue, replayed by a fresh wrapper that
 //! reopens the queue (as after a restart), and then compared by reads in
@@ -58,6 +58,7 @@ pub struct AccountsError(String);
 pub trait Accounts: Send + Sync {
     async fn register(&self, form: &Register<'_>) -> Result<(), AccountsError>;
     async fn register_maybe(&self, form: Option<&Register<'_>>) -> Result<(), AccountsError>;
+    async fn register_owned(&self, form: Register<'_>) -> Result<(), AccountsError>;
     async fn set_nickname(&self, user: &str, nickname: Option<&str>) -> Result<(), AccountsError>;
     async fn set_tag(&self, user: &str, tag: Option<&Tag>) -> Result<(), AccountsError>;
     async fn set_note(&self, user: &str, note: &Option<String>) -> Result<(), AccountsError>;
@@ -127,6 +128,9 @@ impl Accounts for Store {
             None => Ok(()),
         }
     }
+    async fn register_owned(&self, form: Register<'_>) -> Result<(), AccountsError> {
+        self.register(&form).await
+    }
     async fn set_nickname(&self, user: &str, nickname: Option<&str>) -> Result<(), AccountsError> {
         self.update(user, |account| {
             account.nickname = nickname.map(str::to_owned)
@@ -192,7 +196,7 @@ impl Observer for Mismatches {
     }
 }
 
-/// The writes, one per shape; ten in all. The borrowed data lives in
+/// The writes, one per shape and more; twelve in all. The borrowed data lives in
 /// locals, as it would in a request handler.
 async fn write_every_shape(repo: &impl Accounts) {
     let request = String::from("ada ada@example.com");
@@ -211,6 +215,15 @@ async fn write_every_shape(repo: &impl Accounts) {
         age: 41,
     };
     repo.register_maybe(Some(&second)).await.unwrap();
+    repo.register_maybe(None).await.unwrap();
+    let name = String::from("cy");
+    let third = Register {
+        username: &name,
+        email: Some("cy@example.com"),
+        bio: Cow::Borrowed("by value"),
+        age: 7,
+    };
+    repo.register_owned(third).await.unwrap();
     let nickname = String::from("countess");
     repo.set_nickname("ada", Some(&nickname)).await.unwrap();
     repo.set_tag(
@@ -240,7 +253,7 @@ async fn write_every_shape(repo: &impl Accounts) {
         .unwrap();
 }
 
-const WRITES: u64 = 10;
+const WRITES: u64 = 12;
 
 /// Every read of the trait, in `Shadow`: each compares the two stores.
 async fn read_every_shape(repo: &impl Accounts) {
@@ -251,7 +264,7 @@ async fn read_every_shape(repo: &impl Accounts) {
         repo.find_by_nickname(Some(&nickname)).await.unwrap(),
         ["ada"]
     );
-    assert_eq!(repo.find_by_nickname(None).await.unwrap(), ["bob"]);
+    assert_eq!(repo.find_by_nickname(None).await.unwrap(), ["bob", "cy"]);
     let tag = Tag {
         name: "math".into(),
     };
@@ -294,6 +307,11 @@ fn expected(store: &Store) {
     assert_eq!(bob.bio, "second bio");
     assert_eq!(bob.flags, [1, 0, 1]);
     assert_eq!(bob.invited_by.as_deref(), Some("ada"));
+    let cy = &accounts["cy"];
+    assert_eq!(
+        (cy.email.as_deref(), cy.bio.as_str(), cy.age),
+        (Some("cy@example.com"), "by value", 7)
+    );
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -383,4 +401,55 @@ async fn a_borrowed_struct_is_queued_as_its_json_and_read_back_borrowing() {
     };
     let read: Register<'_> = form.read().unwrap();
     assert_eq!((read.username, read.bio.as_ref()), ("ada", "tab\there"));
+}
+
+/// The same shapes in the blocking form, whose calls go in closures.
+#[dual_write]
+pub trait Journal: Send + Sync {
+    fn record_signup(
+        &self,
+        form: &Register<'_>,
+        referrer: Register<'_>,
+    ) -> Result<(), AccountsError>;
+    fn list_signups(&self) -> Result<Vec<String>, AccountsError>;
+}
+
+impl Journal for Store {
+    fn record_signup(
+        &self,
+        form: &Register<'_>,
+        referrer: Register<'_>,
+    ) -> Result<(), AccountsError> {
+        self.update(form.username, |account| {
+            account.invited_by = Some(referrer.username.to_owned())
+        })
+    }
+    fn list_signups(&self) -> Result<Vec<String>, AccountsError> {
+        self.users(|_| true)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocking_writes_of_borrowed_structs_are_replayed() {
+    let (old, new) = (Store::default(), Store::default());
+    let repo = DualWrite::builder(old.clone(), new.clone())
+        .queue(dualwrite_runtime::InMemoryQueue::new())
+        .stage(Stage::DualWrite)
+        .build()
+        .unwrap();
+    let form = |username| Register {
+        username,
+        email: None,
+        bio: Cow::Borrowed(""),
+        age: 1,
+    };
+    repo.record_signup(&form("ada"), form("bob")).unwrap();
+    new.down.store(true, Ordering::SeqCst);
+    repo.record_signup(&form("cy"), form("ada")).unwrap();
+    assert_eq!(repo.queue().stats().await.unwrap().new.pending, 1);
+    new.down.store(false, Ordering::SeqCst);
+    let report = repo.worker::<JournalOp>().drain().await;
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(new.snapshot(), old.snapshot());
+    assert_eq!(new.snapshot()["cy"].invited_by.as_deref(), Some("ada"));
 }

@@ -125,7 +125,8 @@ pub(crate) enum Passing<'a> {
     OptionRef(&'a Type),
     /// `Cow<'_, X>`: kept as `X`'s owned form, lent back as `Cow::Borrowed`.
     Cow(&'a Type),
-    /// `&X` or `Option<&X>` where `X` borrows too (`&Register<'_>`): kept
+    /// `&X` or `Option<&X>` where `X` borrows too (`&Register<'_>`), or a
+    /// write's argument of a type that borrows (`Register<'a>`): kept
     /// serialised; replay reads `target` back from it and passes it on as
     /// `adapt` says. `checked` is `X` (the element, for `&[X]`), with the
     /// user's spans, for the check that names it.
@@ -134,14 +135,16 @@ pub(crate) enum Passing<'a> {
         adapt: Adapt,
         checked: Box<Type>,
     },
-    /// A type that borrows, taken by value (`Register<'a>`): a read passes
-    /// it on, a write cannot keep it.
+    /// A read's argument of a type that borrows (`Vec<&str>`), which a
+    /// detached read cannot copy (a write keeps it as a payload).
     Borrowing,
 }
 
 /// How the value read back from a payload is passed to the store.
 #[derive(Clone, Copy)]
 pub(crate) enum Adapt {
+    /// `value`, for an argument taken by value
+    Value,
     /// `&value` (`&Vec<X>` coerces to `&[X]`)
     Borrow,
     /// `value.as_ref()`, for `Option<&X>`

@@ -23,13 +23,16 @@ pub(crate) fn write_passing(ty: &Type) -> syn::Result<Passing<'_>> {
             ty,
             "a write method cannot take `impl Trait` arguments: the queue must know the concrete type to store and replay it; name the type",
         )),
-        _ => match passing(ty) {
-            Passing::Borrowing => Err(syn::Error::new_spanned(
-                ty,
-                "a write method cannot take a value that borrows (a type with a lifetime, passed by value): the queued operation outlives the call, and the store's method wants this very type back; dualwrite keeps borrowed data only behind `&` (`&Register<'_>`, `Option<&Register<'_>>`, `&[&str]`) or as `Cow<'_, str>` / `Cow<'_, [T]>`, or take an owned type",
-            )),
-            passing => Ok(passing),
-        },
+        _ => Ok(match passing(ty) {
+            // The store's method wants this very type back, borrowing:
+            // replay reads it from the payload, borrowing from that.
+            Passing::Borrowing => Passing::Payload {
+                target: Box::new(anonymous(ty)),
+                adapt: Adapt::Value,
+                checked: Box::new(anonymous(ty)),
+            },
+            passing => passing,
+        }),
     }
 }
 

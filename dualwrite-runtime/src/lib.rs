@@ -133,11 +133,10 @@
 //! | `&str`, `&[T]`, `&T` | `String`, `Vec<T>`, `T` |
 //! | `Option<&str>`, `Option<&[T]>`, `Option<&T>` | `Option<String>`, `Option<Vec<T>>`, `Option<T>` |
 //! | `Cow<'_, str>`, `Cow<'_, [T]>` | `String`, `Vec<T>` |
-//! | `&X` or `Option<&X>` where `X` borrows (`&Register<'_>`, `&[&str]`) | a [`Payload`]: its JSON value; replay deserialises `X` borrowing from it (so `X` derives `Serialize` and `Deserialize`, with `#[serde(borrow)]` on `Cow` fields) |
+//! | `&X`, `Option<&X>` or `X` where `X` borrows (`&Register<'_>`, `&[&str]`, `Register<'_>`) | a [`Payload`]: its JSON value; replay deserialises `X` borrowing from it (so `X` derives `Serialize` and `Deserialize`, with `#[serde(borrow)]` on `Cow` fields) |
 //! | `Self::Id`, an associated type of the trait | the enum's type parameter `Id` (`RepoOp<T, Id>`) |
 //!
-//! A type that borrows taken by value (`Register<'a>`) is refused, with the
-//! forms that work. Methods may have their own lifetime parameters
+//! Methods may have their own lifetime parameters
 //! (`fn create<'o>(&self, by: Option<&'o str>)`). A trait with a supertrait
 //! (`trait Db: Send + Sync + CloneDb`) is implemented for
 //! `DualWrite<Old, New>` where `Old` and `New` are `'static`, so blanket

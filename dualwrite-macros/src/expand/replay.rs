@@ -42,7 +42,6 @@ impl Context<'_, '_> {
             let cfgs = &method.cfgs;
             let ident = method.ident();
             let names: Vec<&Ident> = method.args.iter().map(|arg| &arg.name).collect();
-            let read_back = method.args.iter().filter_map(|arg| self.read_back(arg));
             let call_args = method.args.iter().map(|arg| follower_argument(&arg.name, &arg.passing));
             let receiver = match method.receiver {
                 Receiver::Ref => quote!(&**#store_arg),
@@ -53,15 +52,16 @@ impl Context<'_, '_> {
                 Form::Blocking => quote!(#private::run_blocking(|| #call)),
                 _ => quote!(#call.await),
             };
-            quote! {
-                #(#cfgs)*
-                Self::#variant { #(#names),* } => {
-                    #(#read_back)*
-                    match #call {
+            let applied = quote! {
+                match #call {
                     ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
                     ::core::result::Result::Err(#error) => ::core::result::Result::Err(#private::error_text(#error)),
-                    }
                 }
+            };
+            let applied = self.with_read_back(method.args.iter(), applied);
+            quote! {
+                #(#cfgs)*
+                Self::#variant { #(#names),* } => #applied,
             }
         });
         let marker = self.marker_arm();

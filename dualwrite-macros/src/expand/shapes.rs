@@ -44,24 +44,37 @@ impl Context<'_, '_> {
         }
     }
 
-    /// The argument read back from a payload field, as a `&` to it, before
-    /// the call that uses it (replay only: the wrapper passes the caller's
-    /// argument).
-    pub(super) fn read_back(&self, arg: &Arg<'_>) -> Option<TokenStream> {
-        let Passing::Payload { target, .. } = &arg.passing else {
-            return None;
-        };
+    /// `inner`, in a scope where each payload argument of `args` named in
+    /// `names` is read back (as a `&` to it, or by value for a by-value
+    /// argument) under its own name; a payload that does not read back makes
+    /// the whole an `Err` with the reason.
+    pub(super) fn with_read_back<'n>(
+        &self,
+        args: impl Iterator<Item = &'n Arg<'n>>,
+        inner: TokenStream,
+    ) -> TokenStream {
         let private = &self.private;
-        let name = &arg.name;
         let error = mixed("__dualwrite_error");
-        let mut target = target.clone();
-        self.on_enum(&mut target);
-        Some(quote! {
-            let #name = &match #private::Payload::read::<#target>(#name) {
-                ::core::result::Result::Ok(#name) => #name,
-                ::core::result::Result::Err(#error) => return ::core::result::Result::Err(#error),
+        let mut body = inner;
+        for arg in args {
+            let Passing::Payload { target, adapt, .. } = &arg.passing else {
+                continue;
             };
-        })
+            let name = &arg.name;
+            let mut target = (**target).clone();
+            self.on_enum(&mut target);
+            let binding = match adapt {
+                Adapt::Value => quote!(#name),
+                _ => quote!(ref #name),
+            };
+            body = quote! {
+                match #private::Payload::read::<#target>(#name) {
+                    ::core::result::Result::Ok(#binding) => #body,
+                    ::core::result::Result::Err(#error) => ::core::result::Result::Err(#error),
+                }
+            };
+        }
+        body
     }
 }
 
@@ -115,7 +128,7 @@ pub(super) fn lent(place: TokenStream, passing: &Passing<'_>) -> TokenStream {
             quote!(::std::borrow::Cow::Borrowed(::std::borrow::Borrow::borrow(#place)))
         }
         Passing::Payload { adapt, .. } => match adapt {
-            Adapt::Borrow => place,
+            Adapt::Value | Adapt::Borrow => place,
             Adapt::OptionRef => quote!(::core::option::Option::as_ref(#place)),
             Adapt::OptionDeref => quote!(::core::option::Option::as_deref(#place)),
         },

@@ -29,6 +29,7 @@ impl Context<'_, '_> {
         predicates.push(parse_quote!(for<'__dualwrite_check> #op_type: #private::Operation));
         predicates.extend(self.clone_bounds(old));
         predicates.extend(self.payload_bounds(false));
+        predicates.extend(self.payload_bounds(true));
         if self.model.has_supertraits() {
             // A supertrait's blanket impl may ask `'static` of the wrapper
             // (`impl<T: Db + Clone + 'static> CloneDb for T`); a wrapper of

@@ -8,7 +8,7 @@ use syn::Ident;
 use super::context::{form_fn, key_call, mixed, Context};
 use super::shapes::{follower_argument, owned_copy};
 use super::wrapper::Store;
-use crate::ast::{Method, Passing};
+use crate::ast::{Adapt, Arg, Method, Passing};
 
 impl Context<'_, '_> {
     /// A write: begun with the runtime (key, delivery), the operation built
@@ -70,24 +70,28 @@ impl Context<'_, '_> {
             quote!(#field: #copy)
         });
         // The follower is called with the operation's copies, but for a
-        // payload: the caller's argument (a shared reference, still valid)
-        // saves reading it back.
+        // payload of a reference: the caller's argument (a shared reference,
+        // still valid) saves reading it back. A payload of a value that
+        // borrows (moved into the authoritative call) is read back.
+        let caller_lends = |arg: &Arg<'_>| matches!(&arg.passing, Passing::Payload { adapt, .. } if !matches!(adapt, Adapt::Value));
         let follower_args: Vec<TokenStream> = method
             .args
             .iter()
-            .map(|arg| match arg.passing {
-                Passing::Payload { .. } => {
-                    let name = &arg.name;
+            .map(|arg| {
+                let name = &arg.name;
+                if caller_lends(arg) {
                     quote!(#name)
+                } else {
+                    follower_argument(name, &arg.passing)
                 }
-                _ => follower_argument(&arg.name, &arg.passing),
             })
             .collect();
         let follower_fields = method.args.iter().map(|arg| {
             let name = &arg.name;
-            match arg.passing {
-                Passing::Payload { .. } => quote!(#name: _),
-                _ => quote!(#name),
+            if caller_lends(arg) {
+                quote!(#name: _)
+            } else {
+                quote!(#name)
             }
         });
         // Fail-open writes go on when the queue refuses (it was logged and
@@ -160,6 +164,8 @@ impl Context<'_, '_> {
         let follower = stores.iter().map(|store| {
             let side = &store.side;
             let call = guard_call("call_follower", None, store, &follower_args);
+            let read_back = method.args.iter().filter(|arg| !caller_lends(arg));
+            let call = self.with_read_back(read_back, call);
             quote!((#side, #op::#variant { #(#follower_fields),* }) => #call,)
         });
         let deliver = match &method.options.follower {
