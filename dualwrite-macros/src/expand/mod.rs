@@ -7,8 +7,10 @@
 //! is an `impl Context` block of its own file: the operation enum and its
 //! impls (`op_enum`), the `const _` checks (`checks`), the replay impl
 //! (`replay`), the `HasOperations` impl that lets `spawn_worker` find the
-//! enum (`worker`), the wrapper impl (`wrapper`) with its write and read bodies
-//! (`write`, `read`), and the where clauses they need (`bounds`).
+//! enum (`worker`), the wrapper impl (`wrapper`) with its write and read
+//! bodies (`write`, `read`), the code of each argument shape (`shapes`), the
+//! operation ids and `follower = path` (`replay_safety`), and the where
+//! clauses they need (`bounds`).
 
 mod bounds;
 mod checks;
