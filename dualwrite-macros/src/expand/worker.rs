@@ -20,7 +20,9 @@ impl Context<'_, '_> {
     pub(super) fn operations_impl(&self) -> TokenStream {
         let private = &self.private;
         let (old, new) = (&self.old, &self.new);
-        let op_type = self.op_type();
+        // With associated types in write arguments the enum has parameters
+        // for them, taken here as the old store's.
+        let op_type = self.op_type_for(old);
         // As for the replay impl: the enum is owned, so the trait's
         // lifetime parameters are taken at `'static`.
         let mut generics = self.impl_generics(&[old, new]);
@@ -29,6 +31,13 @@ impl Context<'_, '_> {
             .into_iter()
             .filter(|param| !matches!(param, GenericParam::Lifetime(_)))
             .collect();
+        if !self.assoc_params.is_empty() {
+            let trait_path = self.trait_path();
+            generics
+                .make_where_clause()
+                .predicates
+                .push(syn::parse_quote!(#old: #trait_path));
+        }
         let (impl_generics, _, where_clause) = generics.split_for_impl();
         let lifetimes: Vec<String> = self
             .model
