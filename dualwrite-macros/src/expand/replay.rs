@@ -65,13 +65,6 @@ impl Context<'_, '_> {
             }
         });
         let marker = self.marker_arm();
-        let lifetimes: Vec<String> = self
-            .model
-            .item
-            .generics
-            .lifetimes()
-            .map(|param| param.lifetime.ident.to_string())
-            .collect();
         let tokens = quote! {
             #[automatically_derived]
             impl #impl_generics #private::Replay<#store> for #op_type #where_clause {
@@ -88,12 +81,25 @@ impl Context<'_, '_> {
                 }
             }
         };
+        self.at_static_lifetimes(tokens)
+    }
+
+    /// `tokens` with the trait's lifetime parameters replaced by `'static`,
+    /// for the impls on the (owned, `'static`) operation enum.
+    pub(super) fn at_static_lifetimes(&self, tokens: TokenStream) -> TokenStream {
+        let lifetimes: Vec<String> = self
+            .model
+            .item
+            .generics
+            .lifetimes()
+            .map(|param| param.lifetime.ident.to_string())
+            .collect();
         with_static_lifetimes(tokens, &lifetimes)
     }
 }
 
 /// `tokens` with each lifetime named in `names` replaced by `'static`.
-pub(super) fn with_static_lifetimes(tokens: TokenStream, names: &[String]) -> TokenStream {
+fn with_static_lifetimes(tokens: TokenStream, names: &[String]) -> TokenStream {
     use proc_macro2::{Group, TokenTree};
     if names.is_empty() {
         return tokens;

@@ -13,7 +13,6 @@ use quote::quote;
 use syn::{GenericParam, Visibility};
 
 use super::context::Context;
-use super::replay::with_static_lifetimes;
 use crate::ast::Form;
 
 impl Context<'_, '_> {
@@ -39,19 +38,12 @@ impl Context<'_, '_> {
                 .push(syn::parse_quote!(#old: #trait_path));
         }
         let (impl_generics, _, where_clause) = generics.split_for_impl();
-        let lifetimes: Vec<String> = self
-            .model
-            .item
-            .generics
-            .lifetimes()
-            .map(|param| param.lifetime.ident.to_string())
-            .collect();
         let tokens = quote! {
             #[automatically_derived]
             impl #impl_generics #private::HasOperations<#op_type>
                 for #private::DualWrite<#old, #new> #where_clause {}
         };
-        with_static_lifetimes(tokens, &lifetimes)
+        self.at_static_lifetimes(tokens)
     }
 
     /// `#[allow(async_fn_in_trait)]` for a `pub` trait with native `async
