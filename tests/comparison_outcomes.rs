@@ -1,11 +1,12 @@
 //! Every comparison outcome is told apart and reported with its key, and
-//! the caller always gets the serving store's result.
+//! the caller always gets the serving store's result. Two equal errors are
+//! agreement; two different errors are a disagreement.
 
 mod reads_support;
 
 use dualwrite_runtime::{ComparisonOutcome, Side, Stage};
 use dualwrite_suite::{Fault, StoreError};
-use reads_support::{get, get_with, seed, wrapper};
+use reads_support::{get, get_with, get_with_error_comparator, seed, wrapper};
 
 #[tokio::test]
 async fn equal_values_match_and_nothing_is_reported() {
@@ -69,17 +70,70 @@ async fn the_serving_store_failing_is_serving_errored_and_its_error_is_returned(
 }
 
 #[tokio::test]
-async fn both_stores_failing_is_both_errored() {
+async fn both_stores_failing_alike_agree_and_nothing_is_reported() {
     let (repo, collector) = wrapper(Stage::Shadow);
     repo.old_store().script([Fault::Error]);
     repo.new_store().script([Fault::Error]);
-    assert!(get(&repo, 1).await.is_err());
-    assert_eq!(collector.outcomes(), [ComparisonOutcome::BothErrored]);
+    assert_eq!(
+        get(&repo, 1).await,
+        Err(StoreError("store unavailable".into()))
+    );
+    assert!(
+        collector.outcomes().is_empty(),
+        "two equal errors are agreement, not a mismatch: {:?}",
+        collector.outcomes()
+    );
+    assert_eq!(repo.stage().mismatch_rate().comparisons, 1);
     assert_eq!(
         repo.stage().mismatch_rate().disagreements,
         0,
-        "two errors are no evidence the data differs"
+        "two equal errors are no evidence the data differs"
     );
+}
+
+#[tokio::test]
+async fn both_stores_failing_differently_is_an_error_mismatch() {
+    let (repo, collector) = wrapper(Stage::Shadow);
+    repo.old_store().script([Fault::Error]);
+    repo.new_store()
+        .script([Fault::ErrorAfter(std::time::Duration::from_millis(1))]);
+    assert_eq!(
+        get(&repo, 4).await,
+        Err(StoreError("store unavailable".into())),
+        "the serving store's error is returned"
+    );
+    let report = collector.last();
+    assert_eq!(report.outcome, ComparisonOutcome::ErrorMismatch);
+    assert_eq!(report.key.as_ref().map(|key| key.as_str()), Some("4"));
+    assert_eq!(repo.stage().mismatch_rate().disagreements, 1);
+}
+
+#[tokio::test]
+async fn the_serving_store_failing_and_the_compared_panicking_is_an_error_mismatch() {
+    let (repo, collector) = wrapper(Stage::Shadow);
+    repo.old_store().script([Fault::Error]);
+    repo.new_store().script([Fault::Panic]);
+    assert!(get(&repo, 1).await.is_err());
+    assert_eq!(collector.outcomes(), [ComparisonOutcome::ErrorMismatch]);
+}
+
+#[tokio::test]
+async fn an_error_comparator_decides_which_errors_agree() {
+    let (repo, collector) = wrapper(Stage::Shadow);
+    let any_errors_agree = |_: &StoreError, _: &StoreError| true;
+    let no_errors_agree = |_: &StoreError, _: &StoreError| false;
+    for (errors_agree, expected) in [
+        (any_errors_agree as fn(&_, &_) -> bool, vec![]),
+        (no_errors_agree, vec![ComparisonOutcome::ErrorMismatch]),
+    ] {
+        collector.mismatches.lock().unwrap().clear();
+        repo.old_store().script([Fault::Error]);
+        repo.new_store()
+            .script([Fault::ErrorAfter(std::time::Duration::from_millis(1))]);
+        let result = get_with_error_comparator(&repo, 1, errors_agree).await;
+        assert!(result.is_err());
+        assert_eq!(collector.outcomes(), expected);
+    }
 }
 
 #[tokio::test(start_paused = true)]

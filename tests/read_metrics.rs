@@ -158,6 +158,35 @@ fn compared_reads_record_calls_latency_and_comparisons_per_side() {
 }
 
 #[test]
+fn equal_errors_are_counted_as_comparisons_but_not_as_mismatches() {
+    let metrics = recorded(|| async {
+        let (repo, _collector) = wrapper(Stage::Shadow);
+        repo.old_store().script([Fault::Error, Fault::Error]);
+        repo.new_store()
+            .script([Fault::Error, Fault::ErrorAfter(Duration::from_millis(1))]);
+        get(&repo, 1).await.unwrap_err();
+        get(&repo, 1).await.unwrap_err();
+    });
+    let labels = |outcome| [("namespace", "kv"), ("method", "get"), ("outcome", outcome)];
+    assert_eq!(
+        counter(&metrics, names::COMPARISONS, &labels("both_errored")),
+        1
+    );
+    assert_eq!(
+        counter(&metrics, names::COMPARISONS, &labels("error_mismatch")),
+        1
+    );
+    assert_eq!(
+        counter(&metrics, names::MISMATCHES, &labels("error_mismatch")),
+        1
+    );
+    assert!(
+        find(&metrics, names::MISMATCHES, &labels("both_errored")).is_none(),
+        "two equal errors are not a mismatch"
+    );
+}
+
+#[test]
 fn saturated_detached_comparisons_are_dropped_and_counted() {
     let metrics = recorded(|| async {
         let collector = std::sync::Arc::new(reads_support::Collector::default());

@@ -8,7 +8,7 @@ use syn::{Attribute, Expr, Ident, LitInt, LitStr, Path};
 
 const TRAIT_OPTIONS: &str =
     "`namespace = \"name\"`, `version = 1`, `op = EnumName`, `crate = path` or `fail_closed`";
-const METHOD_OPTIONS: &str = "`read`, `write`, `skip`, `key = <expression>`, `compare = <path>`, `normalize = <path>`, `detached`, `report_values`, `delivery = sync|journaled`, `fail_closed`, `idempotent = false` or `follower = <path>`";
+const METHOD_OPTIONS: &str = "`read`, `write`, `skip`, `key = <expression>`, `compare = <path>`, `normalize = <path>`, `compare_errors = <path>`, `detached`, `report_values`, `delivery = sync|journaled`, `fail_closed`, `idempotent = false` or `follower = <path>`";
 
 /// Options on the trait: `#[dual_write(namespace = "orders", version = 2)]`.
 #[derive(Default)]
@@ -48,6 +48,9 @@ pub(crate) struct MethodOptions {
     pub(crate) compare: Option<Path>,
     /// For reads: `fn(&T) -> U`, compare what it makes of each value.
     pub(crate) normalize: Option<Path>,
+    /// For reads returning `Result<T, E>`: `fn(&E, &E) -> bool`, whether two
+    /// errors agree.
+    pub(crate) compare_errors: Option<Path>,
     /// For reads: compare after the caller has its result.
     pub(crate) detached: Option<Span>,
     /// For reads: put both stores' results in mismatch reports.
@@ -147,6 +150,7 @@ fn is_method_option(meta: &ParseNestedMeta) -> bool {
         "key",
         "compare",
         "normalize",
+        "compare_errors",
         "detached",
         "report_values",
         "delivery",
@@ -236,6 +240,9 @@ impl MethodOptions {
         } else if meta.path.is_ident("normalize") {
             let value: Path = meta.value()?.parse()?;
             set_once(&mut self.normalize, value, &meta, "normalize")
+        } else if meta.path.is_ident("compare_errors") {
+            let value: Path = meta.value()?.parse()?;
+            set_once(&mut self.compare_errors, value, &meta, "compare_errors")
         } else if meta.path.is_ident("detached") || meta.path.is_ident("report_values") {
             let name = if meta.path.is_ident("detached") {
                 "detached"

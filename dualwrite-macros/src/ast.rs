@@ -95,6 +95,13 @@ impl<'a> Method<'a> {
             (_, ReturnType::Default) => None,
         }
     }
+
+    /// Whether the output is a `..Result<T, ..>`, compared on its `Ok` value.
+    pub(crate) fn returns_result(&self) -> bool {
+        self.output()
+            .zip(self.read_value)
+            .is_some_and(|(output, value)| !std::ptr::eq(value, output))
+    }
 }
 
 pub(crate) struct Arg<'a> {

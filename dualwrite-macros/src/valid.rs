@@ -67,6 +67,10 @@ fn check_method(method: &Method<'_>, assoc_types: &[&Ident]) -> syn::Result<()> 
                 .normalize
                 .as_ref()
                 .map(|path| (path.span(), "normalize")),
+            options
+                .compare_errors
+                .as_ref()
+                .map(|path| (path.span(), "compare_errors")),
             options.detached.map(|span| (span, "detached")),
             options.report_values.map(|span| (span, "report_values")),
         ];
@@ -99,6 +103,17 @@ fn check_method(method: &Method<'_>, assoc_types: &[&Ident]) -> syn::Result<()> 
                     ),
                 );
             }
+        }
+    }
+    if let Some(compare_errors) = &options.compare_errors {
+        if method.role == Role::Read && !method.returns_result() {
+            combine(
+                &mut errors,
+                syn::Error::new_spanned(
+                    compare_errors,
+                    format!("`compare_errors` compares the errors of a read returning `Result<T, E>`; `{ident}` does not return a `Result` (remove `compare_errors`)"),
+                ),
+            );
         }
     }
     if let Some(key) = &options.key {

@@ -75,7 +75,7 @@ pub async fn seed(store: &FaultyStore, key: u32, value: u64) {
     store.put(key, value).await.unwrap();
 }
 
-use dualwrite_runtime::__private::{equal, result_view};
+use dualwrite_runtime::__private::{equal, keep_cloned_error, result_view};
 use dualwrite_runtime::Key;
 use dualwrite_suite::StoreError;
 
@@ -96,12 +96,33 @@ pub async fn get_with(
     compare: impl Fn(&Option<u64>, &Option<u64>) -> bool,
     show: Option<Show>,
 ) -> Result<Option<u64>, StoreError> {
+    get_judged(repo, key, compare, equal, show).await
+}
+
+/// `get` whose errors agree when `compare_errors` says so (as with the
+/// method option `compare_errors = path`).
+pub async fn get_with_error_comparator(
+    repo: &Repo,
+    key: u32,
+    compare_errors: impl Fn(&StoreError, &StoreError) -> bool,
+) -> Result<Option<u64>, StoreError> {
+    get_judged(repo, key, equal, compare_errors, None).await
+}
+
+async fn get_judged(
+    repo: &Repo,
+    key: u32,
+    compare: impl Fn(&Option<u64>, &Option<u64>) -> bool,
+    compare_errors: impl Fn(&StoreError, &StoreError) -> bool,
+    show: Option<Show>,
+) -> Result<Option<u64>, StoreError> {
     let plan = repo.__read("kv", "get", || Some(Key::from_display(&key)));
     plan.compare(
         repo.old_store().get(key),
         repo.new_store().get(key),
         result_view,
         compare,
+        compare_errors,
         show,
     )
     .await
@@ -132,6 +153,8 @@ pub async fn get_detached(repo: &Repo, key: u32) -> Result<Option<u64>, StoreErr
                 async move { store.get(key).await },
                 result_view,
                 equal,
+                equal,
+                keep_cloned_error,
                 None,
             )
             .await
@@ -143,6 +166,8 @@ pub async fn get_detached(repo: &Repo, key: u32) -> Result<Option<u64>, StoreErr
                 async move { store.get(key).await },
                 result_view,
                 equal,
+                equal,
+                keep_cloned_error,
                 None,
             )
             .await

@@ -41,11 +41,7 @@ impl Context<'_, '_> {
             }
             None => quote!(|| ::core::option::Option::None),
         };
-        let is_result = method
-            .output()
-            .zip(method.read_value)
-            .is_some_and(|(output, value)| !std::ptr::eq(value, output));
-        let view = if is_result {
+        let view = if method.returns_result() {
             quote!(#private::result_view)
         } else {
             quote!(#private::plain_view)
@@ -65,7 +61,45 @@ impl Context<'_, '_> {
             Some(span) => quote_spanned!(span=> #private::debug_values()),
             None => quote!(#private::no_values()),
         };
-        let compared_with = quote!(#view, #comparator, #show,);
+        // Two errors: the method's `compare_errors`, else the first of
+        // `PartialEq`, `Display` text, `Debug` text that the error type has
+        // (autoref specialisation, decided where the type is known).
+        let [serving_error, other_error] =
+            ["__dualwrite_serving_error", "__dualwrite_other_error"].map(mixed);
+        let error_comparator = match &options.compare_errors {
+            Some(compare_errors) => quote!(#compare_errors),
+            None => quote! {
+                |#serving_error, #other_error| {
+                    use #private::error_probes::*;
+                    (&&&&#private::ErrorPair(#serving_error, #other_error)).errors_agree()
+                }
+            },
+        };
+        let compared_with = quote!(#view, #comparator, #error_comparator);
+        // A detached comparison keeps the serving error for later: a copy
+        // for `compare_errors` (which must then be `Clone`), else a copy or
+        // its text, whichever the error type allows.
+        let keep_error = match &options.compare_errors {
+            Some(compare_errors) => {
+                quote_spanned!(compare_errors.span()=> #private::keep_cloned_error)
+            }
+            None => quote! {
+                |#serving_error| {
+                    use #private::error_probes::*;
+                    (&&&&#private::ErrorKeep(#serving_error)).keep()
+                }
+            },
+        };
+        // A compared read without `key` is reported by its arguments' hash.
+        let arguments = options.key.is_none().then(|| {
+            let reveal = options.report_values.is_some();
+            quote! {
+                let #plan = #private::ReadPlan::with_arguments(#plan, #reveal, || {
+                    use #private::argument_probes::*;
+                    [#((&&&#private::ArgumentProbe(&#args)).argument_text()),*]
+                });
+            }
+        });
         let call = ReadCall {
             method,
             private,
@@ -102,7 +136,13 @@ impl Context<'_, '_> {
                 let detached = call.detached(other, &receiver_of_store, &owned_pass);
                 let detach = call.plan(
                     "detach",
-                    &[call.store(serving, &args), detached, compared_with.clone()],
+                    &[
+                        call.store(serving, &args),
+                        detached,
+                        compared_with.clone(),
+                        keep_error.clone(),
+                        show.clone(),
+                    ],
                 );
                 quote! {
                     ::core::option::Option::Some(#side) => {
@@ -123,6 +163,7 @@ impl Context<'_, '_> {
                     call.store(old, &copies),
                     call.store(new, &args),
                     compared_with,
+                    show,
                 ],
             );
             quote! {
@@ -145,6 +186,7 @@ impl Context<'_, '_> {
             method,
             quote! {
                 let #plan = #private::DualWrite::__read(#this, #namespace, #name, #key);
+                #arguments
                 #locals
                 match #private::ReadPlan::compared(&#plan) {
                     ::core::option::Option::None => match #private::ReadPlan::serving(&#plan) {

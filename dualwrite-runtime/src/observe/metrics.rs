@@ -125,7 +125,7 @@ pub(crate) fn record_comparison(
         labels::OUTCOME => outcome.as_str(),
     )
     .increment(1);
-    if outcome != ComparisonOutcome::Match {
+    if outcome.is_disagreement() {
         ::metrics::counter!(
             names::MISMATCHES,
             labels::NAMESPACE => namespace,

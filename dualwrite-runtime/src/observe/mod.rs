@@ -19,13 +19,18 @@
 //! Argument values never appear in reports, spans, events or metrics. The
 //! exceptions are explicit: the ordering key (`key = ..`) is in comparison
 //! and dead-letter reports given to observers, because a mismatch is only
-//! actionable with it (an observer you register has opted in); the values
+//! actionable with it (an observer you register has opted in); a read
+//! without `key` is identified instead by a stable hash of its arguments
+//! ([`ComparisonReport::arguments_hash`]), and the arguments themselves are
+//! in its report only when the method is marked `report_values`; the values
 //! the stores returned are in a comparison report only for methods marked
 //! `report_values` (their output must be `Debug`). Keys are made from
 //! arguments, so logs, errors and the default [`TracingObserver`] show a key
 //! by its stable [fingerprint](crate::Key::fingerprint) (`#` and 16 hex
 //! digits, the same in every process) unless the wrapper is built with
-//! [`log_keys(true)`](crate::Builder::log_keys).
+//! [`log_keys(true)`](crate::Builder::log_keys); likewise, the default
+//! observer logs a keyless read's arguments (with `report_values`) only
+//! under `log_keys(true)`, and otherwise their hash alone.
 //!
 //! # Metrics
 //!
@@ -38,7 +43,7 @@
 //! | `dualwrite_calls_total` | counter | `namespace`, `method`, `side`, `outcome` | store calls made by wrapped methods; `outcome` is `ok`, `error`, `panic` or `timeout` |
 //! | `dualwrite_call_duration_seconds` | histogram | `namespace`, `method`, `side` | how long each store call took (a timed-out call is not recorded) |
 //! | `dualwrite_comparisons_total` | counter | `namespace`, `method`, `outcome` | compared reads, by [`ComparisonOutcome::as_str`] (`match`, `value_mismatch`, ...) |
-//! | `dualwrite_mismatches_total` | counter | `namespace`, `method`, `outcome` | compared reads whose stores did not agree: every outcome but `match` |
+//! | `dualwrite_mismatches_total` | counter | `namespace`, `method`, `outcome` | compared reads whose stores did not agree: every outcome but `match` and `both_errored` (see [`ComparisonOutcome::is_disagreement`]) |
 //! | `dualwrite_comparisons_dropped_total` | counter | `namespace`, `method`, `reason` | detached comparisons not run: `saturated` (the concurrency bound was reached), `no_runtime` (no tokio runtime to run them on), `cancelled` (the caller gave up before the serving store answered) |
 //! | `dualwrite_queue_depth` | gauge | `target`, `state` | queued operations for a store, by `state`: `pending`, `in_flight`, `dead` |
 //! | `dualwrite_queue_oldest_pending_seconds` | gauge | `target` | age of the oldest pending operation (0 when none) |
@@ -110,9 +115,12 @@ use crate::vocabulary::{Side, Stage};
 /// }
 /// ```
 pub trait Observer: Send + Sync + 'static {
-    /// A compared read whose stores did not agree: every outcome but
-    /// [`ComparisonOutcome::Match`]. The caller already has (or will get)
-    /// the serving store's result; nothing here can change it.
+    /// A compared read whose stores did not agree: every outcome that
+    /// [is a disagreement](ComparisonOutcome::is_disagreement), so neither
+    /// [`Match`](ComparisonOutcome::Match) nor two equal errors
+    /// ([`BothErrored`](ComparisonOutcome::BothErrored)). The caller
+    /// already has (or will get) the serving store's result; nothing here
+    /// can change it.
     fn on_mismatch(&self, report: &ComparisonReport) {
         let _ = report;
     }
@@ -168,6 +176,19 @@ pub struct ComparisonReport {
     /// The compared store's result (`{:?}`, or its panic), for methods marked
     /// `report_values`.
     pub compared_value: Option<String>,
+    /// For a read without `key`, what identifies the call instead: a stable
+    /// hash of its arguments (64-bit FNV-1a, spread by MurmurHash3's
+    /// `fmix64`, of the [`arguments`](Self::arguments) text; the same in
+    /// every process, platform and release for the same arguments). Logs
+    /// show it as `#` and 16 hex digits. `None` for a read with `key`.
+    pub arguments_hash: Option<u64>,
+    /// For a read without `key` marked `report_values`, its arguments as a
+    /// JSON array: each argument's JSON when its type is `serde::Serialize`,
+    /// else its `Debug` text as a JSON string, else `null` (such an
+    /// argument does not tell calls apart). An argument whose JSON depends
+    /// on iteration order (a `HashMap`) can hash differently from one
+    /// process to the next.
+    pub arguments: Option<String>,
 }
 
 /// An operation dead-lettered by the reconciliation worker.

@@ -13,7 +13,9 @@ use super::{ComparisonReport, DeadLetterReport, Observer, StageSourceReport};
 ///
 /// Keys appear by their stable [fingerprint](crate::Key::fingerprint)
 /// unless it is made with `TracingObserver::new(true)` (the builder does
-/// that with [`log_keys(true)`](crate::Builder::log_keys)).
+/// that with [`log_keys(true)`](crate::Builder::log_keys)). A read without
+/// `key` appears by its arguments' hash; its arguments (reported for
+/// `report_values` methods) are logged only with `log_keys(true)`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingObserver {
     log_keys: bool,
@@ -43,6 +45,11 @@ impl Observer for TracingObserver {
             compared = report.compared.as_str(),
             outcome = report.outcome.as_str(),
             detached = report.detached,
+            arguments_hash = report
+                .arguments_hash
+                .map(|hash| format!("#{hash:016x}"))
+                .as_deref(),
+            arguments = report.arguments.as_deref().filter(|_| self.log_keys),
             serving_value = report.serving_value.as_deref(),
             compared_value = report.compared_value.as_deref(),
             "dualwrite read comparison: the stores disagree"

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 /// What comparing one read's two results found.
 ///
 /// Results that are `Result<T, E>` are compared on their `Ok` values; an
-/// `Err` on either side is an outcome of its own. Other results are compared
-/// whole.
+/// `Err` on either side is an outcome of its own, and when both sides are
+/// `Err` the two errors are compared (see [`BothErrored`](Self::BothErrored)).
+/// Other results are compared whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -22,9 +23,16 @@ pub enum ComparisonOutcome {
     ServingErrored,
     /// The compared store answered `Err` or panicked; the serving store `Ok`.
     ComparedErrored,
-    /// Both stores answered `Err` (or the serving store `Err` and the
-    /// compared store panicked).
+    /// Both stores answered `Err` with equal errors (both "not found"):
+    /// the stores agree. Errors are compared with the method's
+    /// `compare_errors = path`, else with `PartialEq` when the error type
+    /// has it, else by their `Display` (or `Debug`) text; an error type with
+    /// none of these cannot be told apart and counts as equal.
     BothErrored,
+    /// Both stores answered `Err` with errors that differ (or that the
+    /// method's `compare_errors` says differ), or the serving store answered
+    /// `Err` and the compared store panicked.
+    ErrorMismatch,
     /// The compared store did not answer within the bound.
     ComparedTimedOut,
     /// The comparator (or normaliser) panicked.
@@ -33,12 +41,13 @@ pub enum ComparisonOutcome {
 
 impl ComparisonOutcome {
     /// Every outcome.
-    pub const ALL: [ComparisonOutcome; 7] = [
+    pub const ALL: [ComparisonOutcome; 8] = [
         ComparisonOutcome::Match,
         ComparisonOutcome::ValueMismatch,
         ComparisonOutcome::ServingErrored,
         ComparisonOutcome::ComparedErrored,
         ComparisonOutcome::BothErrored,
+        ComparisonOutcome::ErrorMismatch,
         ComparisonOutcome::ComparedTimedOut,
         ComparisonOutcome::ComparatorPanicked,
     ];
@@ -51,13 +60,17 @@ impl ComparisonOutcome {
             ComparisonOutcome::ServingErrored => "serving_errored",
             ComparisonOutcome::ComparedErrored => "compared_errored",
             ComparisonOutcome::BothErrored => "both_errored",
+            ComparisonOutcome::ErrorMismatch => "error_mismatch",
             ComparisonOutcome::ComparedTimedOut => "compared_timed_out",
             ComparisonOutcome::ComparatorPanicked => "comparator_panicked",
         }
     }
 
     /// Whether this outcome is evidence that the stores may disagree. Only
-    /// a match and two errors are not: a timeout or a panicking comparator
+    /// a match and two equal errors are not: such an outcome is not sent to
+    /// [`Observer::on_mismatch`](crate::observe::Observer::on_mismatch), not
+    /// logged at `WARN` and not counted in `dualwrite_mismatches_total`. A
+    /// timeout or a panicking comparator
     /// proves nothing either way, and the mismatch-rate guardrail counts
     /// what it cannot vouch for against the move.
     pub fn is_disagreement(self) -> bool {

@@ -6,18 +6,22 @@ use crate::observe::ComparisonOutcome;
 pub(crate) enum Answer<'v, T: ?Sized> {
     /// `Ok` (or a result that is not a `Result`), with its value.
     Value(&'v T),
-    /// `Err`, or a panic.
+    /// `Err`.
     Errored,
+    /// A panic.
+    Panicked,
     /// Nothing within the bound.
     TimedOut,
 }
 
 /// Compares the serving store's value (`None` when it errored) with the
-/// compared store's answer, catching a panic in the comparator.
+/// compared store's answer, catching a panic in the comparators.
+/// `errors_agree` is asked only when both stores answered `Err`.
 pub(crate) fn judge<T: ?Sized>(
     serving: Option<&T>,
     other: Answer<'_, T>,
     compare: &dyn Fn(&T, &T) -> bool,
+    errors_agree: &dyn Fn() -> bool,
 ) -> ComparisonOutcome {
     match (serving, other) {
         (_, Answer::TimedOut) => ComparisonOutcome::ComparedTimedOut,
@@ -28,9 +32,14 @@ pub(crate) fn judge<T: ?Sized>(
                 Err(_) => ComparisonOutcome::ComparatorPanicked,
             }
         }
-        (Some(_), Answer::Errored) => ComparisonOutcome::ComparedErrored,
+        (Some(_), Answer::Errored | Answer::Panicked) => ComparisonOutcome::ComparedErrored,
         (None, Answer::Value(_)) => ComparisonOutcome::ServingErrored,
-        (None, Answer::Errored) => ComparisonOutcome::BothErrored,
+        (None, Answer::Errored) => match crate::guarded::caught_blocking(errors_agree) {
+            Ok(true) => ComparisonOutcome::BothErrored,
+            Ok(false) => ComparisonOutcome::ErrorMismatch,
+            Err(_) => ComparisonOutcome::ComparatorPanicked,
+        },
+        (None, Answer::Panicked) => ComparisonOutcome::ErrorMismatch,
     }
 }
 
@@ -78,22 +87,34 @@ mod tests {
     fn every_pair_of_results_has_its_outcome() {
         use ComparisonOutcome::*;
         let eq = &equal::<u32>;
-        assert_eq!(judge(Some(&1), Answer::Value(&1), eq), Match);
-        assert_eq!(judge(Some(&1), Answer::Value(&2), eq), ValueMismatch);
-        assert_eq!(judge(None, Answer::Value(&2), eq), ServingErrored);
-        assert_eq!(judge(Some(&1), Answer::Errored, eq), ComparedErrored);
-        assert_eq!(judge(None, Answer::Errored, eq), BothErrored);
-        assert_eq!(judge(Some(&1), Answer::TimedOut, eq), ComparedTimedOut);
-        assert_eq!(judge(None, Answer::TimedOut, eq), ComparedTimedOut);
+        let (same, differ) = (&|| true, &|| false);
+        assert_eq!(judge(Some(&1), Answer::Value(&1), eq, same), Match);
+        assert_eq!(judge(Some(&1), Answer::Value(&2), eq, same), ValueMismatch);
+        assert_eq!(judge(None, Answer::Value(&2), eq, same), ServingErrored);
+        assert_eq!(judge(Some(&1), Answer::Errored, eq, same), ComparedErrored);
+        assert_eq!(judge(Some(&1), Answer::Panicked, eq, same), ComparedErrored);
+        assert_eq!(judge(None, Answer::Errored, eq, same), BothErrored);
+        assert_eq!(judge(None, Answer::Errored, eq, differ), ErrorMismatch);
+        assert_eq!(judge(None, Answer::Panicked, eq, same), ErrorMismatch);
+        assert_eq!(
+            judge(Some(&1), Answer::TimedOut, eq, same),
+            ComparedTimedOut
+        );
+        assert_eq!(judge(None, Answer::TimedOut, eq, same), ComparedTimedOut);
         let panicking = &|_: &u32, _: &u32| -> bool { panic!("comparator bug") };
         assert_eq!(
-            judge(Some(&1), Answer::Value(&1), panicking),
+            judge(Some(&1), Answer::Value(&1), panicking, same),
+            ComparatorPanicked
+        );
+        let panicking_errors = &|| -> bool { panic!("error comparator bug") };
+        assert_eq!(
+            judge(None, Answer::Errored, eq, panicking_errors),
             ComparatorPanicked
         );
     }
 
     #[test]
-    fn only_a_match_and_two_errors_are_agreements() {
+    fn only_a_match_and_two_equal_errors_are_agreements() {
         for outcome in ComparisonOutcome::ALL {
             let agrees = matches!(
                 outcome,

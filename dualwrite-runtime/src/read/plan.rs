@@ -25,8 +25,9 @@ use futures::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::generated::KeptError;
 use super::Reads;
-use super::{judge, Answer, ComparisonOutcome};
+use super::{judge, Answer};
 use crate::guarded;
 use crate::observe::{self, CallOutcome, ComparisonReport};
 use crate::op::Key;
@@ -53,11 +54,40 @@ struct Call {
     stage: Stage,
     serving: Side,
     compared: Option<Side>,
+    /// For a compared read without `key`: its arguments' hash and, with
+    /// `report_values`, the arguments.
+    arguments: Option<ReadArguments>,
+}
+
+/// What an argument list is rendered as when rendering one of them panicked.
+const PANICKED_ARGUMENT: &str = "\"<an argument's Serialize or Debug implementation panicked>\"";
+
+/// What identifies the call of a read without `key` in a mismatch report.
+#[derive(Clone)]
+struct ReadArguments {
+    hash: u64,
+    text: Option<String>,
+}
+
+impl ReadArguments {
+    /// The arguments rendered one by one (see
+    /// [`ArgumentProbe`](super::generated::ArgumentProbe)), as the JSON
+    /// array that is hashed; the text is kept when `reveal`.
+    fn new(rendered: &[String], reveal: bool) -> Self {
+        let text = format!("[{}]", rendered.join(","));
+        ReadArguments {
+            hash: crate::op::stable_hash(text.as_bytes()),
+            text: reveal.then_some(text),
+        }
+    }
 }
 
 /// The serving store's answer, kept for a comparison that outlives the call.
-struct Served<T> {
+struct Served<T, K = ()> {
     value: Option<T>,
+    /// Its error as kept for a detached comparison (`Option<KeptError<E>>`),
+    /// or nothing when the comparison has the serving result at hand.
+    error: K,
     shown: Option<String>,
     elapsed: Duration,
 }
@@ -98,9 +128,29 @@ impl<'a> ReadPlan<'a> {
                 stage,
                 serving,
                 compared,
+                arguments: None,
             },
             span,
         }
+    }
+
+    /// Identifies a compared call of a read without `key` by its
+    /// arguments: `render` (called only then) gives each argument's JSON;
+    /// reports carry their stable hash and, when `reveal` (the method's
+    /// `report_values`), the arguments themselves.
+    pub fn with_arguments<const N: usize>(
+        mut self,
+        reveal: bool,
+        render: impl FnOnce() -> [String; N],
+    ) -> Self {
+        if self.call.compared.is_some() && self.call.key.is_none() {
+            let arguments = match guarded::caught_blocking(render) {
+                Ok(rendered) => ReadArguments::new(&rendered, reveal),
+                Err(_) => ReadArguments::new(&[PANICKED_ARGUMENT.to_owned()], reveal),
+            };
+            self.call.arguments = Some(arguments);
+        }
+        self
     }
 
     /// The store whose result the caller gets.
@@ -151,14 +201,17 @@ impl<'a> ReadPlan<'a> {
     /// Reads both stores concurrently within the caller's future and
     /// compares; returns the serving store's result. The caller waits for
     /// the serving store, then at most the compare timeout for the other.
-    /// A panic in the other store or the comparator is caught; a panic in
+    /// A panic in the other store or the comparators is caught; a panic in
     /// the serving store reaches the caller as it would without dualwrite.
+    /// `compare_errors` decides whether two `Err`s agree.
+    #[allow(clippy::too_many_arguments)]
     pub async fn compare<R, T: ?Sized, E: ?Sized>(
         self,
         old: impl Future<Output = R>,
         new: impl Future<Output = R>,
         view: fn(&R) -> Result<&T, &E>,
         compare: impl Fn(&T, &T) -> bool,
+        compare_errors: impl Fn(&E, &E) -> bool,
         show: Option<fn(&R) -> String>,
     ) -> R {
         let ReadPlan { shared, call, span } = self;
@@ -194,6 +247,7 @@ impl<'a> ReadPlan<'a> {
             let (answer, other_elapsed) = other;
             let served = Served {
                 value: view(&result).ok(),
+                error: (),
                 shown: shown(show, &result),
                 elapsed: serving_elapsed,
             };
@@ -206,6 +260,7 @@ impl<'a> ReadPlan<'a> {
                 other_elapsed,
                 view,
                 &compare,
+                &|other| serving_error_agrees(view(&result), other, &compare_errors),
                 show,
                 false,
             );
@@ -218,12 +273,14 @@ impl<'a> ReadPlan<'a> {
     /// Calls both stores, serving store first, on the caller's thread, and
     /// compares; returns the serving store's result. Blocking calls cannot
     /// be raced or interrupted, so the caller pays the other store's time.
+    #[allow(clippy::too_many_arguments)]
     pub fn compare_blocking<R, T: ?Sized, E: ?Sized>(
         self,
         old: impl FnOnce() -> R,
         new: impl FnOnce() -> R,
         view: fn(&R) -> Result<&T, &E>,
         compare: impl Fn(&T, &T) -> bool,
+        compare_errors: impl Fn(&E, &E) -> bool,
         show: Option<fn(&R) -> String>,
     ) -> R {
         let _entered = self.span.enter();
@@ -246,6 +303,7 @@ impl<'a> ReadPlan<'a> {
         let other_elapsed = Some(other_start.elapsed());
         let served = Served {
             value: view(&result).ok(),
+            error: (),
             shown: shown(show, &result),
             elapsed: serving_elapsed,
         };
@@ -258,6 +316,7 @@ impl<'a> ReadPlan<'a> {
             other_elapsed,
             view,
             &compare,
+            &|other| serving_error_agrees(view(&result), other, &compare_errors),
             show,
             false,
         );
@@ -269,20 +328,25 @@ impl<'a> ReadPlan<'a> {
     /// runs in a task of its own, which compares once both have answered.
     /// When [`detached_concurrency`](crate::Builder::detached_concurrency)
     /// comparisons are running already, or there is no tokio runtime, the
-    /// comparison is dropped and counted.
-    pub async fn detach<R, T, E, C>(
+    /// comparison is dropped and counted. The serving store's error is
+    /// kept by `keep_error` (a copy, or its text) for `compare_errors`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn detach<R, T, E, C, CE>(
         self,
         serving: impl Future<Output = R>,
         other: impl Future<Output = R> + Send + 'static,
         view: fn(&R) -> Result<&T, &E>,
         compare: C,
+        compare_errors: CE,
+        keep_error: fn(&E) -> KeptError<E>,
         show: Option<fn(&R) -> String>,
     ) -> R
     where
         R: Send + 'static,
         T: Clone + Send + 'static,
-        E: ?Sized + 'static,
+        E: Send + 'static,
         C: Fn(&T, &T) -> bool + Send + 'static,
+        CE: Fn(&E, &E) -> bool + Send + 'static,
     {
         let ReadPlan { shared, call, span } = self;
         let Some(_) = call.compared else {
@@ -291,7 +355,7 @@ impl<'a> ReadPlan<'a> {
         let Some(permit) = detached_permit(shared, &call) else {
             return ReadPlan { shared, call, span }.serve(serving, view).await;
         };
-        let (sender, receiver) = tokio::sync::oneshot::channel::<Served<T>>();
+        let (sender, receiver) = tokio::sync::oneshot::channel::<Served<T, Option<KeptError<E>>>>();
         let start = Instant::now();
         let task_span = tracing::info_span!(
             parent: None,
@@ -323,6 +387,8 @@ impl<'a> ReadPlan<'a> {
                     },
                 };
                 let (answer, other_elapsed) = other;
+                let mut served = served;
+                let kept = served.error.take();
                 conclude(
                     &task_shared,
                     &task_call,
@@ -331,6 +397,7 @@ impl<'a> ReadPlan<'a> {
                     other_elapsed,
                     view,
                     &compare,
+                    &|other| kept_error_agrees(kept.as_ref(), other, keep_error, &compare_errors),
                     show,
                     true,
                 );
@@ -340,10 +407,11 @@ impl<'a> ReadPlan<'a> {
         async move {
             let result = serving.await;
             let elapsed = start.elapsed();
-            let value = view(&result).ok();
-            record_served(&call, value.is_some(), elapsed);
+            let viewed = view(&result);
+            record_served(&call, viewed.is_ok(), elapsed);
             let _ = sender.send(Served {
-                value: value.cloned(),
+                value: viewed.ok().cloned(),
+                error: viewed.err().map(keep_error),
                 shown: shown(show, &result),
                 elapsed,
             });
@@ -357,26 +425,30 @@ impl<'a> ReadPlan<'a> {
     /// on the caller's thread, then the other store on tokio's blocking
     /// pool (or a thread of its own outside a runtime), where the
     /// comparison runs.
-    pub fn detach_blocking<R, T, E, C>(
+    #[allow(clippy::too_many_arguments)]
+    pub fn detach_blocking<R, T, E, C, CE>(
         self,
         serving: impl FnOnce() -> R,
         other: impl FnOnce() -> R + Send + 'static,
         view: fn(&R) -> Result<&T, &E>,
         compare: C,
+        compare_errors: CE,
+        keep_error: fn(&E) -> KeptError<E>,
         show: Option<fn(&R) -> String>,
     ) -> R
     where
         R: Send + 'static,
         T: Clone + Send + 'static,
-        E: ?Sized + 'static,
+        E: Send + 'static,
         C: Fn(&T, &T) -> bool + Send + 'static,
+        CE: Fn(&E, &E) -> bool + Send + 'static,
     {
         let _entered = self.span.enter();
         let start = Instant::now();
         let result = serving();
         let elapsed = start.elapsed();
-        let value = view(&result).ok();
-        record_served(&self.call, value.is_some(), elapsed);
+        let viewed = view(&result);
+        record_served(&self.call, viewed.is_ok(), elapsed);
         if self.call.compared.is_none() {
             return result;
         }
@@ -384,8 +456,10 @@ impl<'a> ReadPlan<'a> {
             observe::record_dropped(self.call.namespace, self.call.method, "saturated");
             return result;
         };
+        let kept = viewed.err().map(keep_error);
         let served = Served {
-            value: value.cloned(),
+            value: viewed.ok().cloned(),
+            error: (),
             shown: shown(show, &result),
             elapsed,
         };
@@ -414,6 +488,7 @@ impl<'a> ReadPlan<'a> {
                 other_elapsed,
                 view,
                 &compare,
+                &|other| kept_error_agrees(kept.as_ref(), other, keep_error, &compare_errors),
                 show,
                 true,
             );
@@ -485,6 +560,37 @@ fn shown<R>(show: Option<fn(&R) -> String>, result: &R) -> Option<String> {
     )
 }
 
+/// Whether the other store's error agrees with the serving store's (which
+/// is an error whenever this is asked).
+fn serving_error_agrees<T: ?Sized, E: ?Sized>(
+    serving: Result<&T, &E>,
+    other: &E,
+    compare_errors: &impl Fn(&E, &E) -> bool,
+) -> bool {
+    serving
+        .err()
+        .is_some_and(|serving| compare_errors(serving, other))
+}
+
+/// [`serving_error_agrees`] for a detached comparison, whose serving error
+/// was kept: a copy is compared with `compare_errors`, a text with the other
+/// error's text.
+fn kept_error_agrees<E>(
+    kept: Option<&KeptError<E>>,
+    other: &E,
+    keep_error: fn(&E) -> KeptError<E>,
+    compare_errors: &impl Fn(&E, &E) -> bool,
+) -> bool {
+    match kept {
+        Some(KeptError::Value(serving)) => compare_errors(serving, other),
+        Some(KeptError::Text(serving)) => {
+            matches!(keep_error(other), KeptError::Text(other) if other == *serving)
+        }
+        Some(KeptError::Opaque) => true,
+        None => false,
+    }
+}
+
 fn record_served(call: &Call, ok: bool, elapsed: Duration) {
     let outcome = if ok {
         CallOutcome::Ok
@@ -503,14 +609,15 @@ fn record_served(call: &Call, ok: bool, elapsed: Duration) {
 /// Judges, records and reports one comparison. Nothing here may panic out:
 /// the comparator, the formatter and the observers are each caught.
 #[allow(clippy::too_many_arguments)]
-fn conclude<R, T: ?Sized, E: ?Sized, V: std::borrow::Borrow<T>>(
+fn conclude<R, T: ?Sized, E: ?Sized, V: std::borrow::Borrow<T>, K>(
     shared: &Reads,
     call: &Call,
-    served: Served<V>,
+    served: Served<V, K>,
     answer: Result<R, Option<String>>,
     other_elapsed: Option<Duration>,
     view: fn(&R) -> Result<&T, &E>,
     compare: &dyn Fn(&T, &T) -> bool,
+    serving_error_agrees: &dyn Fn(&E) -> bool,
     show: Option<fn(&R) -> String>,
     detached: bool,
 ) {
@@ -531,19 +638,20 @@ fn conclude<R, T: ?Sized, E: ?Sized, V: std::borrow::Borrow<T>>(
         other_outcome,
         other_elapsed,
     );
-    let other = match &answer {
+    let (other, other_error) = match &answer {
         Ok(result) => match view(result) {
-            Ok(value) => Answer::Value(value),
-            Err(_) => Answer::Errored,
+            Ok(value) => (Answer::Value(value), None),
+            Err(error) => (Answer::Errored, Some(error)),
         },
-        Err(Some(_)) => Answer::Errored,
-        Err(None) => Answer::TimedOut,
+        Err(Some(_)) => (Answer::Panicked, None),
+        Err(None) => (Answer::TimedOut, None),
     };
     let serving = served.value.as_ref().map(|value| value.borrow());
-    let outcome = judge(serving, other, compare);
+    let errors_agree = || other_error.is_some_and(serving_error_agrees);
+    let outcome = judge(serving, other, compare, &errors_agree);
     observe::record_comparison(call.namespace, call.method, outcome);
     shared.stage.record_comparison(outcome);
-    if outcome == ComparisonOutcome::Match {
+    if !outcome.is_disagreement() {
         tracing::debug!(
             namespace = call.namespace,
             method = call.method,
@@ -570,6 +678,11 @@ fn conclude<R, T: ?Sized, E: ?Sized, V: std::borrow::Borrow<T>>(
         detached,
         serving_value: served.shown,
         compared_value,
+        arguments_hash: call.arguments.as_ref().map(|arguments| arguments.hash),
+        arguments: call
+            .arguments
+            .as_ref()
+            .and_then(|arguments| arguments.text.clone()),
     };
     shared.observers.mismatch(&report);
 }
