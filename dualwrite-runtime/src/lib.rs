@@ -96,10 +96,11 @@
 //! | `key = <expr>` | the ordering key, an expression over the arguments whose value is [`Display`](std::fmt::Display) (`key = id`, `key = order.id`, `key = format!("{tenant}/{id}")`) |
 //! | `compare = <path>` | for reads: `fn(&T, &T) -> bool` deciding whether two results agree (default: `PartialEq`) |
 //! | `normalize = <path>` | for reads: `fn(&T) -> U` (`U: PartialEq`), compare what it makes of each value (e.g. to ignore timestamp precision); not with `compare` |
+//! | `compare_errors = <path>` | for reads returning `Result<T, E>`: `fn(&E, &E) -> bool` deciding whether two errors agree (default: `PartialEq`, else `Display` text, else `Debug` text; see [Reads](#reads)) |
 //! | `detached` | for reads: compare after the caller has its result, in a task of its own (see [`read`]) |
 //! | `delivery = sync` / `delivery = journaled` | for writes: this method's [`Delivery`], whatever the wrapper's default |
 //! | `fail_closed` | for writes: when the queue refuses the operation, return [`QueueRefused`] converted with `From` into the method's error type, instead of the authoritative result (with journaled delivery, before either store is written) |
-//! | `report_values` | for reads: put both stores' results (`{:?}`, so the output must be `Debug`) in mismatch reports; off by default, so values never reach logs unasked |
+//! | `report_values` | for reads: put both stores' results (`{:?}`, so the output must be `Debug`) in mismatch reports, and for a read without `key` its arguments too; off by default, so values never reach logs unasked |
 //! | `idempotent = false` | for writes: a replay could apply it twice unless the store skips repeats by [`operation_id()`]; the worker dead-letters, never applies, a queued entry of it that carries no id (see below) |
 //! | `follower = <path>` | for writes: the follower gets the operation `fn(&args.., &T) -> <Trait>Op` builds from the arguments and the authoritative `Ok(T)`, not the call (see below); always delivered in the request, and not with `delivery = journaled` |
 //!
@@ -175,7 +176,54 @@
 //! stores; the caller gets the serving store's result, at most the
 //! [compare timeout](Builder::compare_timeout) later than that store
 //! answered, and the other result is compared with it. Mismatches go to
-//! metrics and [observers](observe) with the call's key. A
+//! metrics and [observers](observe) with the call's key; a read without
+//! `key` is identified by a stable hash of its arguments instead
+//! ([`ComparisonReport::arguments_hash`](observe::ComparisonReport::arguments_hash)),
+//! and with `report_values` by the arguments themselves.
+//!
+//! When both stores answer `Err`, the errors are compared: equal errors
+//! (both "not found") are agreement ([`ComparisonOutcome::BothErrored`]),
+//! neither reported to observers nor logged as a disagreement; errors that
+//! differ are a disagreement ([`ComparisonOutcome::ErrorMismatch`]). The
+//! method's `compare_errors = path` decides, else `PartialEq` when the
+//! error type has it, else the errors' `Display` text, else their `Debug`
+//! text; an error type with none of these cannot be told apart, and its
+//! errors count as equal. A `detached` read keeps a copy of the serving
+//! error when its type is `Clone`, else its text (so `compare_errors` on a
+//! `detached` read needs a `Clone` error).
+//!
+//! ```
+//! use std::future::Future;
+//! use dualwrite_runtime::dual_write;
+//!
+//! #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+//! pub enum DbError {
+//!     #[error("not found")]
+//!     NotFound,
+//!     #[error("connection: {0}")]
+//!     Connection(String),
+//! }
+//!
+//! /// The two databases word connection errors differently; only the kind
+//! /// of error matters.
+//! fn same_kind(a: &DbError, b: &DbError) -> bool {
+//!     std::mem::discriminant(a) == std::mem::discriminant(b)
+//! }
+//!
+//! #[dual_write]
+//! pub trait Accounts: Send + Sync {
+//!     #[dual_write(read, key = id, compare_errors = same_kind)]
+//!     fn balance(&self, id: u64) -> impl Future<Output = Result<i64, DbError>> + Send;
+//!
+//!     /// No `key`: a mismatch is reported with the hash of `(owner, limit)`,
+//!     /// and with `report_values` with the arguments as JSON, `["ada",10]`.
+//!     #[dual_write(read, report_values)]
+//!     fn recent(&self, owner: &str, limit: u32)
+//!         -> impl Future<Output = Result<Vec<u64>, DbError>> + Send;
+//! }
+//! ```
+//!
+//! A
 //! [`Rollout`] moves a sticky share of keys' reads one stage ahead. See
 //! [`read`] for how each method form runs, and [`observe`] for the metric
 //! names and the tracing spans.

@@ -1,7 +1,7 @@
 //! The bodies of read methods: planned by the runtime, then served by one
 //! store, compared across both, or compared by a detached call.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::Ident;
@@ -67,7 +67,18 @@ impl Context<'_, '_> {
         let [serving_error, other_error] =
             ["__dualwrite_serving_error", "__dualwrite_other_error"].map(mixed);
         let error_comparator = match &options.compare_errors {
-            Some(compare_errors) => quote!(#compare_errors),
+            // Called in a closure spanned on the path, so that a comparator
+            // of the wrong type is reported there, once.
+            Some(compare_errors) => {
+                // Macro hygiene at the path's location: errors point at the
+                // path, lints of the generated closure stay quiet.
+                let span = Span::mixed_site().located_at(compare_errors.span());
+                let [serving_error, other_error] =
+                    [&serving_error, &other_error].map(|name| Ident::new(&name.to_string(), span));
+                quote_spanned! {span=>
+                    |#serving_error, #other_error| #compare_errors(#serving_error, #other_error)
+                }
+            }
             None => quote! {
                 |#serving_error, #other_error| {
                     use #private::error_probes::*;
@@ -80,8 +91,18 @@ impl Context<'_, '_> {
         // for `compare_errors` (which must then be `Clone`), else a copy or
         // its text, whichever the error type allows.
         let keep_error = match &options.compare_errors {
+            // Imported under a name spanned on the path, so that an error
+            // type that is not `Clone` is reported there.
             Some(compare_errors) => {
-                quote_spanned!(compare_errors.span()=> #private::keep_cloned_error)
+                let span = compare_errors.span();
+                let keep = Ident::new("__dualwrite_keep_cloned_error", span);
+                let error = Ident::new("__dualwrite_serving_error", span);
+                quote_spanned! {span=>
+                    |#error| {
+                        use #private::keep_cloned_error as #keep;
+                        #keep(#error)
+                    }
+                }
             }
             None => quote! {
                 |#serving_error| {

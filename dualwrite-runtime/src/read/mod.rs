@@ -47,6 +47,47 @@
 //! its `normalize = path` (`fn(&T) -> U` with `U: PartialEq`, to ignore
 //! differences that do not matter, such as timestamp precision).
 //!
+//! When both sides are `Err`, the two errors are compared: with the method's
+//! `compare_errors = path` (`fn(&E, &E) -> bool`), else with `PartialEq`
+//! when `E` has it, else by their `Display` text, else by their `Debug`
+//! text (chosen at compile time from what `E` implements); an `E` with none
+//! of these cannot be told apart and its errors count as equal. A
+//! `detached` comparison runs after the serving result has gone to the
+//! caller, so it keeps a copy of the serving error when `E: Clone` (then
+//! compares as above), else its `Display` (or `Debug`) text, compared with
+//! the other error's; `compare_errors` on a `detached` read needs
+//! `E: Clone`, and says so at compile time.
+//!
+//! | outcome | serving store | compared store | a disagreement? |
+//! |---|---|---|---|
+//! | `match` | `Ok` | `Ok`, equal value | no |
+//! | `value_mismatch` | `Ok` | `Ok`, different value | yes |
+//! | `serving_errored` | `Err` | `Ok` | yes |
+//! | `compared_errored` | `Ok` | `Err` or panic | yes |
+//! | `both_errored` | `Err` | `Err`, equal error | no |
+//! | `error_mismatch` | `Err` | `Err`, different error, or panic | yes |
+//! | `compared_timed_out` | any | no answer within the timeout | yes |
+//! | `comparator_panicked` | any | the comparator (or normaliser, or error comparator) panicked | yes |
+//!
+//! Every outcome is counted (`dualwrite_comparisons_total`); a disagreement
+//! also counts in `dualwrite_mismatches_total` and against the
+//! mismatch-rate guardrail, goes to
+//! [`Observer::on_mismatch`](crate::observe::Observer::on_mismatch) and is
+//! logged at `WARN` by the default observer; an agreement is a `DEBUG`
+//! event.
+//!
+//! # Reads without a key
+//!
+//! A mismatch is found again by its key. A read without `key = ..` has
+//! none, so its report carries
+//! [`arguments_hash`](crate::observe::ComparisonReport::arguments_hash): the
+//! stable hash ([`Key::fingerprint`](crate::Key::fingerprint)'s, the same in
+//! every process) of its arguments as a JSON array, each argument as its
+//! JSON when it is `serde::Serialize`, else its `Debug` text as a JSON
+//! string, else `null`. With `report_values` the report also carries that
+//! array, [`arguments`](crate::observe::ComparisonReport::arguments). The
+//! arguments are rendered only for calls that are compared.
+//!
 //! # Sampling and rollout
 //!
 //! [`compare_sampling`](crate::Builder::compare_sampling) compares a
