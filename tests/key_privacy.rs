@@ -3,7 +3,8 @@
 //! stable fingerprint, never the key itself, unless the wrapper is built
 //! with `log_keys(true)`. Observers the user registers still get the key.
 
-use std::sync::{Arc, Mutex};
+mod reads_support;
+
 use std::time::Duration;
 
 use dualwrite_runtime::{dual_write, DualWrite, InMemoryQueue, Key, Stage};
@@ -32,29 +33,10 @@ impl Users for Store {
     }
 }
 
-/// Everything the runtime logs while `run` runs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
+/// Everything logged while a write misses the follower and the worker
+/// retries it.
 fn logs_of(log_keys: bool) -> String {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    reads_support::logs_while(|| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)
@@ -75,9 +57,7 @@ fn logs_of(log_keys: bool) -> String {
                 let worker = repo.worker::<UsersOp>();
                 let _ = tokio::time::timeout(Duration::from_millis(500), worker.drain()).await;
             });
-    });
-    let bytes = captured.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
+    })
 }
 
 #[test]

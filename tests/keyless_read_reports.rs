@@ -6,7 +6,7 @@
 mod reads_support;
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dualwrite_runtime::observe::{ComparisonReport, Observer};
@@ -239,27 +239,9 @@ async fn agreeing_keyless_reads_report_nothing() {
     assert_eq!(repo.stage().mismatch_rate().comparisons, 2);
 }
 
-/// Everything logged while `run` runs on a current-thread runtime.
+/// What is logged while a keyless read of an email address mismatches.
 fn logs_of(log_keys: bool) -> String {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    reads_support::logs_while(|| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -268,9 +250,7 @@ fn logs_of(log_keys: bool) -> String {
                 let (repo, _collector) = wrapper(false, log_keys);
                 repo.search_reported("ada@example.com", 10).await.unwrap();
             });
-    });
-    let bytes = captured.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
+    })
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Shared by the read tests (`comparison_outcomes`, `shadow_panic_isolation`,
 //! `shadow_latency_bound`, `compare_sampling`, `rollout_stickiness`,
-//! `stage_guardrails`, `read_metrics`, `detached_compare`): a wrapper of two
-//! `FaultyStore`s and an observer that keeps what it is told.
+//! `stage_guardrails`, `read_metrics`, `detached_compare`, `error_comparison`,
+//! `keyless_read_reports`, `key_privacy`): a wrapper of two `FaultyStore`s,
+//! an observer that keeps what it is told, and the logs of a run.
 
 // Each test file uses a different part of it.
 #![allow(dead_code)]
@@ -173,4 +174,32 @@ pub async fn get_detached(repo: &Repo, key: u32) -> Result<Option<u64>, StoreErr
             .await
         }
     }
+}
+
+/// Everything logged, at every level and without colours, while `run` runs
+/// on this thread.
+pub fn logs_while(run: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, run);
+    let bytes = captured.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
 }

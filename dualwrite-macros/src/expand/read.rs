@@ -66,13 +66,16 @@ impl Context<'_, '_> {
         // (autoref specialisation, decided where the type is known).
         let [serving_error, other_error] =
             ["__dualwrite_serving_error", "__dualwrite_other_error"].map(mixed);
-        let error_comparator = match &options.compare_errors {
-            // Called in a closure spanned on the path, so that a comparator
-            // of the wrong type is reported there, once.
-            Some(compare_errors) => {
-                // Macro hygiene at the path's location: errors point at the
-                // path, lints of the generated closure stay quiet.
-                let span = Span::mixed_site().located_at(compare_errors.span());
+        // With `compare_errors`, the generated closures have macro hygiene
+        // at the path's location: a comparator of the wrong type, or an
+        // error that is not `Clone` for a detached read, is reported on the
+        // path, once, and lints of the closures stay quiet.
+        let at_path = options
+            .compare_errors
+            .as_ref()
+            .map(|path| (path, Span::mixed_site().located_at(path.span())));
+        let error_comparator = match at_path {
+            Some((compare_errors, span)) => {
                 let [serving_error, other_error] =
                     [&serving_error, &other_error].map(|name| Ident::new(&name.to_string(), span));
                 quote_spanned! {span=>
@@ -90,13 +93,10 @@ impl Context<'_, '_> {
         // A detached comparison keeps the serving error for later: a copy
         // for `compare_errors` (which must then be `Clone`), else a copy or
         // its text, whichever the error type allows.
-        let keep_error = match &options.compare_errors {
-            // Imported under a name spanned on the path, so that an error
-            // type that is not `Clone` is reported there.
-            Some(compare_errors) => {
-                let span = compare_errors.span();
+        let keep_error = match at_path {
+            Some((_, span)) => {
                 let keep = Ident::new("__dualwrite_keep_cloned_error", span);
-                let error = Ident::new("__dualwrite_serving_error", span);
+                let error = Ident::new(&serving_error.to_string(), span);
                 quote_spanned! {span=>
                     |#error| {
                         use #private::keep_cloned_error as #keep;
