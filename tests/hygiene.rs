@@ -18,6 +18,11 @@ impl ::core::fmt::Display for Oops {
     }
 }
 
+/// Two store errors agree when their texts do.
+fn same_oops(serving: &Oops, other: &Oops) -> bool {
+    serving.0 == other.0
+}
+
 /// A trait declared among items that shadow every name the generated code
 /// could pick up by accident.
 pub mod shadowed {
@@ -126,6 +131,16 @@ pub mod shadowed {
             outcome: u64,
         ) -> impl ::core::future::Future<Output = Result<::core::option::Option<i64>>>
                + ::core::marker::Send;
+
+        /// Sums two balances: no key (reported by its arguments' hash),
+        /// detached, with an error comparator; arguments named like the
+        /// generated closures' own.
+        #[dual_write(read, detached, report_values, compare_errors = super::same_oops)]
+        fn total(
+            &self,
+            serving_error: u64,
+            other_error: &str,
+        ) -> impl ::core::future::Future<Output = Result<i64>> + ::core::marker::Send;
     }
 
     /// A generic trait: the generated enum gets a hidden marker variant,
@@ -191,6 +206,13 @@ impl Ledger for Books {
     async fn balance(&self, outcome: u64) -> shadowed::Result<Option<i64>> {
         Ok(self.balances.lock().unwrap().get(&outcome).copied())
     }
+
+    async fn total(&self, serving_error: u64, other_error: &str) -> shadowed::Result<i64> {
+        let balances = self.balances.lock().unwrap();
+        let other: u64 = other_error.parse().map_err(|_| Oops("not an id"))?;
+        Ok(balances.get(&serving_error).copied().unwrap_or_default()
+            + balances.get(&other).copied().unwrap_or_default())
+    }
 }
 
 impl Cache<String> for Books {
@@ -217,6 +239,7 @@ async fn the_generated_code_ignores_shadowing_items() {
     repo.transfer(1, 2, &(30, 5)).await.unwrap();
     repo.put_value(3, "abc".to_owned()).await.unwrap();
     assert_eq!(repo.balance(1).await.unwrap(), Some(65));
+    assert_eq!(repo.total(1, "2").await.unwrap(), 65 + 35);
 
     *repo.new_store().down.lock().unwrap() = false;
     assert_eq!(repo.worker::<LedgerOp>().drain().await.applied, 1);
