@@ -210,6 +210,21 @@ pub struct Claim {
     pub next_ready_in: Option<Duration>,
 }
 
+/// The result of [`ReconciliationQueue::complete_and_claim`]: what became of
+/// each completion, and the claim made after them.
+#[derive(Debug)]
+pub struct Turnover {
+    /// One result per lease given, in their order, each what
+    /// [`complete`](ReconciliationQueue::complete) would have answered:
+    /// [`QueueError::LeaseLost`] for a claim no longer held, and for every
+    /// completion of a claim but one when it is given more than once.
+    pub completed: Vec<Result<(), QueueError>>,
+    /// The claim, made after the completions, so that it can hand out the
+    /// entries they made heads of their keys. Empty, without asking the
+    /// store, when the `limit` is 0.
+    pub claim: Result<Claim, QueueError>,
+}
+
 /// A dead-lettered entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -417,6 +432,37 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
 
     /// Removes an applied entry.
     async fn complete(&self, lease: Lease) -> Result<(), QueueError>;
+
+    /// Completes applied entries, then claims up to `limit` ready entries
+    /// of `namespace` for `lease`, as [`complete`](Self::complete) on each
+    /// lease in turn followed by [`claim`](Self::claim) would: a stale lease
+    /// is refused with [`QueueError::LeaseLost`] and removes nothing, and
+    /// the claim sees the completions (the next entry of a completed key may
+    /// be among the claimed). The worker settles its applied entries and
+    /// refills its free slots with this one call.
+    ///
+    /// The default implementation makes those calls (the completions
+    /// concurrently, so a backend that batches requests gets them
+    /// together). A store that can do it in one round trip should: the
+    /// built-in SQLite queue runs it as one transaction, so a drain pays
+    /// one `fsync` per turnover of the worker's slots, not one for its
+    /// completions and another for its claim.
+    async fn complete_and_claim(
+        &self,
+        completed: &[Lease],
+        namespace: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Turnover {
+        let completed =
+            futures::future::join_all(completed.iter().map(|lease| self.complete(*lease))).await;
+        let claim = if limit == 0 {
+            Ok(Claim::default())
+        } else {
+            self.claim(namespace, limit, lease).await
+        };
+        Turnover { completed, claim }
+    }
 
     /// Records a failed attempt and makes the entry ready again after `delay`.
     async fn retry_later(

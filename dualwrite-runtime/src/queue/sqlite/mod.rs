@@ -159,6 +159,7 @@
 // - `insert`: appends and prepares (multi-row inserts);
 // - `settle`: every other write: commits, completions, retries, dead letters;
 // - `claim`: leasing the heads of keys;
+// - `turnover`: completions and a claim in one round trip (the worker's);
 // - `reads`: the read-only requests, served from the read pool;
 // - `index`: the in-process index of keys with work (`has_work`);
 // - `rows`: decoding rows without trusting them;
@@ -178,6 +179,7 @@ mod rows;
 mod schema;
 mod settle;
 mod statements;
+mod turnover;
 mod values;
 mod writer;
 
@@ -196,7 +198,7 @@ use self::request::{Command, Read, Reply, Write};
 use super::PoisonPolicy;
 use super::{
     Claim, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats, QueuedEntry,
-    ReconciliationQueue,
+    ReconciliationQueue, Turnover,
 };
 use crate::op::Key;
 use crate::vocabulary::Side;
@@ -291,6 +293,16 @@ impl SqliteQueue {
         if self.inner.commands.send(command).is_err() {
             return Err(self.closed(what));
         }
+        self.hear(answer, what).await
+    }
+
+    /// Waits for the answer to a request sent; a request the writer dropped
+    /// unanswered (the queue closed) fails as `what` on a closed queue.
+    async fn hear<T>(
+        &self,
+        answer: oneshot::Receiver<Result<T, QueueError>>,
+        what: &str,
+    ) -> Result<T, QueueError> {
         answer.await.unwrap_or_else(|_| Err(self.closed(what)))
     }
 
@@ -388,6 +400,52 @@ impl ReconciliationQueue for SqliteQueue {
 
     async fn complete(&self, lease: Lease) -> Result<(), QueueError> {
         self.write(|reply| Write::Complete(lease, reply)).await
+    }
+
+    /// One request to the writer, run in one transaction: the completions
+    /// (one statement with every other completion of the batch), then the
+    /// claim (see "Group commit and claims" in the module docs).
+    async fn complete_and_claim(
+        &self,
+        completed: &[Lease],
+        namespace: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Turnover {
+        let mut writes = Vec::with_capacity(completed.len() + 1);
+        let mut completions = Vec::with_capacity(completed.len());
+        for lease in completed {
+            let (reply, answer) = Reply::channel();
+            writes.push(Write::Complete(*lease, reply));
+            completions.push(answer);
+        }
+        let claim = (limit > 0).then(|| {
+            let (reply, answer) = Reply::channel();
+            writes.push(Write::Claim {
+                namespace: namespace.to_owned(),
+                limit,
+                lease,
+                reply,
+            });
+            answer
+        });
+        if !writes.is_empty() {
+            // If the queue is closed, the writes are dropped with their
+            // replies, and every answer below says so.
+            let _ = self.inner.commands.send(Command::Together(writes));
+        }
+        let mut results = Vec::with_capacity(completions.len());
+        for answer in completions {
+            results.push(self.hear(answer, "complete an entry").await);
+        }
+        let claim = match claim {
+            Some(answer) => self.hear(answer, "claim entries").await,
+            None => Ok(Claim::default()),
+        };
+        Turnover {
+            completed: results,
+            claim,
+        }
     }
 
     async fn retry_later(

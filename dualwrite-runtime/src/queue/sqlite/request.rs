@@ -14,6 +14,10 @@ use crate::vocabulary::Side;
 
 pub(super) enum Command {
     Write(Write),
+    /// Writes that go into one batch, in this order (the writer never
+    /// splits them across transactions, unless the batch fails and its
+    /// writes are retried one by one).
+    Together(Vec<Write>),
     Read(Read),
     Close(oneshot::Sender<()>),
 }

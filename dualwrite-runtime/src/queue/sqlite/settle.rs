@@ -6,7 +6,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Column, Row, Sqlite};
 
 use super::error::TxError;
 use super::index::IndexDelta;
@@ -56,37 +58,13 @@ impl Writer {
         now: i64,
         delta: &mut IndexDelta,
     ) -> Result<(), sqlx::Error> {
-        let leases: Vec<String> = writes
-            .iter()
-            .filter_map(|write| match write {
-                Write::Complete(lease, _) => {
-                    Some(format!("[{},{}]", lease_id(lease.id), token(lease.token)))
-                }
-                _ => None,
-            })
-            .collect();
-        if leases.is_empty() {
+        let Some(leases) = completed_leases(writes) else {
             return Ok(());
-        }
-        let leases = format!("[{}]", leases.join(","));
+        };
         let mut removed = self
             .remove_entries(REMOVE_LEASED, &leases, now, delta)
             .await?;
-        for write in writes.iter_mut() {
-            if let Write::Complete(lease, reply) = write {
-                // Only the claim the entry was removed under succeeds: a
-                // stale claim of the same entry in the batch is late, and so
-                // is the same claim completed twice (the in-memory queue and
-                // a second batch say the same).
-                reply.set(
-                    if removed.remove(&(lease_id(lease.id), token(lease.token))) {
-                        Ok(())
-                    } else {
-                        Err(QueueError::LeaseLost(lease.id))
-                    },
-                );
-            }
-        }
+        answer_completions(writes, &mut removed);
         Ok(())
     }
 
@@ -103,28 +81,10 @@ impl Writer {
     ) -> Result<HashSet<(i64, i64)>, sqlx::Error> {
         let turn = self.next_turn();
         let sql = self.opening(statements);
-        let rows = sqlx::query(sql)
-            .bind(now)
-            .bind(turn)
-            .bind(ids)
-            .bind(ids)
-            .bind(ids)
+        let rows = bind_removal(sqlx::query(sql), now, turn, ids)
             .fetch_all(&mut self.conn)
             .await?;
-        let mut removed = HashSet::new();
-        for row in &rows {
-            if row.columns().len() == 2 {
-                if let (Ok(id), Ok(token)) = (
-                    lenient_integer(row, 0, "id"),
-                    lenient_integer(row, 1, "lease_token"),
-                ) {
-                    removed.insert((id, token));
-                }
-            } else if let Some(key) = read_key(row) {
-                delta.empty(key);
-            }
-        }
-        Ok(removed)
+        Ok(removed(&rows, delta))
     }
 
     /// One write other than an append or a completion, inside the open
@@ -399,6 +359,76 @@ impl Writer {
             .await?;
         delta.add(&entry);
         Ok(true)
+    }
+}
+
+/// The JSON list `[[id, lease_token], ..]` of the batch's completions
+/// (the parameter of [`REMOVE_LEASED`]), or `None` if it has none.
+pub(super) fn completed_leases(writes: &[Write]) -> Option<String> {
+    let leases: Vec<String> = writes
+        .iter()
+        .filter_map(|write| match write {
+            Write::Complete(lease, _) => {
+                Some(format!("[{},{}]", lease_id(lease.id), token(lease.token)))
+            }
+            _ => None,
+        })
+        .collect();
+    (!leases.is_empty()).then(|| format!("[{}]", leases.join(",")))
+}
+
+/// Binds the parameters of a [`remove!`](super::statements) statement.
+pub(super) fn bind_removal<'q>(
+    query: Query<'q, Sqlite, SqliteArguments<'q>>,
+    now: i64,
+    turn: i64,
+    ids: &'q str,
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    query.bind(now).bind(turn).bind(ids).bind(ids).bind(ids)
+}
+
+/// What a removal's rows (among `rows`, which may hold other statements'
+/// rows too) say: the keys left empty go into `delta`; returns the
+/// `(id, lease_token)` of each entry removed.
+pub(super) fn removed<'r>(
+    rows: impl IntoIterator<Item = &'r SqliteRow>,
+    delta: &mut IndexDelta,
+) -> HashSet<(i64, i64)> {
+    let mut removed = HashSet::new();
+    for row in rows {
+        let columns = row.columns();
+        if columns.len() == 2 && columns[0].name() == "id" {
+            if let (Ok(id), Ok(token)) = (
+                lenient_integer(row, 0, "id"),
+                lenient_integer(row, 1, "lease_token"),
+            ) {
+                removed.insert((id, token));
+            }
+        } else if columns.len() == 3 && columns[0].name() == "namespace" {
+            if let Some(key) = read_key(row) {
+                delta.empty(key);
+            }
+        }
+    }
+    removed
+}
+
+/// Answers the batch's completions from the entries `removed`.
+pub(super) fn answer_completions(writes: &mut [Write], removed: &mut HashSet<(i64, i64)>) {
+    for write in writes.iter_mut() {
+        if let Write::Complete(lease, reply) = write {
+            // Only the claim the entry was removed under succeeds: a stale
+            // claim of the same entry in the batch is late, and so is the
+            // same claim completed twice (the in-memory queue and a second
+            // batch say the same).
+            reply.set(
+                if removed.remove(&(lease_id(lease.id), token(lease.token))) {
+                    Ok(())
+                } else {
+                    Err(QueueError::LeaseLost(lease.id))
+                },
+            );
+        }
     }
 }
 

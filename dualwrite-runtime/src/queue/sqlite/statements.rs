@@ -74,18 +74,23 @@ macro_rules! barrier {
     };
 }
 
+/// The name of the first column of [`CLAIM`]'s counts row.
+pub(super) const COUNTS_COLUMN: &str = "next_ready_at";
+
 /// Claims heads of keys: first the earliest head not ready yet and the
-/// number of ready heads (up to the limit + 1), then the lease of up to
-/// `limit` of them, in the order they became ready.
+/// number of ready heads (up to the limit + 1), in a row whose first column
+/// is [`COUNTS_COLUMN`], then the lease of up to `limit` of them, in the
+/// order they became ready.
 pub(super) const CLAIM: &Opening = opening!(
     "SELECT \
        (SELECT min(ready_at) FROM entries \
-         WHERE namespace = ? AND prev_id IS NULL AND state <> 'dead' AND ready_at > ?), \
+         WHERE namespace = ? AND prev_id IS NULL AND state <> 'dead' AND ready_at > ?) \
+         AS next_ready_at, \
        (SELECT count(*) FROM (SELECT 1 FROM entries \
          WHERE namespace = ? AND prev_id IS NULL AND state <> 'dead' AND ready_at <= ? \
          AND NOT (",
     barrier!(),
-    ") LIMIT ?)); \
+    ") LIMIT ?)) AS ready_heads; \
      UPDATE entries SET state = 'leased', lease_token = lease_token + 1, ready_at = ?, turn = ?, \
        orphaned = (orphaned OR state = 'prepared') \
      WHERE id IN (SELECT id FROM entries \
@@ -202,6 +207,27 @@ pub(super) fn write_ahead_sql(rows: usize, commits: bool) -> &'static str {
         })
     });
     by_size(&all[usize::from(commits)], rows)
+}
+
+/// A turnover in one round trip: `BEGIN IMMEDIATE`, with `completes`
+/// [`REMOVE_LEASED`], with `claims` [`CLAIM`], and `COMMIT`. Their
+/// parameters follow in that order.
+pub(super) fn turnover_sql(completes: bool, claims: bool) -> &'static str {
+    static SQL: OnceLock<[String; 4]> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        [(false, false), (false, true), (true, false), (true, true)].map(|(completes, claims)| {
+            let mut sql = String::from("BEGIN IMMEDIATE; ");
+            for (included, statement) in [(completes, REMOVE_LEASED), (claims, CLAIM)] {
+                if included {
+                    sql.push_str(statement.plain);
+                    sql.push_str("; ");
+                }
+            }
+            sql.push_str("COMMIT;");
+            sql
+        })
+    });
+    &all[usize::from(completes) * 2 + usize::from(claims)]
 }
 
 /// The statement of `sizes` (one per power of two) for `rows` rows.

@@ -48,6 +48,7 @@ impl Writer {
             while let Some(command) = next.take() {
                 match command {
                     Command::Write(write) => writes.push(write),
+                    Command::Together(together) => writes.extend(together),
                     Command::Read(read) => reads::spawn(&self.reads, &self.path, read),
                     Command::Close(done) => {
                         closing = Some(done);
@@ -192,6 +193,12 @@ impl Writer {
                 self.rollback().await;
                 return Err(TxError::of("append", error));
             }
+        } else if Self::is_turnover(writes) {
+            // The hot path of the worker: one round trip too.
+            if let Err(error) = self.turnover(writes, &mut delta).await {
+                self.rollback().await;
+                return Err(TxError::of("complete and claim entries", error));
+            }
         } else {
             if let Err(error) = self.body(writes, &mut delta).await {
                 self.rollback().await;
@@ -214,7 +221,7 @@ impl Writer {
         Ok(())
     }
 
-    async fn rollback(&mut self) {
+    pub(super) async fn rollback(&mut self) {
         if let Err(error) = sqlx::query("ROLLBACK").execute(&mut self.conn).await {
             // SQLite rolls back by itself after some errors; then there is
             // no transaction left to roll back.
