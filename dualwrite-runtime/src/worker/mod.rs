@@ -11,6 +11,13 @@
 //! it while every other key keeps flowing (I5). An entry that cannot be
 //! decoded is dead-lettered with the decode error (I7).
 //!
+//! An applied entry is completed in the queue together with the claim that
+//! refills its slot, in one call
+//! ([`complete_and_claim`](crate::ReconciliationQueue::complete_and_claim)),
+//! with one such call out at a time: attempts that land while it is out go
+//! in the next, so a durable queue pays one round trip per turnover of the
+//! slots rather than one per completion and one per claim.
+//!
 //! Several workers, in one process or many, may share a queue: leases keep
 //! them off each other's entries, and an entry whose worker died is claimed
 //! again when its lease expires.
@@ -35,6 +42,7 @@ mod decode;
 mod handle;
 mod lease;
 mod retry;
+mod run;
 mod shared;
 mod spawn;
 mod uncertain;
@@ -46,17 +54,17 @@ pub use handle::{WorkerHandle, WorkerShutdownError};
 pub use retry::RetryPolicy;
 pub(crate) use shared::Shared;
 
+use self::run::Until;
+
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use futures::future::Either;
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 
 use crate::observe::DeadLetterReport;
 use crate::op::{Key, Replay};
 use crate::order::KeyLocks;
-use crate::queue::{ClaimedEntry, QueueError};
+use crate::queue::{ClaimedEntry, Lease, QueueError};
 use crate::vocabulary::Side;
 use decode::{decode, decode_parts, Decoded};
 
@@ -120,7 +128,8 @@ impl WorkerReport {
             Outcome::DeadLettered => self.dead_lettered += 1,
             Outcome::QueueError => self.queue_errors += 1,
             Outcome::Fenced => self.fenced += 1,
-            Outcome::Withdrawn | Outcome::Settled => {}
+            // A landed attempt counts as applied once its completion is.
+            Outcome::Withdrawn | Outcome::Settled | Outcome::Landed(_) => {}
         }
     }
 }
@@ -136,6 +145,9 @@ enum Replayed {
 enum Outcome {
     /// The writer withdrew an orphaned operation; nothing was applied.
     Withdrawn,
+    /// Applied to the store; the loop completes it in the queue.
+    Landed(Lease),
+    /// Applied and completed.
     Applied,
     Retried,
     DeadLettered,
@@ -144,12 +156,6 @@ enum Outcome {
     Fenced,
     /// A pass over the uncertain writes to settle ended.
     Settled,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Until {
-    Stopped,
-    Idle,
 }
 
 impl<Op, Old, New> Worker<Op, Old, New>
@@ -223,108 +229,6 @@ where
     /// Useful in tests, examples and tools; a service runs [`run`](Self::run).
     pub async fn drain(&self) -> WorkerReport {
         self.run_loop(Until::Idle).await
-    }
-
-    async fn run_loop(&self, until: Until) -> WorkerReport {
-        self.running.send_modify(|running| *running += 1);
-        // Counted down when the run returns or its future is dropped.
-        self.shared
-            .workers_started
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let _running = RunningGuard(&self.running);
-        let namespace = Op::NAMESPACE;
-        let concurrency = self.shared.worker_concurrency;
-        // `run` honours a stop requested before it started; `drain` only a
-        // stop requested while it drains, so a stopped worker can still be
-        // drained (after a shutdown, in tests and tools).
-        let mut stop = self.stop.subscribe();
-        let baseline = match until {
-            Until::Stopped => 0,
-            Until::Idle => *stop.borrow(),
-        };
-        let mut report = WorkerReport::default();
-        let mut in_flight = FuturesUnordered::new();
-        // Whether a task settling uncertain writes is among them.
-        let mut settling = false;
-        let mut queue_failures = 0u32;
-        let mut gauges_updated: Option<tokio::time::Instant> = None;
-        tracing::debug!(namespace, ?until, "reconciliation worker started");
-        loop {
-            let stopping = *stop.borrow_and_update() != baseline;
-            let mut wait = self.shared.poll_interval;
-            let mut idle = false;
-            // Claim in batches: refill once half the slots are free, rather
-            // than after every completion, so that a durable queue pays one
-            // claim transaction per batch instead of one per operation.
-            let refill_at = concurrency.div_ceil(2);
-            if !stopping && !settling && self.shared.uncertain.has_unsettled(namespace) {
-                settling = true;
-                in_flight.push(Either::Right(self.settle_uncertain()));
-            }
-            if !stopping && in_flight.len() < refill_at.max(1) {
-                let claimed_at = tokio::time::Instant::now();
-                match self
-                    .shared
-                    .queue
-                    .claim(namespace, concurrency - in_flight.len(), self.shared.lease)
-                    .await
-                {
-                    Ok(claim) => {
-                        queue_failures = 0;
-                        idle = claim.entries.is_empty() && claim.next_ready_in.is_none();
-                        if let Some(ready_in) = claim.next_ready_in {
-                            wait = wait.min(ready_in);
-                        }
-                        for entry in claim.entries {
-                            tracing::trace!(namespace, key = %self.shown(&entry.key), method = %entry.method, target = %entry.target, "claimed");
-                            in_flight.push(Either::Left(self.attempt_fenced(entry, claimed_at)));
-                        }
-                    }
-                    Err(error) => {
-                        queue_failures = queue_failures.saturating_add(1);
-                        self.count(&mut report, Outcome::QueueError);
-                        wait = self
-                            .shared
-                            .retry
-                            .delay_after(queue_failures)
-                            .min(self.shared.poll_interval * 10);
-                        tracing::error!(namespace, %error, retry_in = ?wait, "reconciliation worker could not claim work");
-                    }
-                }
-            }
-            if in_flight.is_empty() {
-                if stopping || (until == Until::Idle && idle) {
-                    break;
-                }
-                // Idle: refresh the queue-depth gauges, at most once a poll.
-                if gauges_updated.is_none_or(|at| at.elapsed() >= self.shared.poll_interval) {
-                    gauges_updated = Some(tokio::time::Instant::now());
-                    if let Ok(stats) = self.shared.queue.stats().await {
-                        crate::observe::record_queue(&stats);
-                    }
-                }
-                tokio::select! {
-                    () = self.shared.queued.notified() => {}
-                    () = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => {}
-                }
-            } else if in_flight.len() < refill_at && !stopping {
-                tokio::select! {
-                    Some(outcome) = in_flight.next() => {
-                        settling &= !matches!(outcome, Outcome::Settled);
-                        self.count(&mut report, outcome);
-                    }
-                    () = self.shared.queued.notified() => {}
-                    () = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => {}
-                }
-            } else if let Some(outcome) = in_flight.next().await {
-                settling &= !matches!(outcome, Outcome::Settled);
-                self.count(&mut report, outcome);
-            }
-        }
-        tracing::debug!(namespace, ?report, "reconciliation worker stopped");
-        report
     }
 
     fn shown(&self, key: &Key) -> crate::op::ShownKey {
@@ -402,7 +306,7 @@ where
                 self.shared.breakers.record_success(entry.target);
                 crate::observe::record_reconciled(&entry.namespace, &entry.method, entry.target);
                 self.shared.uncertain.forget(lease.id);
-                settle(queue.complete(lease).await, Outcome::Applied)
+                Outcome::Landed(lease)
             }
             Err(error) => {
                 let failures = entry.attempts + 1;
