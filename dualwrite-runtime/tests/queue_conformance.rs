@@ -11,9 +11,9 @@ use dualwrite_runtime::queue::testing::model::ModelBackend;
 use dualwrite_runtime::queue::PoisonPolicy;
 use dualwrite_runtime::{InMemoryQueue, QueueError};
 
-/// The cases of the suite: 27 with the block policy, 9 with the skip
+/// The cases of the suite: 32 with the block policy, 11 with the skip
 /// policy. Every one must run on both backends.
-const CASES: usize = 36;
+const CASES: usize = 43;
 
 fn assert_all_ran(report: &ConformanceReport) {
     assert!(

@@ -10,7 +10,9 @@
 //! attempts, `release`, dead letters (blocking their key, `retry_dead`,
 //! `drop_dead`, [`NotDead`](crate::QueueError::NotDead)), `stats`,
 //! fairness across keys, `has_work`, prepared entries (commit, abort,
-//! expiry into orphans), `has_later_entries`, and the
+//! expiry into orphans), `has_later_entries`,
+//! [`complete_and_claim`](ReconciliationQueue::complete_and_claim) (its
+//! claim sees its completions, a stale lease in it is refused), and the
 //! [`PoisonPolicy::Skip`] policy.
 //!
 //! # Running it
@@ -107,6 +109,7 @@ use crate::{Key, ReconciliationQueue, Side};
 
 mod dead_and_prepared;
 mod ordering;
+mod turnover;
 
 // ---------------------------------------------------------------------------
 // The public interface.
@@ -315,6 +318,11 @@ const BLOCK_CASES: &[Case] = cases![
     dead_and_prepared::expired_prepared_entry_is_claimed_as_orphan,
     dead_and_prepared::has_later_entries_sees_the_rest_of_the_key,
     dead_and_prepared::key_entries_shows_a_keys_line_in_order,
+    turnover::complete_and_claim_hands_out_the_next_entry_of_a_completed_key,
+    turnover::complete_and_claim_refuses_a_stale_lease,
+    turnover::complete_and_claim_keeps_the_unkeyed_barrier,
+    turnover::complete_and_claim_with_limit_zero_only_completes,
+    turnover::complete_and_claim_leaves_prepared_and_dead_entries,
 ];
 
 /// The cases run on queues of [`PoisonPolicy::Skip`]: what must not change
@@ -329,6 +337,8 @@ const SKIP_CASES: &[Case] = cases![
     dead_and_prepared::prepared_entry_waits_for_commit,
     dead_and_prepared::skip_policy_lets_the_key_flow,
     dead_and_prepared::skip_policy_drop_dead,
+    turnover::complete_and_claim_hands_out_the_next_entry_of_a_completed_key,
+    turnover::complete_and_claim_refuses_a_stale_lease,
 ];
 
 /// How long a case may take before it fails as hung.

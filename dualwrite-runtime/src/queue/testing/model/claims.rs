@@ -22,11 +22,22 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
             Ok(claim) => claim,
             Err(error) => return Err(format!("{text} -> Err({error})")),
         };
-        let shown = self.show_claim(&claim);
-        let text = format!("{text} -> {shown}");
-        self.check_claim(namespace, limit, &claim)
+        let text = format!("{text} -> {}", self.show_claim(&claim));
+        self.take_claim(namespace, limit, lease, &claim)
             .map_err(|why| format!("{text}: {why}"))?;
-        // Apply it.
+        ran(text)
+    }
+
+    /// Checks a claim the backend made against the model, and files its
+    /// leases in the model.
+    pub(super) fn take_claim(
+        &mut self,
+        namespace: usize,
+        limit: usize,
+        lease: Wait,
+        claim: &Claim,
+    ) -> Result<(), String> {
+        self.check_claim(namespace, limit, claim)?;
         let until = self.model.deadline(lease);
         for claimed in &claim.entries {
             let Some(serial) = self.model.serial_of(claimed.lease.id) else {
@@ -45,7 +56,7 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
                 lease: Some(index),
             };
         }
-        ran(text)
+        Ok(())
     }
 
     pub(super) fn show_claim(&self, claim: &Claim) -> String {

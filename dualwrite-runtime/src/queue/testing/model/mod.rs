@@ -51,6 +51,11 @@
 //!   which a batching backend may run in one transaction) behave as if
 //!   sent one after another: of two completions of one claim exactly one
 //!   succeeds, the other is late ([`QueueError::LeaseLost`]);
+//! - [`complete_and_claim`](ReconciliationQueue::complete_and_claim)
+//!   behaves as its completions followed by its claim: a lost claim among
+//!   them is refused and removes nothing, one given twice succeeds once,
+//!   the claim hands out the entries the completions made heads (and, with
+//!   a limit of 0, nothing);
 //! - ids strictly increase in append order (also across restarts), and
 //!   every field (namespace, target, key, method, version, payload, reason
 //!   as the first `last_error`, `enqueued_at`) round-trips exactly.
@@ -107,6 +112,7 @@ mod reference;
 mod run;
 mod settles;
 mod steps;
+mod turnover;
 mod writes;
 
 use reference::*;

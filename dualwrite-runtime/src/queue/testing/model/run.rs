@@ -182,6 +182,12 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
                 }
                 ran(text)
             }
+            Step::Turnover {
+                completes,
+                namespace,
+                limit,
+                lease,
+            } => self.turnover(completes, *namespace, *limit, *lease).await,
             Step::RetryDead(pick) => self.dead_op(*pick, true).await,
             Step::DropDead(pick) => self.dead_op(*pick, false).await,
             Step::SettleOrphan(pick) => match self.pick_orphan(*pick) {
@@ -333,18 +339,7 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
                 show_result(result)
             ));
         }
-        for (index, result) in completed.iter().zip(&complete_results) {
-            let held = match self.model.lease_status(*index) {
-                LeaseStatus::Current => "held",
-                LeaseStatus::Doubtful => "held before the restart",
-                LeaseStatus::Stale => "lost",
-            };
-            parts.push(format!(
-                "complete(lease {index} of #{}, {held}) -> {}",
-                self.model.leases[*index].lease.id,
-                show_result(result)
-            ));
-        }
+        parts.extend(self.show_completions(&completed, &complete_results));
         let text = format!("at once: {}", parts.join(", "));
 
         // Inserts: all stored, with new ids; the model files them in id order.
@@ -378,48 +373,8 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
                 entry.state = State::Pending(Deadline::Passed);
             }
         }
-        // Completions: of each claim still held exactly one succeeds (at
-        // most one of a claim from before a restart), the others are late.
-        let mut claims: Vec<usize> = completed.clone();
-        claims.sort_unstable();
-        claims.dedup();
-        for index in claims {
-            let results: Vec<&Result<(), QueueError>> = completed
-                .iter()
-                .zip(&complete_results)
-                .filter(|(other, _)| **other == index)
-                .map(|(_, result)| result)
-                .collect();
-            let id = self.model.leases[index].lease.id;
-            let succeeded = results.iter().filter(|result| result.is_ok()).count();
-            if let Some(Err(error)) = results
-                .iter()
-                .find(|result| result.is_err() && !is_lease_lost(result, id))
-            {
-                return Err(format!("{text}: completing lease {index} failed: {error}"));
-            }
-            let status = self.model.lease_status(index);
-            let (fine, expected) = match status {
-                LeaseStatus::Current => (succeeded == 1, "exactly one"),
-                LeaseStatus::Doubtful => (succeeded <= 1, "at most one"),
-                LeaseStatus::Stale => (succeeded == 0, "none"),
-            };
-            if !fine {
-                return Err(format!(
-                    "{text}: {succeeded} of {} completions of lease {index} succeeded, expected {expected} (the others are late: LeaseLost)",
-                    results.len()
-                ));
-            }
-            let serial = self.model.leases[index].serial;
-            let entry = &mut self.model.entries[serial];
-            if succeeded == 1 {
-                entry.removed = true;
-            } else if status == LeaseStatus::Doubtful {
-                if let State::Leased { lease, .. } = &mut entry.state {
-                    *lease = None;
-                }
-            }
-        }
+        self.take_completions(&completed, &complete_results)
+            .map_err(|why| format!("{text}: {why}"))?;
         ran(text)
     }
 }

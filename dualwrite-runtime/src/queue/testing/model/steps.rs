@@ -149,6 +149,14 @@ pub(super) enum Step {
     Flush,
     TimePasses,
     Restart,
+    /// `complete_and_claim`: completes claims picked when the step runs
+    /// (held or lost, possibly one twice), then claims.
+    Turnover {
+        completes: Vec<Pick>,
+        namespace: usize,
+        limit: usize,
+        lease: Wait,
+    },
     /// Inserts, commits and completions sent at once, so that a backend
     /// that batches requests gets them together.
     Burst {
@@ -291,6 +299,17 @@ pub(super) fn step_strategy(durable: bool) -> BoxedStrategy<Step> {
                     limit,
                     lease,
                     action,
+                })
+                .boxed(),
+        ),
+        (
+            8,
+            (vec(pick(), 0..4), namespace(), 0..=4usize, wait(1, 2, 4))
+                .prop_map(|(completes, namespace, limit, lease)| Step::Turnover {
+                    completes,
+                    namespace,
+                    limit,
+                    lease,
                 })
                 .boxed(),
         ),
