@@ -16,6 +16,10 @@
 //! 4. the worker draining those into an in-memory follower, at the default
 //!    `worker_concurrency` (64) and two larger settings; 3 and 4 run once
 //!    per setting.
+//!
+//! For 3 and 4 it also prints the queue's write transactions (each one
+//! `fsync`) per operation ([`SqliteQueue::transactions`]): how well group
+//! commit, and the worker's completions sent with its claims, batch them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,10 +110,19 @@ async fn concurrent_appends(ops: usize) -> f64 {
     rate(ops / WRITERS * WRITERS, elapsed)
 }
 
+/// A phase of [`journaled_writes_then_drain`]: its rate, and the queue's
+/// write transactions per operation.
+struct Phase {
+    rate: f64,
+    transactions_per_op: f64,
+}
+
 /// Journaled writes through the wrapper, then the drain of what they queued.
-async fn journaled_writes_then_drain(ops: usize, worker_concurrency: usize) -> (f64, f64) {
+async fn journaled_writes_then_drain(ops: usize, worker_concurrency: usize) -> (Phase, Phase) {
     let dir = scratch(&format!("journaled-{worker_concurrency}"));
     let queue = SqliteQueue::open(dir.join("queue.db")).await.unwrap();
+    // A clone shares the file and the transaction count.
+    let counted = queue.clone();
     let repo = Arc::new(
         DualWrite::builder(FaultyStore::new(), FaultyStore::new())
             .queue(queue)
@@ -135,15 +148,22 @@ async fn journaled_writes_then_drain(ops: usize, worker_concurrency: usize) -> (
         task.await.unwrap();
     }
     let written = ops / WRITERS * WRITERS;
-    let write_rate = rate(written, started.elapsed());
+    let writes = Phase {
+        rate: rate(written, started.elapsed()),
+        transactions_per_op: counted.transactions() as f64 / written as f64,
+    };
 
+    let before = counted.transactions();
     let started = Instant::now();
     let report = repo.worker::<KvRepoOp>().drain().await;
-    let drain_rate = rate(usize::try_from(report.applied).unwrap(), started.elapsed());
+    let drain = Phase {
+        rate: rate(usize::try_from(report.applied).unwrap(), started.elapsed()),
+        transactions_per_op: (counted.transactions() - before) as f64 / written as f64,
+    };
     assert_eq!(report.applied as usize, written, "every write was drained");
     assert_eq!(repo.new_store().snapshot().len(), written);
     let _ = std::fs::remove_dir_all(&dir);
-    (write_rate, drain_rate)
+    (writes, drain)
 }
 
 fn main() {
@@ -169,12 +189,16 @@ fn main() {
         for concurrency in [64, 256, 1024] {
             let (writes, drain) = journaled_writes_then_drain(ops, concurrency).await;
             println!(
-                "journaled DualWrite::put, {WRITERS} concurrent writers ({ops} writes):  {writes:>10.0} writes/s   ({:.1}x baseline)",
-                writes / baseline
+                "journaled DualWrite::put, {WRITERS} concurrent writers ({ops} writes):  {:>10.0} writes/s   ({:.1}x baseline; {:.3} queue transactions per write)",
+                writes.rate,
+                writes.rate / baseline,
+                writes.transactions_per_op
             );
             println!(
-                "  then the worker drains them, worker_concurrency {concurrency:>4}:       {drain:>10.0} ops/s      ({:.2}x the journaled write rate)",
-                drain / writes
+                "  then the worker drains them, worker_concurrency {concurrency:>4}:       {:>10.0} ops/s      ({:.2}x the journaled write rate; {:.3} queue transactions per op)",
+                drain.rate,
+                drain.rate / writes.rate,
+                drain.transactions_per_op
             );
         }
     });

@@ -3,6 +3,7 @@
 //! checkpointer's connection and the read pool; and closing them again.
 
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ impl Writer {
     pub(super) async fn open(
         options: &SqliteQueueOptions,
         index: Arc<RwLock<KeyIndex>>,
+        transactions: Arc<AtomicU64>,
     ) -> Result<Writer, BackendError> {
         let path = options.path.clone();
         let shown = path.display().to_string();
@@ -89,6 +91,7 @@ impl Writer {
             conn,
             reads,
             index,
+            transactions,
             max_batch: options.max_batch,
             last_turn: 0,
             relaxed_settles: !options.durable_settles,

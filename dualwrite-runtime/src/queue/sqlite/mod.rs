@@ -185,6 +185,7 @@ mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -219,6 +220,7 @@ pub struct SqliteQueue {
 struct Inner {
     commands: mpsc::UnboundedSender<Command>,
     index: Arc<RwLock<KeyIndex>>,
+    transactions: Arc<AtomicU64>,
     path: PathBuf,
     multi_process: bool,
 }
@@ -253,6 +255,16 @@ impl SqliteQueue {
     /// The queue file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// How many write transactions this queue (with its clones) has
+    /// committed since it was opened. Each is one `fsync` of the log
+    /// (unless [settles are relaxed](SqliteQueueOptions::durable_settles)
+    /// and it held nothing but them); set beside the requests made, it
+    /// shows how well group commit batches them (see "Group commit and
+    /// claims" in the [module docs](self)).
+    pub fn transactions(&self) -> u64 {
+        self.inner.transactions.load(Ordering::Relaxed)
     }
 
     /// Finishes the requests already sent, closes the file and stops the

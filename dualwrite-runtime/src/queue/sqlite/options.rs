@@ -2,6 +2,7 @@
 //! here and the queue is handed out once it has opened the file.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -101,10 +102,12 @@ impl SqliteQueueOptions {
     /// needed. See [`SqliteQueue::open`].
     pub async fn open(self) -> Result<SqliteQueue, QueueError> {
         let index = Arc::new(RwLock::new(KeyIndex::default()));
+        let transactions = Arc::new(AtomicU64::new(0));
         let (commands, receiver) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let options = self.clone();
         let thread_index = Arc::clone(&index);
+        let thread_transactions = Arc::clone(&transactions);
         std::thread::Builder::new()
             .name("dualwrite-sqlite-queue".to_owned())
             .spawn(move || {
@@ -122,7 +125,7 @@ impl SqliteQueueOptions {
                     }
                 };
                 runtime.block_on(async move {
-                    match Writer::open(&options, thread_index).await {
+                    match Writer::open(&options, thread_index, thread_transactions).await {
                         Ok(writer) => {
                             if ready_tx.send(Ok(())).is_ok() {
                                 writer.run(receiver).await;
@@ -147,6 +150,7 @@ impl SqliteQueueOptions {
                 inner: Arc::new(Inner {
                     commands,
                     index,
+                    transactions,
                     path: self.path,
                     multi_process: self.multi_process,
                 }),

@@ -4,6 +4,7 @@
 //! "Group commit and claims" in the module docs).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,8 @@ pub(super) struct Writer {
     pub(super) conn: SqliteConnection,
     pub(super) reads: SqlitePool,
     pub(super) index: Arc<RwLock<KeyIndex>>,
+    /// Counts the transactions committed ([`SqliteQueue::transactions`](super::SqliteQueue::transactions)).
+    pub(super) transactions: Arc<AtomicU64>,
     pub(super) max_batch: usize,
     /// The last `turn` handed out (see [`Writer::next_turn`]).
     pub(super) last_turn: i64,
@@ -213,6 +216,7 @@ impl Writer {
                 return Err(TxError::Statement("commit", error));
             }
         }
+        self.transactions.fetch_add(1, Ordering::Relaxed);
         let _ = self.checkpoints.try_send(());
         self.index
             .write()
