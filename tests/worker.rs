@@ -337,3 +337,41 @@ async fn undecodable_entries_are_dead_lettered_with_the_reason_and_the_worker_go
         "{errors:?}"
     );
 }
+
+/// A failed attempt is tried again once its retry delay ends, not at the
+/// next poll of an idle worker: the worker claims again after the failure
+/// and learns when the entry is due. (By the paused test clock.)
+#[tokio::test(start_paused = true)]
+async fn a_retry_is_attempted_when_its_delay_ends_not_at_the_next_poll() {
+    const POLL: Duration = Duration::from_secs(30);
+    const DELAY: Duration = Duration::from_millis(100);
+    let repo = DualWrite::builder(FaultyStore::new(), FaultyStore::new())
+        .queue(InMemoryQueue::new())
+        .stage(Stage::DualWrite)
+        .poll_interval(POLL)
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(5)
+                .min_delay(DELAY)
+                .max_delay(DELAY),
+        )
+        .build()
+        .unwrap();
+    repo.new_store().fail_always(Fault::Error);
+    repo.put(1, 10).await.unwrap();
+    assert_eq!(repo.queue().stats().await.unwrap().new.pending, 1);
+    repo.new_store().heal();
+    // The worker's first two attempts fail (the second retry comes after
+    // the worker has used up any wake-up the write left it).
+    repo.new_store().script([Fault::Error, Fault::Error]);
+
+    let started = tokio::time::Instant::now();
+    let report = repo.worker::<KvRepoOp>().drain().await;
+    let took = started.elapsed();
+    assert_eq!((report.applied, report.retried), (1, 2), "{report:?}");
+    assert!(
+        took < POLL / 2,
+        "the retry waited {took:?}: for the poll interval ({POLL:?}), not its delay ({DELAY:?})"
+    );
+    assert_eq!(repo.new_store().snapshot(), repo.old_store().snapshot());
+}

@@ -346,6 +346,17 @@ pub enum QueueError {
 /// A [prepared](Self::prepare) entry is never claimed before its own expiry
 /// passes, wherever it sits in its key's line: an entry ahead of it being
 /// completed, dead-lettered or dropped does not make it claimable.
+///
+/// # Completing and claiming in one call
+///
+/// The worker settles the entries it applied and refills its slots with
+/// one call, [`complete_and_claim`](Self::complete_and_claim). Its default
+/// implementation calls [`complete`](Self::complete) and
+/// [`claim`](Self::claim), so a backend need not implement it; one whose
+/// store can do both in one round trip (one transaction) should, since a
+/// drain then pays one round trip per turnover of the worker's slots
+/// instead of two. The suites in `queue::testing` (feature `testing`) hold
+/// every backend to the same meaning either way.
 #[async_trait]
 pub trait ReconciliationQueue: Send + Sync + 'static {
     /// Appends an entry at the tail of its key. Returns once it is stored.

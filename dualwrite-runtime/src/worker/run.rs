@@ -106,7 +106,8 @@ where
                     let mut finished = take_ready(&mut in_flight).await;
                     while !finished.is_empty() {
                         for outcome in finished {
-                            self.finished(&mut report, outcome, &mut landed, &mut settling);
+                            exhausted &=
+                                !self.finished(&mut report, outcome, &mut landed, &mut settling);
                         }
                         tokio::task::yield_now().await;
                         finished = take_ready(&mut in_flight).await;
@@ -206,7 +207,7 @@ where
                     }
                 }
                 Event::Finished(outcome) => {
-                    self.finished(&mut report, outcome, &mut landed, &mut settling);
+                    exhausted &= !self.finished(&mut report, outcome, &mut landed, &mut settling);
                 }
                 // A failed queue's back-off still holds (`claim_at`).
                 Event::Woken => exhausted = false,
@@ -217,18 +218,32 @@ where
         report
     }
 
-    /// Files what an attempt (or the settling task) came to.
+    /// Files what an attempt (or the settling task) came to. True if it
+    /// changed the queue in a way the last claim did not see (a retry
+    /// delay, a dead letter, a withdrawal), so that claiming again is worth
+    /// it even if that claim found nothing more: the next claim tells when
+    /// the retry is due.
     fn finished(
         &self,
         report: &mut WorkerReport,
         outcome: Outcome,
         landed: &mut Vec<Lease>,
         settling: &mut bool,
-    ) {
+    ) -> bool {
         match outcome {
-            Outcome::Landed(lease) => landed.push(lease),
-            Outcome::Settled => *settling = false,
-            outcome => self.count(report, outcome),
+            // Its completion goes with a claim anyway.
+            Outcome::Landed(lease) => {
+                landed.push(lease);
+                false
+            }
+            Outcome::Settled => {
+                *settling = false;
+                true
+            }
+            outcome => {
+                self.count(report, outcome);
+                true
+            }
         }
     }
 }

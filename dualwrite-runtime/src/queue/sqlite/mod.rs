@@ -101,10 +101,25 @@
 //! While a commit's `fsync` runs, the next requests queue up and form the
 //! next batch, so the batch size follows the load. Completions and claims
 //! from the worker share those transactions too; all the completions of a
-//! batch are one statement. If a statement of a batch fails, the batch is
-//! rolled back and its requests are retried one transaction each, so one
-//! bad request cannot fail the others. Checkpoints (copying the WAL into
-//! the file) run on a connection of their own, beside the writer.
+//! batch are one statement.
+//!
+//! The worker settles and refills its slots with
+//! [`complete_and_claim`](ReconciliationQueue::complete_and_claim): every
+//! entry it applied since its last call and a claim for the free slots, as
+//! one request that the writer never splits across batches. Its
+//! completions run before its claim, so the claim can hand out the next
+//! entry of a key it completed. A batch of nothing but completions and one
+//! claim (a drain, with no writes arriving) is a single round trip too,
+//! `BEGIN IMMEDIATE` to `COMMIT`. With one such call out at a time, a
+//! drain at the default `worker_concurrency` of 64 commits one
+//! transaction, and one `fsync`, per 64 entries
+//! ([`SqliteQueue::transactions`] counts them).
+//!
+//! If a statement of a batch fails, the batch is rolled back and its
+//! requests are retried one transaction each, so one bad request cannot
+//! fail the others (a `complete_and_claim` then takes several
+//! transactions, still completions first). Checkpoints (copying the WAL
+//! into the file) run on a connection of their own, beside the writer.
 //!
 //! A claim takes, through a partial index, the heads of keys (`prev_id IS
 //! NULL`) that are not dead and whose `ready_at` has passed, ordered by
