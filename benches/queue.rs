@@ -19,7 +19,9 @@
 //!
 //! For 3 and 4 it also prints the queue's write transactions (each one
 //! `fsync`) per operation ([`SqliteQueue::transactions`]): how well group
-//! commit, and the worker's completions sent with its claims, batch them.
+//! commit, and the worker's completions sent with its claims, batch them;
+//! and, on Linux, the process's CPU time per operation, which other load on
+//! the machine moves far less than the rates.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,11 +112,36 @@ async fn concurrent_appends(ops: usize) -> f64 {
     rate(ops / WRITERS * WRITERS, elapsed)
 }
 
-/// A phase of [`journaled_writes_then_drain`]: its rate, and the queue's
-/// write transactions per operation.
+/// A phase of [`journaled_writes_then_drain`]: its rate, the queue's write
+/// transactions per operation, and the process's CPU time per operation
+/// (all threads; less sensitive than the rate to other load on the
+/// machine).
 struct Phase {
     rate: f64,
     transactions_per_op: f64,
+    cpu_per_op: Option<Duration>,
+}
+
+/// The CPU time this process has used so far (user and system, all
+/// threads), from `/proc/self/stat`; `None` where there is none.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports them in clock ticks of 1/100 s (USER_HZ).
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn per_op(from: Option<Duration>, to: Option<Duration>, ops: usize) -> Option<Duration> {
+    Some(to?.checked_sub(from?)? / u32::try_from(ops).ok()?)
+}
+
+fn shown(cpu: Option<Duration>) -> String {
+    cpu.map_or_else(
+        || "n/a".to_owned(),
+        |cpu| format!("{:.0} us", cpu.as_secs_f64() * 1e6),
+    )
 }
 
 /// Journaled writes through the wrapper, then the drain of what they queued.
@@ -133,6 +160,7 @@ async fn journaled_writes_then_drain(ops: usize, worker_concurrency: usize) -> (
             .unwrap(),
     );
     let started = Instant::now();
+    let cpu = cpu_time();
     let tasks: Vec<_> = (0..WRITERS)
         .map(|writer| {
             let repo = Arc::clone(&repo);
@@ -151,14 +179,17 @@ async fn journaled_writes_then_drain(ops: usize, worker_concurrency: usize) -> (
     let writes = Phase {
         rate: rate(written, started.elapsed()),
         transactions_per_op: counted.transactions() as f64 / written as f64,
+        cpu_per_op: per_op(cpu, cpu_time(), written),
     };
 
     let before = counted.transactions();
     let started = Instant::now();
+    let cpu = cpu_time();
     let report = repo.worker::<KvRepoOp>().drain().await;
     let drain = Phase {
         rate: rate(usize::try_from(report.applied).unwrap(), started.elapsed()),
         transactions_per_op: (counted.transactions() - before) as f64 / written as f64,
+        cpu_per_op: per_op(cpu, cpu_time(), written),
     };
     assert_eq!(report.applied as usize, written, "every write was drained");
     assert_eq!(repo.new_store().snapshot().len(), written);
@@ -189,16 +220,18 @@ fn main() {
         for concurrency in [64, 256, 1024] {
             let (writes, drain) = journaled_writes_then_drain(ops, concurrency).await;
             println!(
-                "journaled DualWrite::put, {WRITERS} concurrent writers ({ops} writes):  {:>10.0} writes/s   ({:.1}x baseline; {:.3} queue transactions per write)",
+                "journaled DualWrite::put, {WRITERS} concurrent writers ({ops} writes):  {:>10.0} writes/s   ({:.1}x baseline; {:.3} queue transactions, {} CPU per write)",
                 writes.rate,
                 writes.rate / baseline,
-                writes.transactions_per_op
+                writes.transactions_per_op,
+                shown(writes.cpu_per_op)
             );
             println!(
-                "  then the worker drains them, worker_concurrency {concurrency:>4}:       {:>10.0} ops/s      ({:.2}x the journaled write rate; {:.3} queue transactions per op)",
+                "  then the worker drains them, worker_concurrency {concurrency:>4}:       {:>10.0} ops/s      ({:.2}x the journaled write rate; {:.3} queue transactions, {} CPU per op)",
                 drain.rate,
                 drain.rate / writes.rate,
-                drain.transactions_per_op
+                drain.transactions_per_op,
+                shown(drain.cpu_per_op)
             );
         }
     });

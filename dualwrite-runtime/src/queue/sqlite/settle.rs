@@ -1,4 +1,6 @@
-//! A batch that is not only appends, prepares and commits: appends first,
+//! A batch that is neither only appends, prepares and commits nor only
+//! completions and a claim (those take one round trip each: `insert`,
+//! `turnover`): appends first,
 //! then every completion in one statement, then the other writes one by one
 //! (commits, aborts, renewals, retries, releases, dead letters), and claims
 //! last, so that they see the heads the others promoted.
