@@ -2,7 +2,7 @@
 //! worker and the read path all make them: [`call`] (a timeout and a caught
 //! panic), [`caught`] (a caught panic, the time bounded by the caller) and
 //! [`caught_blocking`] (a blocking call, which nothing can interrupt). A
-//! failure reads "panicked: <message>" or "timed out after <duration>".
+//! failure reads `panicked: <message>` or `timed out after <duration>`.
 
 use std::fmt;
 use std::future::Future;

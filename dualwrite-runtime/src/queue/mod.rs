@@ -23,7 +23,7 @@
 //!
 //! # What is shared, and what a backend writes
 //!
-//! The [`entry`](EntryState) module draws an entry's life and lists the
+//! The [`entry`] module draws an entry's life and lists the
 //! rules every backend keeps. Written once, for every backend:
 //!
 //! - the contract: this trait, whose docs say what each call must do, and
@@ -69,7 +69,7 @@
 //! ```
 
 mod admin;
-mod entry;
+pub mod entry;
 mod memory;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

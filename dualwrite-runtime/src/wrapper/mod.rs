@@ -162,7 +162,7 @@ impl<Old, New> DualWrite<Old, New> {
     /// progress has finished, including the queueing that cancelled writes
     /// left to background tasks, tries once more to remove entries marked
     /// withdrawn, then waits until everything acknowledged is durable in the
-    /// queue ([`ReconciliationQueue::flush`]). Call it after the service has
+    /// queue ([`ReconciliationQueue::flush`](crate::ReconciliationQueue::flush)). Call it after the service has
     /// stopped taking requests and before the process exits; with
     /// [`WorkerHandle::shutdown`](crate::WorkerHandle::shutdown) for the workers.
     ///
