@@ -1,0 +1,72 @@
+//! What the service-backed examples and their tests share: where the local
+//! servers are, names unique to one run, and waiting for the worker.
+//!
+//! The servers are the machine's own: PostgreSQL on 127.0.0.1:5432 (database
+//! `test`) and Redis on 127.0.0.1:6379. `DUALWRITE_POSTGRES_URL` and
+//! `DUALWRITE_REDIS_URL` point elsewhere. `bash .ci/services` starts them.
+
+// Each example uses part of this file, and the tests another part.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+
+/// The PostgreSQL URL: `DUALWRITE_POSTGRES_URL`, or the local server.
+pub fn postgres_url() -> String {
+    std::env::var("DUALWRITE_POSTGRES_URL").unwrap_or_else(|_| POSTGRES_URL.to_owned())
+}
+
+/// The Redis URL: `DUALWRITE_REDIS_URL`, or the local server.
+pub fn redis_url() -> String {
+    std::env::var("DUALWRITE_REDIS_URL").unwrap_or_else(|_| REDIS_URL.to_owned())
+}
+
+/// Connects to PostgreSQL, or says which server could not be reached and
+/// how to start it.
+pub async fn postgres() -> Result<PgPool, String> {
+    let url = postgres_url();
+    PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&url)
+        .await
+        .map_err(|error| {
+            format!(
+                "cannot connect to PostgreSQL at {url}: {error} \
+                 (start the local servers with `bash .ci/services`, or set DUALWRITE_POSTGRES_URL)"
+            )
+        })
+}
+
+/// A name no other run uses, for tables and key prefixes: `prefix`, the
+/// process id and the clock, in characters safe in an SQL identifier.
+pub fn run_name(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    format!("{prefix}_{}_{nanos:x}", std::process::id())
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `limit`;
+/// `Err(what)` if it never did.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = check().await {
+            return Ok(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("gave up after {limit:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
