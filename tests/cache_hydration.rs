@@ -40,8 +40,7 @@ struct Hydration {
 impl Hydration {
     async fn start(name: &str, sampling: f64) -> Hydration {
         let run = local_services::run_name(name);
-        let dir = std::env::temp_dir().join(format!("dualwrite-test-{run}"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = local_services::scratch_dir(&run);
         let pool = local_services::postgres().await.unwrap();
         let table = ProductTable::create(pool, &run).await.unwrap();
         let prefix = format!("dualwrite-test:{run}");

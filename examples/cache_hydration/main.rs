@@ -90,23 +90,12 @@ const TTL: Duration = Duration::from_secs(3600);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let dir = std::env::temp_dir().join(format!("dualwrite-cache-{}", std::process::id()));
-    let outcome = run(&dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    match outcome {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("\nThe example stopped on an error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    local_services::run_example("cache", |dir| async move { run(&dir).await }).await
 }
 
 /// Sets up both stores, runs the phases, and compares the cache with the
 /// database; `Ok(true)` if no cached value differs.
 async fn run(dir: &std::path::Path) -> Result<bool, Box<dyn Error>> {
-    std::fs::create_dir_all(dir)?;
     let name = local_services::run_name("cache_products");
     let table = ProductTable::create(local_services::postgres().await?, &name).await?;
     let prefix = format!("dualwrite-example:{name}");
@@ -190,13 +179,7 @@ async fn show_cached(repo: &Repo, sku: &str) -> Result<(), CatalogError> {
 
 /// Waits until the worker has replayed everything queued for the cache.
 async fn caught_up(repo: &Repo) -> Result<(), Box<dyn Error>> {
-    wait_for(
-        "the worker to catch the cache up",
-        Duration::from_secs(30),
-        || async { repo.queue().stats().await.ok()?.is_empty().then_some(()) },
-    )
-    .await?;
-    Ok(())
+    Ok(local_services::drained(&repo.queue(), Duration::from_secs(30)).await?)
 }
 
 const SKUS: [&str; 5] = ["lamp", "desk", "chair", "shelf", "rug"];

@@ -25,11 +25,22 @@
 
 use std::time::Duration;
 
-use dualwrite_runtime::operation_id;
+use dualwrite_runtime::{operation_id, RetryPolicy};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::profiles::{Profile, ProfileError, ProfileRepository};
 use crate::service::{ErrorBody, PointsBody, ProfileBody, IDEMPOTENCY_KEY};
+
+/// The worker's retries for this client in the example and its tests:
+/// quick, and a budget (8 attempts, over 2 to 5 seconds) that outlasts the
+/// example's deploy; a rejected write spends it and is dead-lettered. A
+/// real service wants minutes: the budget is what a deploy may take.
+pub fn retry_policy() -> RetryPolicy {
+    RetryPolicy::default()
+        .max_attempts(8)
+        .min_delay(Duration::from_millis(50))
+        .max_delay(Duration::from_millis(500))
+}
 
 /// Whether a failed request is worth repeating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -48,7 +48,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use dualwrite_runtime::queue::SqliteQueue;
-use dualwrite_runtime::{DualWrite, RetryPolicy, Side, Stage};
+use dualwrite_runtime::{DualWrite, Side, Stage};
 
 use client::ProfilesClient;
 use local_services::wait_for;
@@ -63,23 +63,12 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let dir = std::env::temp_dir().join(format!("dualwrite-extract-{}", std::process::id()));
-    let outcome = run(&dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    match outcome {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("\nThe example stopped on an error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    local_services::run_example("extract", |dir| async move { run(&dir).await }).await
 }
 
 /// Sets up both sides, runs the extraction, and compares them; `Ok(true)`
 /// if they agree.
 async fn run(dir: &Path) -> Result<bool, Box<dyn Error>> {
-    std::fs::create_dir_all(dir)?;
     let table = local_services::run_name("extract_profiles");
     let monolith = MonolithProfiles::create(local_services::postgres().await?, &table).await?;
     let service = ProfilesService::start(dir).await?;
@@ -94,14 +83,7 @@ async fn run(dir: &Path) -> Result<bool, Box<dyn Error>> {
         // A service that does not answer holds a request up this long, then
         // the write is queued.
         .follower_timeout(Duration::from_millis(300))
-        // Quick retries for the example. The budget (8 attempts, over 2 to
-        // 5 seconds) outlasts the deploy below; a rejected write spends it.
-        .retry(
-            RetryPolicy::default()
-                .max_attempts(8)
-                .min_delay(Duration::from_millis(50))
-                .max_delay(Duration::from_millis(500)),
-        )
+        .retry(client::retry_policy())
         .build()?;
     // The worker runs from here to the end, as it would in the monolith.
     let worker = repo.spawn_worker();
@@ -145,12 +127,7 @@ async fn show_queue(repo: &Repo) -> Result<u64, Box<dyn Error>> {
 
 /// Waits until the worker has applied everything queued.
 async fn caught_up(repo: &Repo) -> Result<(), Box<dyn Error>> {
-    wait_for("the worker to catch the service up", PATIENCE, || async {
-        let stats = repo.queue().stats().await.ok()?;
-        stats.is_empty().then_some(())
-    })
-    .await?;
-    Ok(())
+    Ok(local_services::drained(&repo.queue(), PATIENCE).await?)
 }
 
 /// The phases, start to `Complete`.

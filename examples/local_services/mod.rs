@@ -8,9 +8,13 @@
 // Each example uses part of this file, and the tests another part.
 #![allow(dead_code)]
 
+use std::error::Error;
 use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use dualwrite_runtime::QueueAdmin;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -69,4 +73,44 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until the queue holds nothing: every write applied, none
+/// dead-lettered.
+pub async fn drained(queue: &QueueAdmin, limit: Duration) -> Result<(), String> {
+    wait_for("the worker to empty the queue", limit, || async {
+        queue.stats().await.ok()?.is_empty().then_some(())
+    })
+    .await
+}
+
+/// An example's `main`: runs `example` in a fresh temporary directory
+/// (removed afterwards) and exits with 0 if it returned `Ok(true)`, 1 if it
+/// found a difference (`Ok(false)`) or stopped on an error.
+pub async fn run_example<F, Fut>(name: &str, example: F) -> ExitCode
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: Future<Output = Result<bool, Box<dyn Error>>>,
+{
+    let dir = std::env::temp_dir().join(format!("dualwrite-{name}-{}", std::process::id()));
+    let outcome = match std::fs::create_dir_all(&dir) {
+        Ok(()) => example(dir.clone()).await,
+        Err(error) => Err(format!("cannot create {}: {error}", dir.display()).into()),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("\nThe example stopped on an error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A directory for one test run's files, named `name`.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dualwrite-test-{name}"));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
+    dir
 }
