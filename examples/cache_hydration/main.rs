@@ -18,8 +18,10 @@
 //! and a sampled share of them is also read from Redis and compared. The
 //! mismatch rate of those comparisons is the cache's freshness as readers
 //! would see it: misses (expired or never written) and, if anything went
-//! wrong, stale values. The hot read path itself reads the cache directly
-//! (`repo.new_store().get_product(..)`) and goes to the database on a miss.
+//! wrong, stale values. The hot read path itself (`hot_read` below) reads
+//! the cache directly and goes to the database on a miss or a cache error,
+//! without filling the cache: the next write does, so a reader can never
+//! put back a value a concurrent write just replaced.
 //!
 //! # When dual-writing a cache beats cache-aside invalidation
 //!
@@ -97,9 +99,9 @@ async fn main() -> ExitCode {
 /// database; `Ok(true)` if no cached value differs.
 async fn run(dir: &std::path::Path) -> Result<bool, Box<dyn Error>> {
     let name = local_services::run_name("cache_products");
-    let table = ProductTable::create(local_services::postgres().await?, &name).await?;
     let prefix = format!("dualwrite-example:{name}");
     let (cache, proxy) = cache_through_proxy(&prefix, TTL).await?;
+    let table = ProductTable::create(local_services::postgres().await?, &name).await?;
     println!("Products are in PostgreSQL (table {name}), cached in Redis under {prefix}:");
 
     let repo = DualWrite::builder(table, cache)
@@ -160,6 +162,26 @@ async fn read_traffic(repo: &Repo, skus: &[&str], rounds: usize) -> Result<(), C
     Ok(())
 }
 
+/// The service's hot read path: the cache, or the database when the cache
+/// misses or fails. Prints which answered.
+async fn hot_read(repo: &Repo, sku: &str) -> Result<Option<Product>, CatalogError> {
+    let cached = repo.new_store().get_product(sku.to_owned()).await;
+    if let Ok(Some(product)) = cached {
+        println!("  hot read of {sku}: {product}, from the cache");
+        return Ok(Some(product));
+    }
+    let why = match cached {
+        Err(_) => "the cache failed",
+        _ => "a cache miss",
+    };
+    let product = repo.old_store().get_product(sku.to_owned()).await?;
+    let shown = product
+        .as_ref()
+        .map_or("nothing".into(), Product::to_string);
+    println!("  hot read of {sku}: {why}, so {shown} from PostgreSQL");
+    Ok(product)
+}
+
 /// Prints what the cache holds for `sku`.
 async fn show_cached(repo: &Repo, sku: &str) -> Result<(), CatalogError> {
     let cache = repo.new_store();
@@ -192,6 +214,7 @@ async fn hydrate(repo: &Repo, proxy: &Proxy) -> Result<(), Box<dyn Error>> {
     put(repo, "shelf", "Wall shelf", 6_400).await?;
     put(repo, "rug", "Wool rug", 12_000).await?;
     show_cached(repo, "desk").await?;
+    hot_read(repo, "desk").await?;
     read_traffic(repo, &SKUS, 20).await?;
 
     println!("\nPhase 2: a delete in the database deletes the key in the cache");
@@ -209,7 +232,8 @@ async fn hydrate(repo: &Repo, proxy: &Proxy) -> Result<(), Box<dyn Error>> {
     });
     expired.await?;
     show_cached(repo, "lamp").await?;
-    println!("  (the hot read path misses and reads PostgreSQL; shadow reads count it:)");
+    hot_read(repo, "lamp").await?;
+    println!("  shadow reads count the cold entry:");
     read_traffic(repo, &["lamp"], 20).await?;
     put(repo, "lamp", "Desk lamp", 3_500).await?;
     show_cached(repo, "lamp").await?;
@@ -221,6 +245,7 @@ async fn hydrate(repo: &Repo, proxy: &Proxy) -> Result<(), Box<dyn Error>> {
     put(repo, "stool", "Bar stool", 7_500).await?;
     put(repo, "bench", "Garden bench", 21_000).await?;
     delete(repo, "bench").await?;
+    hot_read(repo, "desk").await?;
     let waiting = repo.queue().stats().await?.new;
     println!(
         "  every write succeeded; {} wait for the cache",

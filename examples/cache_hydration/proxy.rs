@@ -104,15 +104,18 @@ pub async fn cache_through_proxy(
         .await?
         .next()
         .ok_or_else(|| format!("{url}: no address for {host}"))?;
+    // The proxy would accept and then drop the client: say what is wrong.
+    let unreachable = |error: String| {
+        format!(
+            "cannot connect to Redis at {url}: {error} \
+             (start the local servers with `bash .ci/services`, or set DUALWRITE_REDIS_URL)"
+        )
+    };
+    let probe = TcpStream::connect(upstream).await;
+    drop(probe.map_err(|error| unreachable(error.to_string()))?);
     let proxy = Proxy::start(upstream).await?;
     server.addr = ConnectionAddr::Tcp("127.0.0.1".into(), proxy.address().port());
-    let cache = ProductCache::connect(server, prefix, ttl)
-        .await
-        .map_err(|error| {
-            format!(
-                "cannot connect to Redis at {url}: {error} \
-                 (start the local servers with `bash .ci/services`, or set DUALWRITE_REDIS_URL)"
-            )
-        })?;
+    let cache = ProductCache::connect(server, prefix, ttl).await;
+    let cache = cache.map_err(|error| unreachable(error.to_string()))?;
     Ok((cache, proxy))
 }

@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dualwrite_runtime::QueueAdmin;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::Connection;
 
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const REDIS_URL: &str = "redis://127.0.0.1:6379/";
@@ -34,17 +35,21 @@ pub fn redis_url() -> String {
 /// how to start it.
 pub async fn postgres() -> Result<PgPool, String> {
     let url = postgres_url();
-    PgPoolOptions::new()
+    let unreachable = |error: sqlx::Error| {
+        format!(
+            "cannot connect to PostgreSQL at {url}: {error} \
+             (start the local servers with `bash .ci/services`, or set DUALWRITE_POSTGRES_URL)"
+        )
+    };
+    // One connection first: a pool reports only that it timed out, this
+    // says why (refused, no such database, authentication).
+    let probe = PgConnection::connect(&url).await.map_err(unreachable)?;
+    let _ = probe.close().await;
+    let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&url)
-        .await
-        .map_err(|error| {
-            format!(
-                "cannot connect to PostgreSQL at {url}: {error} \
-                 (start the local servers with `bash .ci/services`, or set DUALWRITE_POSTGRES_URL)"
-            )
-        })
+        .connect(&url);
+    pool.await.map_err(unreachable)
 }
 
 /// A name no other run uses, for tables and key prefixes: `prefix`, the
