@@ -380,6 +380,7 @@ mod operation_id;
 mod order;
 pub mod queue;
 pub mod read;
+pub mod records;
 mod rollout;
 pub mod stage;
 mod vocabulary;

@@ -45,6 +45,7 @@ mod retry;
 mod run;
 mod shared;
 mod spawn;
+mod sync;
 mod uncertain;
 pub(crate) mod uncertain_writes;
 
@@ -279,6 +280,16 @@ where
                 }
             };
         }
+        if entry.method == crate::records::SYNC_METHOD {
+            let attempt = match self.apply_sync(&entry).await {
+                Ok(attempt) => attempt,
+                Err(reason) => {
+                    tracing::error!(namespace = %entry.namespace, key = %self.shown(&entry.key), error = %reason, "key-level sync entry dead-lettered");
+                    return self.dead_letter(&entry, &reason).await;
+                }
+            };
+            return self.settle_attempt(&entry, attempt).await;
+        }
         let op = match decode::<Op>(&entry) {
             Ok(op) => op,
             Err(refused) => {
@@ -298,6 +309,13 @@ where
         } else {
             self.replay_to(&op, entry.target).await
         };
+        self.settle_attempt(&entry, attempt).await
+    }
+
+    /// Completes an applied entry, or retries or dead-letters a failed one.
+    async fn settle_attempt(&self, entry: &ClaimedEntry, attempt: Result<(), String>) -> Outcome {
+        let lease = entry.lease;
+        let queue = &self.shared.queue;
         match attempt {
             Ok(()) => {
                 tracing::debug!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, target = %entry.target, attempts = entry.attempts + 1, "queued operation applied");
@@ -312,7 +330,7 @@ where
                 let failures = entry.attempts + 1;
                 if failures >= self.shared.retry.attempts() {
                     tracing::error!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, target = %entry.target, failures, %error, "retry budget spent; operation dead-lettered and its key blocked");
-                    self.dead_letter(&entry, &error).await
+                    self.dead_letter(entry, &error).await
                 } else {
                     let delay = self.shared.retry.delay_after(failures);
                     tracing::warn!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, target = %entry.target, failures, %error, retry_in = ?delay, "queued operation failed; will retry");

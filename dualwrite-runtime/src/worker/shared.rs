@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) workers_started: std::sync::atomic::AtomicBool,
     /// Read comparison settings, their permits and the observers.
     pub(crate) reads: Arc<Reads>,
+    /// The record stores key-level sync entries are applied with, by name.
+    pub(crate) records: crate::records::RecordSyncs,
 }
 
 /// Entries marked withdrawn in this process (see [`WriteGuard::abort`]).

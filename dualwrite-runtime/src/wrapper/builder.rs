@@ -8,6 +8,7 @@ use super::{Delivery, DualWrite};
 use crate::config::{self, BuildError};
 use crate::observe::Observer;
 use crate::queue::ReconciliationQueue;
+use crate::records::{RecordPair, RecordStore, RecordSyncs};
 use crate::read::ReadSettings;
 use crate::stage::{MismatchGuard, Stage, StageHandle};
 use crate::worker::RetryPolicy;
@@ -45,6 +46,7 @@ pub struct Builder<Old, New> {
     poll_interval: Duration,
     log_keys: bool,
     reads: ReadSettings,
+    records: RecordSyncs,
 }
 
 impl<Old, New> Builder<Old, New> {
@@ -65,6 +67,7 @@ impl<Old, New> Builder<Old, New> {
             poll_interval: Duration::from_millis(500),
             log_keys: false,
             reads: ReadSettings::default(),
+            records: RecordSyncs::default(),
         }
     }
 
@@ -187,6 +190,38 @@ impl<Old, New> Builder<Old, New> {
         self
     }
 
+    /// The record stores (see [`records`](crate::records)) through which
+    /// this wrapper's workers apply key-level sync entries filed as
+    /// `name`: `old` and `new` read and write the same data as the two
+    /// stores of the trait. Repair queues such entries; give the name it
+    /// was given. Call it once per kind of record (table) the trait writes.
+    ///
+    /// ```no_run
+    /// # async fn demo(old_pool: sqlx::SqlitePool, new_pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use dualwrite_runtime::records::SqliteTable;
+    /// use dualwrite_runtime::{DualWrite, InMemoryQueue};
+    /// # struct Store;
+    /// let repo = DualWrite::builder(Store, Store)
+    ///     .queue(InMemoryQueue::new())
+    ///     .sync_records(
+    ///         "accounts",
+    ///         SqliteTable::new(old_pool, "accounts", "id"),
+    ///         SqliteTable::new(new_pool, "accounts", "id"),
+    ///     )
+    ///     .build()?;
+    /// # let _ = repo; Ok(()) }
+    /// ```
+    pub fn sync_records(
+        mut self,
+        name: impl Into<String>,
+        old: impl RecordStore,
+        new: impl RecordStore,
+    ) -> Self {
+        self.records
+            .insert(name.into(), RecordPair::new(old, new));
+        self
+    }
+
     // ---- Reads and observability (shadow comparison, issue 4) ----------
     // One block, kept together: the settings of `crate::read` and
     // `crate::observe`, checked in `ReadSettings::build`.
@@ -300,6 +335,7 @@ impl<Old, New> Builder<Old, New> {
             uncertain: Default::default(),
             workers_started: Default::default(),
             reads,
+            records: self.records,
         };
         Ok(DualWrite::from_parts(self.old, self.new, shared))
     }

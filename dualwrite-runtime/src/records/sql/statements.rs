@@ -1,0 +1,319 @@
+//! The statements a SQL record store runs, spelled per dialect. Only the
+//! spelling differs between databases (placeholders, identifier quotes,
+//! the upsert clause); the executors bind values in the order given here.
+
+use super::TableSpec;
+use crate::records::PutCondition;
+
+/// How one SQL database spells what the statements need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// SQLite 3.24 or later (`ON CONFLICT .. DO UPDATE`).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    Sqlite,
+    /// PostgreSQL 9.5 or later. No executor yet; its statements are tested.
+    #[cfg(test)]
+    Postgres,
+    /// MySQL and MariaDB (`ON DUPLICATE KEY UPDATE`). No executor yet; its
+    /// statements are tested.
+    #[cfg(test)]
+    MySql,
+}
+
+impl Dialect {
+    fn placeholder(self, number: usize) -> String {
+        match self {
+            #[cfg(test)]
+            Dialect::Postgres => format!("${number}"),
+            _ => {
+                let _ = number;
+                "?".to_owned()
+            }
+        }
+    }
+
+    fn quote(self, identifier: &str) -> String {
+        match self {
+            #[cfg(test)]
+            Dialect::MySql => format!("`{}`", identifier.replace('`', "``")),
+            _ => format!("\"{}\"", identifier.replace('"', "\"\"")),
+        }
+    }
+
+    /// The clause after `VALUES (..)` that makes an insert conditional.
+    fn on_conflict(
+        self,
+        key: &str,
+        columns: &[String],
+        version: Option<&str>,
+        table: &str,
+        condition: PutCondition,
+    ) -> String {
+        let key = self.quote(key);
+        let update_all = condition == PutCondition::Always;
+        let newer_only = version.filter(|_| !update_all);
+        if columns.is_empty() || (!update_all && newer_only.is_none()) {
+            return match self {
+                #[cfg(test)]
+                Dialect::MySql => format!(" ON DUPLICATE KEY UPDATE {key} = {key}"),
+                _ => format!(" ON CONFLICT ({key}) DO NOTHING"),
+            };
+        }
+        match self {
+            #[cfg(test)]
+            Dialect::MySql => {
+                let newer = newer_only.map(|version| {
+                    let version = self.quote(version);
+                    format!("{version} < VALUES({version})")
+                });
+                // The version column is assigned last: MySQL evaluates the
+                // assignments left to right, and the others compare with
+                // its old value.
+                let mut sets: Vec<String> = columns
+                    .iter()
+                    .filter(|column| Some(column.as_str()) != newer_only)
+                    .map(|column| {
+                        let column = self.quote(column);
+                        match &newer {
+                            Some(newer) => {
+                                format!("{column} = IF({newer}, VALUES({column}), {column})")
+                            }
+                            None => format!("{column} = VALUES({column})"),
+                        }
+                    })
+                    .collect();
+                if let Some(version) = newer_only {
+                    let version = self.quote(version);
+                    sets.push(format!("{version} = GREATEST({version}, VALUES({version}))"));
+                }
+                format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", "))
+            }
+            _ => {
+                let sets: Vec<String> = columns
+                    .iter()
+                    .map(|column| {
+                        let column = self.quote(column);
+                        format!("{column} = excluded.{column}")
+                    })
+                    .collect();
+                let mut clause = format!(" ON CONFLICT ({key}) DO UPDATE SET {}", sets.join(", "));
+                if let Some(version) = newer_only {
+                    let version = self.quote(version);
+                    let table = self.quote(table);
+                    clause.push_str(&format!(
+                        " WHERE {table}.{version} IS NULL OR {table}.{version} < excluded.{version}"
+                    ));
+                }
+                clause
+            }
+        }
+    }
+}
+
+/// The statements of one [`TableSpec`] in one [`Dialect`].
+#[derive(Debug, Clone)]
+pub(crate) struct Statements {
+    dialect: Dialect,
+    spec: TableSpec,
+    /// What rows are read from: the quoted table, or the query as a subquery.
+    source: String,
+    /// The selected columns: `*`, or the key and the named columns.
+    selected: String,
+    key: String,
+}
+
+impl Statements {
+    pub(crate) fn new(dialect: Dialect, spec: TableSpec) -> Self {
+        let source = match (&spec.query, &spec.table) {
+            (Some(query), _) => format!("({query}) AS dualwrite_source"),
+            (None, Some(table)) => dialect.quote(table),
+            (None, None) => "(SELECT NULL) AS dualwrite_source".to_owned(),
+        };
+        let selected = match &spec.columns {
+            None => "*".to_owned(),
+            Some(columns) => std::iter::once(&spec.key_column)
+                .chain(columns.iter().filter(|column| **column != spec.key_column))
+                .map(|column| dialect.quote(column))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let key = dialect.quote(&spec.key_column);
+        Statements {
+            dialect,
+            spec,
+            source,
+            selected,
+            key,
+        }
+    }
+
+    pub(crate) fn spec(&self) -> &TableSpec {
+        &self.spec
+    }
+
+    /// Binds: the key to read after (when `after`), then the limit.
+    pub(crate) fn page(&self, after: bool) -> String {
+        let Statements {
+            dialect,
+            source,
+            selected,
+            key,
+            ..
+        } = self;
+        if after {
+            format!(
+                "SELECT {selected} FROM {source} WHERE {key} > {} ORDER BY {key} LIMIT {}",
+                dialect.placeholder(1),
+                dialect.placeholder(2)
+            )
+        } else {
+            format!(
+                "SELECT {selected} FROM {source} ORDER BY {key} LIMIT {}",
+                dialect.placeholder(1)
+            )
+        }
+    }
+
+    /// Binds: the key.
+    pub(crate) fn get(&self) -> String {
+        let Statements {
+            dialect,
+            source,
+            selected,
+            key,
+            ..
+        } = self;
+        format!(
+            "SELECT {selected} FROM {source} WHERE {key} = {}",
+            dialect.placeholder(1)
+        )
+    }
+
+    pub(crate) fn count(&self) -> String {
+        format!("SELECT COUNT(*) FROM {}", self.source)
+    }
+
+    /// The table writes go to, or `None` for a read-only query.
+    pub(crate) fn table(&self) -> Option<&str> {
+        self.spec.table.as_deref()
+    }
+
+    /// Binds, per row: the key, then `columns` in order.
+    pub(crate) fn put(
+        &self,
+        table: &str,
+        columns: &[String],
+        rows: usize,
+        condition: PutCondition,
+    ) -> String {
+        let dialect = self.dialect;
+        let width = columns.len() + 1;
+        let names = std::iter::once(self.key.clone())
+            .chain(columns.iter().map(|column| dialect.quote(column)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let values = (0..rows)
+            .map(|row| {
+                let slots = (1..=width)
+                    .map(|slot| dialect.placeholder(row * width + slot))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("({slots})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conflict = dialect.on_conflict(
+            &self.spec.key_column,
+            columns,
+            self.spec.version_column.as_deref(),
+            table,
+            condition,
+        );
+        format!(
+            "INSERT INTO {} ({names}) VALUES {values}{conflict}",
+            dialect.quote(table)
+        )
+    }
+
+    /// Binds: the key.
+    pub(crate) fn delete(&self, table: &str) -> String {
+        format!(
+            "DELETE FROM {} WHERE {} = {}",
+            self.dialect.quote(table),
+            self.key,
+            self.dialect.placeholder(1)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounts() -> TableSpec {
+        TableSpec::table("accounts", "id")
+            .columns(["email", "updated_at"])
+            .version_column("updated_at")
+    }
+
+    fn columns() -> Vec<String> {
+        vec!["email".to_owned(), "updated_at".to_owned()]
+    }
+
+    #[test]
+    fn sqlite_writes_only_newer_versions_in_the_insert_itself() {
+        let statements = Statements::new(Dialect::Sqlite, accounts());
+        assert_eq!(
+            statements.put("accounts", &columns(), 2, PutCondition::IfAbsentOrNewer),
+            "INSERT INTO \"accounts\" (\"id\", \"email\", \"updated_at\") VALUES (?, ?, ?), (?, ?, ?) \
+             ON CONFLICT (\"id\") DO UPDATE SET \"email\" = excluded.\"email\", \"updated_at\" = excluded.\"updated_at\" \
+             WHERE \"accounts\".\"updated_at\" IS NULL OR \"accounts\".\"updated_at\" < excluded.\"updated_at\""
+        );
+        assert_eq!(
+            statements.page(true),
+            "SELECT \"id\", \"email\", \"updated_at\" FROM \"accounts\" WHERE \"id\" > ? ORDER BY \"id\" LIMIT ?"
+        );
+    }
+
+    #[test]
+    fn without_a_version_column_only_absent_keys_are_written() {
+        let statements = Statements::new(Dialect::Sqlite, TableSpec::table("accounts", "id"));
+        assert!(statements
+            .put("accounts", &columns(), 1, PutCondition::IfAbsentOrNewer)
+            .ends_with("ON CONFLICT (\"id\") DO NOTHING"));
+        assert!(!statements
+            .put("accounts", &columns(), 1, PutCondition::Always)
+            .contains("WHERE"));
+    }
+
+    #[test]
+    fn postgres_numbers_its_placeholders_and_reads_queries_as_subqueries() {
+        let spec = TableSpec::query("SELECT order_id AS id, total FROM orders_v1", "id");
+        let statements = Statements::new(Dialect::Postgres, spec);
+        assert_eq!(
+            statements.page(true),
+            "SELECT * FROM (SELECT order_id AS id, total FROM orders_v1) AS dualwrite_source WHERE \"id\" > $1 ORDER BY \"id\" LIMIT $2"
+        );
+        let statements = Statements::new(Dialect::Postgres, accounts());
+        assert!(statements
+            .put("accounts", &columns(), 2, PutCondition::Always)
+            .contains("VALUES ($1, $2, $3), ($4, $5, $6)"));
+    }
+
+    #[test]
+    fn mysql_compares_versions_before_assigning_the_version_last() {
+        let statements = Statements::new(Dialect::MySql, accounts());
+        assert_eq!(
+            statements.put("accounts", &columns(), 1, PutCondition::IfAbsentOrNewer),
+            "INSERT INTO `accounts` (`id`, `email`, `updated_at`) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE \
+             `email` = IF(`updated_at` < VALUES(`updated_at`), VALUES(`email`), `email`), \
+             `updated_at` = GREATEST(`updated_at`, VALUES(`updated_at`))"
+        );
+    }
+
+    #[test]
+    fn identifiers_are_quoted_not_spliced() {
+        let statements = Statements::new(Dialect::Sqlite, TableSpec::table("a\"; DROP", "id"));
+        assert_eq!(statements.count(), "SELECT COUNT(*) FROM \"a\"\"; DROP\"");
+    }
+}
