@@ -374,6 +374,7 @@ extern crate self as dualwrite_runtime;
 
 mod config;
 mod guarded;
+pub mod migrate;
 pub mod observe;
 mod op;
 mod operation_id;

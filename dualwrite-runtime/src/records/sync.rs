@@ -174,7 +174,13 @@ mod tests {
 
     #[test]
     fn a_sync_entry_files_under_the_records_queue_key_and_reads_back() {
-        let entry = sync_entry("Accounts", "accounts", Side::New, &RecordKey::Int(7), "repair");
+        let entry = sync_entry(
+            "Accounts",
+            "accounts",
+            Side::New,
+            &RecordKey::Int(7),
+            "repair",
+        );
         assert_eq!(entry.key.as_str(), "7");
         assert_eq!(entry.method, SYNC_METHOD);
         let request = SyncRequest::decode(entry.version, &entry.payload).unwrap();
@@ -182,7 +188,9 @@ mod tests {
         assert_eq!(request.records, "accounts");
         let text = sync_entry("Accounts", "accounts", Side::New, &RecordKey::from("7"), "");
         assert_eq!(
-            SyncRequest::decode(text.version, &text.payload).unwrap().key,
+            SyncRequest::decode(text.version, &text.payload)
+                .unwrap()
+                .key,
             RecordKey::from("7")
         );
     }

@@ -40,11 +40,8 @@ where
             .lease
             .saturating_sub(self.shared.follower_timeout)
             .max(self.shared.follower_timeout);
-        let synced = crate::guarded::call(
-            bound,
-            records::sync_key(&pair, entry.target, &request.key),
-        )
-        .await;
+        let synced =
+            crate::guarded::call(bound, records::sync_key(&pair, entry.target, &request.key)).await;
         Ok(match synced {
             Ok(Ok(outcome)) => {
                 tracing::debug!(namespace = %entry.namespace, key = %self.shown(&entry.key), target = %entry.target, ?outcome, "key synced from the authoritative store");

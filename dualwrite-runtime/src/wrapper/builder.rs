@@ -8,8 +8,8 @@ use super::{Delivery, DualWrite};
 use crate::config::{self, BuildError};
 use crate::observe::Observer;
 use crate::queue::ReconciliationQueue;
-use crate::records::{RecordPair, RecordStore, RecordSyncs};
 use crate::read::ReadSettings;
+use crate::records::{RecordPair, RecordStore, RecordSyncs};
 use crate::stage::{MismatchGuard, Stage, StageHandle};
 use crate::worker::RetryPolicy;
 use crate::worker::{Breakers, CircuitBreaker, Shared};
@@ -217,8 +217,7 @@ impl<Old, New> Builder<Old, New> {
         old: impl RecordStore,
         new: impl RecordStore,
     ) -> Self {
-        self.records
-            .insert(name.into(), RecordPair::new(old, new));
+        self.records.insert(name.into(), RecordPair::new(old, new));
         self
     }
 

@@ -3,9 +3,9 @@
 //! ([`SqliteTable`]; a server database's executor is the same shape over
 //! its pool, with its dialect).
 
-mod statements;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod statements;
 
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteTable;

@@ -64,7 +64,11 @@ impl SqliteTable {
     /// [`TableSpec::columns`]).
     #[must_use]
     pub fn columns(self, columns: &[&str]) -> Self {
-        let spec = self.statements.spec().clone().columns(columns.iter().copied());
+        let spec = self
+            .statements
+            .spec()
+            .clone()
+            .columns(columns.iter().copied());
         Self::with_spec(self.pool, spec)
     }
 
@@ -101,9 +105,8 @@ impl SqliteTable {
         let mut key = None;
         let mut fields = BTreeMap::new();
         for (index, column) in row.columns().iter().enumerate() {
-            let value = decode(row, index).map_err(|error| {
-                self.failed(&format!("read column `{}`", column.name()), error)
-            })?;
+            let value = decode(row, index)
+                .map_err(|error| self.failed(&format!("read column `{}`", column.name()), error))?;
             if column.name() == key_column {
                 key = Some(match value {
                     Value::Int(value) => RecordKey::Int(value),

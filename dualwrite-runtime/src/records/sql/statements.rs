@@ -32,11 +32,14 @@ impl Dialect {
         }
     }
 
+    /// SQLite takes backticks too, and unlike a double-quoted name that
+    /// matches no column (which it reads as a string literal), a backticked
+    /// one is always an identifier: a missing column is an error, not text.
     fn quote(self, identifier: &str) -> String {
         match self {
             #[cfg(test)]
-            Dialect::MySql => format!("`{}`", identifier.replace('`', "``")),
-            _ => format!("\"{}\"", identifier.replace('"', "\"\"")),
+            Dialect::Postgres => format!("\"{}\"", identifier.replace('"', "\"\"")),
+            _ => format!("`{}`", identifier.replace('`', "``")),
         }
     }
 
@@ -84,7 +87,9 @@ impl Dialect {
                     .collect();
                 if let Some(version) = newer_only {
                     let version = self.quote(version);
-                    sets.push(format!("{version} = GREATEST({version}, VALUES({version}))"));
+                    sets.push(format!(
+                        "{version} = GREATEST({version}, VALUES({version}))"
+                    ));
                 }
                 format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", "))
             }
@@ -265,13 +270,13 @@ mod tests {
         let statements = Statements::new(Dialect::Sqlite, accounts());
         assert_eq!(
             statements.put("accounts", &columns(), 2, PutCondition::IfAbsentOrNewer),
-            "INSERT INTO \"accounts\" (\"id\", \"email\", \"updated_at\") VALUES (?, ?, ?), (?, ?, ?) \
-             ON CONFLICT (\"id\") DO UPDATE SET \"email\" = excluded.\"email\", \"updated_at\" = excluded.\"updated_at\" \
-             WHERE \"accounts\".\"updated_at\" IS NULL OR \"accounts\".\"updated_at\" < excluded.\"updated_at\""
+            "INSERT INTO `accounts` (`id`, `email`, `updated_at`) VALUES (?, ?, ?), (?, ?, ?) \
+             ON CONFLICT (`id`) DO UPDATE SET `email` = excluded.`email`, `updated_at` = excluded.`updated_at` \
+             WHERE `accounts`.`updated_at` IS NULL OR `accounts`.`updated_at` < excluded.`updated_at`"
         );
         assert_eq!(
             statements.page(true),
-            "SELECT \"id\", \"email\", \"updated_at\" FROM \"accounts\" WHERE \"id\" > ? ORDER BY \"id\" LIMIT ?"
+            "SELECT `id`, `email`, `updated_at` FROM `accounts` WHERE `id` > ? ORDER BY `id` LIMIT ?"
         );
     }
 
@@ -280,7 +285,7 @@ mod tests {
         let statements = Statements::new(Dialect::Sqlite, TableSpec::table("accounts", "id"));
         assert!(statements
             .put("accounts", &columns(), 1, PutCondition::IfAbsentOrNewer)
-            .ends_with("ON CONFLICT (\"id\") DO NOTHING"));
+            .ends_with("ON CONFLICT (`id`) DO NOTHING"));
         assert!(!statements
             .put("accounts", &columns(), 1, PutCondition::Always)
             .contains("WHERE"));
@@ -313,7 +318,9 @@ mod tests {
 
     #[test]
     fn identifiers_are_quoted_not_spliced() {
-        let statements = Statements::new(Dialect::Sqlite, TableSpec::table("a\"; DROP", "id"));
+        let statements = Statements::new(Dialect::Sqlite, TableSpec::table("a`; DROP", "id"));
+        assert_eq!(statements.count(), "SELECT COUNT(*) FROM `a``; DROP`");
+        let statements = Statements::new(Dialect::Postgres, TableSpec::table("a\"; DROP", "id"));
         assert_eq!(statements.count(), "SELECT COUNT(*) FROM \"a\"\"; DROP\"");
     }
 }

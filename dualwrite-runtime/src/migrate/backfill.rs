@@ -1,0 +1,272 @@
+//! Copying the records that existed before dual writing began.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::Checkpoint;
+use super::progress::{Meter, Pacer};
+use super::{check_order, positive_batch, MigrateError, ProgressObserver, SyncQueue};
+use crate::records::{PutCondition, Record, RecordKey, RecordStore};
+
+/// How a [`Backfill`] runs.
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    /// Records read and written per batch (one page, one write
+    /// transaction). Default: 1000.
+    pub batch_size: usize,
+    /// At most this many records per second, to spare a production
+    /// database. Default: unlimited.
+    pub max_records_per_second: Option<f64>,
+    /// The file recording how far the copy got; a run killed at any point
+    /// resumes after the last key it saved. Default: none (start over).
+    pub checkpoint: Option<PathBuf>,
+    /// How often the checkpoint is saved (at most once per batch). A resumed
+    /// run copies again at most this much, harmlessly. Default: 1 s.
+    pub checkpoint_every: Duration,
+    /// Ignore an unfinished checkpoint and start from the first key.
+    pub restart: bool,
+}
+
+impl Default for BackfillOptions {
+    fn default() -> Self {
+        BackfillOptions {
+            batch_size: 1000,
+            max_records_per_second: None,
+            checkpoint: None,
+            checkpoint_every: Duration::from_secs(1),
+            restart: false,
+        }
+    }
+}
+
+/// What a backfill did, over every run of it (a resumed run adds to the
+/// counts it resumed from).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackfillReport {
+    /// Records read from the source.
+    pub read: u64,
+    /// Records written to the target (absent there, or older there).
+    pub written: u64,
+    /// Records the target already held at the same or a newer version:
+    /// dual writing got there first.
+    pub skipped: u64,
+    /// Keys that changed in the source while they were being copied, each
+    /// queued for a key-level sync (only with
+    /// [`live_writes`](Backfill::live_writes)).
+    pub resynced: u64,
+    /// The last key copied.
+    pub last_key: Option<RecordKey>,
+    /// The key this run resumed after, if it resumed.
+    pub resumed_after: Option<RecordKey>,
+    /// Seconds this run took.
+    pub elapsed_seconds: f64,
+    /// Records read per second in this run.
+    pub records_per_second: f64,
+}
+
+/// Copies the source's records to the target in key order, in batches,
+/// never replacing a record with an older copy.
+///
+/// Each batch is one page of the source written with
+/// [`PutCondition::IfAbsentOrNewer`]: a record dual writing already put in
+/// the target stays (and with a version column, an older one is
+/// replaced). One race remains, which no condition on the write can close:
+/// a live write that *deletes* or updates a key between the page's read and
+/// its write (the copy brings back a deleted record, or writes a stale one
+/// where the live update did not land). With
+/// [`live_writes`](Self::live_writes), the backfill reads each batch's range
+/// again after writing it and queues a key-level sync for every key that
+/// changed meanwhile; the service's worker applies it after the key's own
+/// queued writes, from the authoritative store. Without it, run the
+/// backfill only while nothing writes the keys, or verify and repair after.
+///
+/// # Cancel safety
+///
+/// Dropping the future stops the copy; the checkpoint holds what was
+/// saved, and a new run resumes there (records written since are written
+/// again, which changes nothing).
+pub struct Backfill {
+    source: Arc<dyn RecordStore>,
+    target: Arc<dyn RecordStore>,
+    options: BackfillOptions,
+    live: Option<SyncQueue>,
+    progress: Option<Arc<dyn ProgressObserver>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct State {
+    cursor: Option<RecordKey>,
+    read: u64,
+    written: u64,
+    skipped: u64,
+    resynced: u64,
+}
+
+impl Backfill {
+    /// A copy from `source` to `target` (usually the old store and the new).
+    pub fn new(
+        source: impl RecordStore,
+        target: impl RecordStore,
+        options: BackfillOptions,
+    ) -> Self {
+        Backfill {
+            source: Arc::new(source),
+            target: Arc::new(target),
+            options,
+            live: None,
+            progress: None,
+        }
+    }
+
+    /// Makes the copy safe beside live dual writes: keys that change while
+    /// copied are queued on `queue` for a key-level sync (see above).
+    #[must_use]
+    pub fn live_writes(mut self, queue: SyncQueue) -> Self {
+        self.live = Some(queue);
+        self
+    }
+
+    /// Tells `observer` how far the copy got after every batch.
+    #[must_use]
+    pub fn progress(mut self, observer: impl ProgressObserver + 'static) -> Self {
+        self.progress = Some(Arc::new(observer));
+        self
+    }
+
+    fn job(&self) -> String {
+        format!("{} -> {}", self.source.describe(), self.target.describe())
+    }
+
+    /// Copies every record, from the checkpoint on (if one is saved), and
+    /// returns the counts.
+    ///
+    /// # Errors
+    ///
+    /// [`MigrateError`] when a store or the queue fails, the checkpoint
+    /// cannot be used, or the source lists its keys out of order. What was
+    /// copied stays copied, and the checkpoint says up to where.
+    pub async fn run(&self) -> Result<BackfillReport, MigrateError> {
+        let options = &self.options;
+        positive_batch(options.batch_size)?;
+        if let Some(rate) = options.max_records_per_second {
+            if !(rate > 0.0 && rate.is_finite()) {
+                return Err(MigrateError::Invalid {
+                    setting: "max_records_per_second",
+                    message: format!("{rate} is not a positive number"),
+                });
+            }
+        }
+        let mut checkpoint = Checkpoint::new(
+            options.checkpoint.as_deref(),
+            "backfill",
+            self.job(),
+            options.checkpoint_every,
+        );
+        let resumed = if options.restart {
+            None
+        } else {
+            checkpoint.load::<State>()?
+        };
+        let resumed_after = resumed.as_ref().and_then(|state| state.cursor.clone());
+        let mut state = resumed.unwrap_or(State {
+            cursor: None,
+            read: 0,
+            written: 0,
+            skipped: 0,
+            resynced: 0,
+        });
+        let total = self
+            .source
+            .count()
+            .await
+            .map_err(MigrateError::store("source"))?;
+        let meter = Meter::new("backfill", state.read, total, self.progress.clone());
+        let mut pacer = Pacer::new(options.max_records_per_second);
+        loop {
+            let before = state.cursor.clone();
+            let page = self
+                .source
+                .page(before.as_ref(), options.batch_size)
+                .await
+                .map_err(MigrateError::store("source"))?;
+            let Some(last) = page.last().map(|record| record.key.clone()) else {
+                break;
+            };
+            check_order("source", self.source.as_ref(), before.as_ref(), &page)?;
+            let written = self
+                .target
+                .put(&page, PutCondition::IfAbsentOrNewer)
+                .await
+                .map_err(MigrateError::store("target"))?;
+            if let Some(live) = &self.live {
+                for key in self.changed_since(before.as_ref(), &page).await? {
+                    live.queue_sync(&key, "changed in the source while the backfill copied it")
+                        .await?;
+                    state.resynced += 1;
+                }
+            }
+            let read = page.len() as u64;
+            state.read += read;
+            state.written += written.min(read);
+            state.skipped += read.saturating_sub(written);
+            state.cursor = Some(last);
+            checkpoint.save(&state, false)?;
+            meter.report(state.read, state.cursor.as_ref());
+            pacer.pace(page.len()).await;
+        }
+        checkpoint.save(&state, true)?;
+        Ok(BackfillReport {
+            read: state.read,
+            written: state.written,
+            skipped: state.skipped,
+            resynced: state.resynced,
+            last_key: state.cursor,
+            resumed_after,
+            elapsed_seconds: meter.elapsed().as_secs_f64(),
+            records_per_second: meter.rate(state.read),
+        })
+    }
+
+    /// The keys of `copied` (a page read after `after`) whose source record
+    /// is no longer the one copied: deleted or changed since.
+    async fn changed_since(
+        &self,
+        after: Option<&RecordKey>,
+        copied: &[Record],
+    ) -> Result<Vec<RecordKey>, MigrateError> {
+        let Some(last) = copied.last().map(|record| &record.key) else {
+            return Ok(Vec::new());
+        };
+        let mut now: BTreeMap<RecordKey, Record> = BTreeMap::new();
+        let mut cursor = after.cloned();
+        loop {
+            let page = self
+                .source
+                .page(cursor.as_ref(), self.options.batch_size)
+                .await
+                .map_err(MigrateError::store("source"))?;
+            let full = page.len() >= self.options.batch_size;
+            let Some(end) = page.last().map(|record| record.key.clone()) else {
+                break;
+            };
+            for record in page {
+                if record.key <= *last {
+                    now.insert(record.key.clone(), record);
+                }
+            }
+            if !full || end >= *last {
+                break;
+            }
+            cursor = Some(end);
+        }
+        Ok(copied
+            .iter()
+            .filter(|record| now.get(&record.key) != Some(record))
+            .map(|record| record.key.clone())
+            .collect())
+    }
+}

@@ -1,0 +1,319 @@
+//! Backfill: copies the records that existed before dual writing began,
+//! resumes where a killed run stopped, and never leaves an older or a
+//! deleted record in the new store where live dual writes changed it.
+
+mod migrate_support;
+
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dualwrite_runtime::migrate::{
+    Backfill, BackfillOptions, MigrateError, Progress, Verify, VerifyOptions,
+};
+use dualwrite_runtime::records::{
+    PutCondition, Record, RecordError, RecordKey, RecordStore, SqliteTable,
+};
+use migrate_support::{fill, records, rows, Accounts, Migration};
+use tokio::sync::{mpsc, oneshot};
+
+/// The new store's records, with live writes let in between a batch's read
+/// and its write: before writing a batch it hands the batch's keys to the
+/// test's live writer and waits until that writer has updated and deleted
+/// some of them through the `DualWrite`.
+struct Interleaved {
+    inner: SqliteTable,
+    live: mpsc::Sender<(Vec<i64>, oneshot::Sender<()>)>,
+}
+
+#[async_trait]
+impl RecordStore for Interleaved {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn page(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<Record>, RecordError> {
+        self.inner.page(after, limit).await
+    }
+    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, RecordError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, batch: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
+        let keys = batch
+            .iter()
+            .filter_map(|record| match record.key {
+                RecordKey::Int(id) => Some(id),
+                RecordKey::Text(_) => None,
+            })
+            .collect();
+        let (done, wait) = oneshot::channel();
+        if self.live.send((keys, done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        self.inner.put(batch, condition).await
+    }
+    async fn delete(&self, key: &RecordKey) -> Result<bool, RecordError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[derive(Default)]
+struct LiveCounts {
+    deleted: AtomicUsize,
+    updated: AtomicUsize,
+}
+
+/// Serves the interleaving store: of each batch, deletes every fifth key
+/// and updates (to a newer version) the key after it, through the wrapper.
+async fn live_writer(
+    migration: &Migration,
+    mut batches: mpsc::Receiver<(Vec<i64>, oneshot::Sender<()>)>,
+    counts: &LiveCounts,
+) {
+    let version = AtomicI64::new(100);
+    while let Some((keys, done)) = batches.recv().await {
+        for (index, id) in keys.iter().enumerate() {
+            match index % 5 {
+                0 => {
+                    migration
+                        .repo
+                        .delete_account(*id)
+                        .await
+                        .expect("the old store deletes");
+                    counts.deleted.fetch_add(1, Ordering::Relaxed);
+                }
+                1 => {
+                    let version = version.fetch_add(1, Ordering::Relaxed);
+                    migration
+                        .repo
+                        .put_account(*id, format!("renamed-{id}"), id * 7, version)
+                        .await
+                        .expect("the old store takes it");
+                    counts.updated.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+        let _ = done.send(());
+    }
+}
+
+async fn backfill_under_live_writes(
+    migration: &Migration,
+    live_writes: bool,
+) -> (dualwrite_runtime::migrate::BackfillReport, LiveCounts) {
+    fill(&migration.old, 0..1_000).await;
+    let (sender, receiver) = mpsc::channel(1);
+    let target = Interleaved {
+        inner: records(&migration.new),
+        live: sender,
+    };
+    let options = BackfillOptions {
+        batch_size: 50,
+        ..BackfillOptions::default()
+    };
+    let mut backfill = Backfill::new(records(&migration.old), target, options);
+    if live_writes {
+        backfill = backfill.live_writes(migration.link());
+    }
+    let counts = LiveCounts::default();
+    let (report, ()) = tokio::join!(
+        async move {
+            let report = backfill.run().await;
+            drop(backfill); // ends the live writer
+            report
+        },
+        live_writer(migration, receiver, &counts),
+    );
+    (report.expect("the backfill runs"), counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_beside_live_updates_and_deletes_leaves_the_stores_equal() {
+    let migration = Migration::new("live").await;
+    let worker = migration.repo.spawn_worker();
+    let (report, counts) = backfill_under_live_writes(&migration, true).await;
+    let deleted = counts.deleted.load(Ordering::Relaxed) as u64;
+    let updated = counts.updated.load(Ordering::Relaxed) as u64;
+    assert_eq!((deleted, updated), (200, 200));
+    assert_eq!(report.read, 1_000, "{report:?}");
+    // Every updated key already held the newer, dual-written version when
+    // its batch was written: the older copy was not written over it.
+    assert!(report.skipped >= updated, "{report:?}");
+    // Each deleted and each updated key changed while copied: queued for a sync.
+    assert_eq!(report.resynced, deleted + updated, "{report:?}");
+
+    migration.drained().await;
+    let verified = Verify::new(
+        records(&migration.old),
+        records(&migration.new),
+        VerifyOptions::default(),
+    )
+    .live_writes(migration.link())
+    .run()
+    .await
+    .expect("the verify runs");
+    assert!(verified.is_clean(), "{verified:?}");
+    assert_eq!(verified.matching, 800);
+    let old_rows = rows(&migration.old).await;
+    assert_eq!(old_rows, rows(&migration.new).await, "row by row");
+    assert!(old_rows
+        .iter()
+        .any(|row| row.1.starts_with("renamed-") && row.3 >= 100));
+    worker.shutdown().await.expect("the worker stops");
+}
+
+/// Shows that the test above can fail: without the re-read, a delete that
+/// lands between a batch's read and its write brings the record back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_live_writes_a_delete_racing_the_copy_brings_the_record_back() {
+    let migration = Migration::new("no-live").await;
+    let (report, counts) = backfill_under_live_writes(&migration, false).await;
+    assert_eq!(report.resynced, 0);
+    let verified = Verify::new(
+        records(&migration.old),
+        records(&migration.new),
+        VerifyOptions {
+            recheck_attempts: 1,
+            recheck_delay: Duration::from_millis(1),
+            ..VerifyOptions::default()
+        },
+    )
+    .run()
+    .await
+    .expect("the verify runs");
+    assert_eq!(
+        verified.extra_in_new,
+        counts.deleted.load(Ordering::Relaxed) as u64,
+        "{verified:?}"
+    );
+    // The version column still kept every newer update.
+    assert_eq!(verified.different, 0, "{verified:?}");
+}
+
+/// A source that fails after a number of pages, like a run killed midway.
+struct FailsAfter {
+    inner: SqliteTable,
+    pages_left: AtomicUsize,
+}
+
+#[async_trait]
+impl RecordStore for FailsAfter {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn page(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<Record>, RecordError> {
+        if self
+            .pages_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_err()
+        {
+            return Err(RecordError::message("source", "connection lost"));
+        }
+        self.inner.page(after, limit).await
+    }
+    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, RecordError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, batch: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
+        self.inner.put(batch, condition).await
+    }
+    async fn delete(&self, key: &RecordKey) -> Result<bool, RecordError> {
+        self.inner.delete(key).await
+    }
+    async fn count(&self) -> Result<Option<u64>, RecordError> {
+        self.inner.count().await
+    }
+}
+
+#[tokio::test]
+async fn a_killed_backfill_resumes_after_its_checkpoint_and_reports_progress() {
+    let migration = Migration::new("resume").await;
+    fill(&migration.old, 0..1_000).await;
+    let options = BackfillOptions {
+        batch_size: 100,
+        checkpoint: Some(migration.dir.join("backfill.json")),
+        checkpoint_every: Duration::ZERO,
+        ..BackfillOptions::default()
+    };
+    let source = FailsAfter {
+        inner: records(&migration.old),
+        pages_left: AtomicUsize::new(4),
+    };
+    let failed = Backfill::new(source, records(&migration.new), options.clone())
+        .run()
+        .await
+        .expect_err("the source fails on its fifth page");
+    assert!(
+        matches!(failed, MigrateError::Store { role: "source", .. }),
+        "{failed}"
+    );
+    assert!(failed.to_string().contains("connection lost"), "{failed}");
+    assert_eq!(rows(&migration.new).await.len(), 400);
+
+    let seen: Arc<Mutex<Vec<Progress>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let report = Backfill::new(
+        records(&migration.old),
+        records(&migration.new),
+        options.clone(),
+    )
+    .progress(move |progress: &Progress| sink.lock().unwrap().push(progress.clone()))
+    .run()
+    .await
+    .expect("the resumed run finishes");
+    assert_eq!(
+        report.resumed_after,
+        Some(RecordKey::Int(399)),
+        "{report:?}"
+    );
+    assert_eq!(
+        (report.read, report.written, report.skipped),
+        (1_000, 1_000, 0),
+        "{report:?}"
+    );
+    assert_eq!(rows(&migration.old).await, rows(&migration.new).await);
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.len(),
+        6,
+        "one progress report per batch of the resumed run"
+    );
+    assert_eq!(seen.first().map(|p| p.done), Some(500));
+    assert_eq!(
+        seen.last().map(|p| (p.done, p.total)),
+        Some((1_000, Some(1_000)))
+    );
+
+    // Finished: the next run starts over, and finds everything there.
+    let again = Backfill::new(records(&migration.old), records(&migration.new), options)
+        .run()
+        .await
+        .expect("a new run");
+    assert_eq!(
+        (again.resumed_after, again.written, again.skipped),
+        (None, 0, 1_000)
+    );
+}
+
+#[tokio::test]
+async fn a_missing_table_is_named_before_any_work() {
+    let migration = Migration::new("missing").await;
+    let table = SqliteTable::new(migration.old.clone(), "acounts", "id");
+    let error = table.check().await.expect_err("no such table");
+    assert!(error.to_string().contains("acounts"), "{error}");
+    let column =
+        SqliteTable::new(migration.old.clone(), "accounts", "id").columns(&["owner", "balance"]);
+    let error = column.check().await.expect_err("no such column");
+    assert!(error.to_string().contains("balance"), "{error}");
+}
