@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Column, Row, Sqlite, SqlitePool, TypeInfo, ValueRef};
+use sqlx::{Column, Decode, Row, Sqlite, SqlitePool, TypeInfo, ValueRef};
 
 use super::{Dialect, Statements, TableSpec};
 use crate::records::{PutCondition, Record, RecordError, RecordKey, RecordStore, Value};
@@ -276,20 +276,29 @@ fn bind_value<'q>(query: Query<'q>, value: &Value) -> Query<'q> {
     }
 }
 
-/// A column's value by the storage class SQLite reports for it.
+/// A column's value by the storage class SQLite reports for it, decoded
+/// from the raw value once (no second lookup by index, no type check).
 fn decode(row: &SqliteRow, index: usize) -> Result<Value, sqlx::Error> {
     let raw = row.try_get_raw(index)?;
     if raw.is_null() {
         return Ok(Value::Null);
     }
-    let class = raw.type_info().name().to_ascii_uppercase();
-    Ok(match class.as_str() {
-        "INTEGER" | "BOOLEAN" | "INT" | "BIGINT" | "INT8" => Value::Int(row.try_get(index)?),
-        "REAL" | "FLOAT" | "DOUBLE" | "NUMERIC" => match row.try_get::<f64, _>(index) {
-            Ok(value) => Value::Float(value),
-            Err(_) => Value::Text(row.try_get(index)?),
-        },
-        "BLOB" => Value::Bytes(row.try_get(index)?),
-        _ => Value::Text(row.try_get(index)?),
+    let decoded = {
+        let class = raw.type_info();
+        let class = class.name();
+        let is = |name: &str| class.eq_ignore_ascii_case(name);
+        if is("INTEGER") || is("BOOLEAN") || is("INT") || is("BIGINT") || is("INT8") {
+            <i64 as Decode<Sqlite>>::decode(raw).map(Value::Int)
+        } else if is("REAL") || is("FLOAT") || is("DOUBLE") || is("NUMERIC") {
+            <f64 as Decode<Sqlite>>::decode(raw).map(Value::Float)
+        } else if is("BLOB") {
+            <Vec<u8> as Decode<Sqlite>>::decode(raw).map(Value::Bytes)
+        } else {
+            <String as Decode<Sqlite>>::decode(raw).map(Value::Text)
+        }
+    };
+    decoded.map_err(|source| sqlx::Error::ColumnDecode {
+        index: index.to_string(),
+        source,
     })
 }
