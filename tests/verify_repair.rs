@@ -223,3 +223,161 @@ async fn a_sync_entry_for_records_the_wrapper_was_not_given_is_dead_lettered_say
         letters[0].error
     );
 }
+
+/// The new store's records, failing after a number of pages like a run
+/// killed midway.
+struct FailsAfter {
+    inner: dualwrite_runtime::records::SqliteTable,
+    pages_left: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl dualwrite_runtime::records::RecordStore for FailsAfter {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn page(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<dualwrite_runtime::records::Record>, dualwrite_runtime::records::RecordError>
+    {
+        use std::sync::atomic::Ordering;
+        if self
+            .pages_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_err()
+        {
+            return Err(dualwrite_runtime::records::RecordError::message(
+                "new",
+                "connection lost",
+            ));
+        }
+        self.inner.page(after, limit).await
+    }
+    async fn get(
+        &self,
+        key: &RecordKey,
+    ) -> Result<Option<dualwrite_runtime::records::Record>, dualwrite_runtime::records::RecordError>
+    {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        records: &[dualwrite_runtime::records::Record],
+        condition: dualwrite_runtime::records::PutCondition,
+    ) -> Result<u64, dualwrite_runtime::records::RecordError> {
+        self.inner.put(records, condition).await
+    }
+    async fn delete(
+        &self,
+        key: &RecordKey,
+    ) -> Result<bool, dualwrite_runtime::records::RecordError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_killed_verify_resumes_after_its_checkpoint_with_the_counts_so_far() {
+    let migration = Migration::new("verify-resume").await;
+    injected(&migration).await;
+    let options = VerifyOptions {
+        checkpoint: Some(migration.dir.join("verify.json")),
+        checkpoint_every: Duration::ZERO,
+        ..quick()
+    };
+    let failing = FailsAfter {
+        inner: records(&migration.new),
+        pages_left: std::sync::atomic::AtomicUsize::new(3),
+    };
+    let error = Verify::new(records(&migration.old), failing, options.clone())
+        .normalizer(Normalize::new().trim_end("owner"))
+        .run()
+        .await
+        .expect_err("the new store fails on its fourth page");
+    assert!(error.to_string().contains("connection lost"), "{error}");
+    let report = Verify::new(records(&migration.old), records(&migration.new), options)
+        .normalizer(Normalize::new().trim_end("owner"))
+        .run()
+        .await
+        .expect("the resumed run finishes");
+    assert!(report.resumed_after.is_some(), "{report:?}");
+    assert_eq!(
+        (
+            report.matching,
+            report.different,
+            report.missing_in_new,
+            report.extra_in_new
+        ),
+        (497, 1, 1, 2),
+        "the counts of both runs add up to one whole walk: {report:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_query_per_side_compares_and_copies_between_two_schemas() {
+    let migration = Migration::new("two-schemas").await;
+    fill(&migration.old, 0..200).await;
+    // The new schema renames every column and keeps money as decimal text.
+    execute(
+        &migration.new,
+        "CREATE TABLE accounts_v2 (account_id INTEGER PRIMARY KEY, holder TEXT NOT NULL, balance TEXT NOT NULL, version INTEGER NOT NULL)",
+    )
+    .await;
+    let old_as_new = || {
+        dualwrite_runtime::records::SqliteTable::with_spec(
+            migration.old.clone(),
+            dualwrite_runtime::records::TableSpec::query(
+                "SELECT id AS account_id, owner AS holder, printf('%d.%02d', cents / 100, cents % 100) AS balance, version FROM accounts",
+                "account_id",
+            ),
+        )
+    };
+    let new_table = || {
+        dualwrite_runtime::records::SqliteTable::new(
+            migration.new.clone(),
+            "accounts_v2",
+            "account_id",
+        )
+        .version_column("version")
+    };
+    new_table()
+        .check()
+        .await
+        .expect("the table and its columns exist");
+    let copied =
+        dualwrite_runtime::migrate::Backfill::new(old_as_new(), new_table(), Default::default())
+            .run()
+            .await
+            .expect("the backfill runs");
+    assert_eq!(copied.written, 200);
+    let balance: String =
+        sqlx::query_scalar("SELECT balance FROM accounts_v2 WHERE account_id = 7")
+            .fetch_one(&migration.new)
+            .await
+            .unwrap();
+    assert_eq!(balance, "7.00");
+    execute(
+        &migration.new,
+        "UPDATE accounts_v2 SET balance = '7.5' WHERE account_id = 7",
+    )
+    .await;
+    let report = Verify::new(old_as_new(), new_table(), quick())
+        .normalizer(Normalize::new().decimal_scale("balance", 2))
+        .run()
+        .await
+        .expect("the verify runs");
+    assert_eq!((report.matching, report.different), (199, 1), "{report:?}");
+    assert_eq!(report.sample[0].fields, vec!["balance".to_owned()]);
+    // A query side is read-only unless it names a table to write to.
+    let error = Repair::direct(old_as_new(), new_table(), Side::Old)
+        .run([RecordKey::Int(7)])
+        .await
+        .expect_err("the old side is a query");
+    assert!(
+        error.to_string().contains("names no table to write to"),
+        "{error}"
+    );
+}
