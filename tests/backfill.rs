@@ -283,7 +283,7 @@ async fn a_killed_backfill_resumes_after_its_checkpoint_and_reports_progress() {
         "{report:?}"
     );
     assert_eq!(rows(&migration.old).await, rows(&migration.new).await);
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(
         seen.len(),
         6,

@@ -352,6 +352,37 @@
 //! handle.shutdown().await?; // the worker (from `worker.handle()`) stops
 //! ```
 //!
+//! # Migrating history
+//!
+//! Dual writes carry new traffic only. The records that existed before
+//! dual writing began are copied by a [backfill](migrate::Backfill), the
+//! stores compared by a [verify](migrate::Verify), and the differences
+//! fixed by a [repair](migrate::Repair), all beside the running service.
+//! They see each store through the record-level interface,
+//! [`RecordStore`](records::RecordStore) (records in key order page by
+//! page, one by key, written if absent or newer, deleted), which
+//! [`SqliteTable`](records::SqliteTable) implements for a SQLite table or
+//! query and a user implements for any other store in a few lines.
+//!
+//! 1. Build the wrapper with
+//!    [`sync_records(name, old, new)`](Builder::sync_records): the record
+//!    stores of the same data, through which its worker applies *key-level
+//!    sync* entries (read the key from the authoritative store, write or
+//!    delete it in the follower, under the key's order guard).
+//! 2. In `DualWrite`, backfill with
+//!    [`live_writes`](migrate::Backfill::live_writes) pointing at the
+//!    service's queue: records dual writing already put in the new store
+//!    are never overwritten by older copies, and keys that change while
+//!    copied are queued for a sync.
+//! 3. Verify, with a [normaliser](migrate::Normalize) for representation
+//!    differences; a key that differs is re-checked after its queued work
+//!    drains before it is reported.
+//! 4. Repair the keys it reports (sync entries on the queue), verify again,
+//!    and move on to `Shadow`.
+//!
+//! See [`migrate`] for the options, the reports (JSON with serde) and the
+//! errors, and [`records`] for implementing the interface.
+//!
 //! # Keys in logs
 //!
 //! Keys are made from arguments, so logs, errors and the default observer

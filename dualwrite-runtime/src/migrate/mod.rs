@@ -3,7 +3,7 @@
 //! Dual writes carry new traffic only; the records that existed before
 //! dual writing began must be copied by a separate process, and the two
 //! stores checked against each other before the new one serves reads.
-//! These tasks work on any two [`RecordStore`]s (see [`records`]), and
+//! These tasks work on any two [`RecordStore`](crate::records::RecordStore)s (see [`records`](crate::records)), and
 //! beside the live service: they never overwrite newer dual-written data,
 //! and they route every fix through the reconciliation queue, where it
 //! takes its place in the key's line among the service's own writes.

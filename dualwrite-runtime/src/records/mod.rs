@@ -43,38 +43,81 @@
 //!
 //! # Implementing it for your own store
 //!
-//! A few lines per call over sqlx (or any client). The version comparison
-//! belongs in the write statement:
+//! A few lines per call over sqlx (or any client); here a SQLite table,
+//! newer by an `updated_at` counter. The version comparison belongs in the
+//! write statement, so that no live write slips in between:
 //!
-//! ```ignore
-//! use dualwrite_runtime::records::{PutCondition, Record, RecordError, RecordKey, RecordStore};
+//! ```no_run
+//! use dualwrite_runtime::records::{PutCondition, Record, RecordError, RecordKey, RecordStore, Value};
 //!
-//! struct Accounts(sqlx::PgPool);
+//! struct Accounts(sqlx::SqlitePool);
 //!
-//! fn account(row: (i64, String, i64)) -> Record {
-//!     Record::new(row.0).with("email", row.1).with("updated_at", row.2)
+//! fn account((id, email, updated_at): (i64, String, i64)) -> Record {
+//!     Record::new(id).with("email", email).with("updated_at", updated_at)
 //! }
-//! fn failed(what: &str) -> impl FnOnce(sqlx::Error) -> RecordError + '_ {
-//!     move |error| RecordError::new(format!("accounts: {what}"), error)
+//! fn failed(what: &'static str) -> impl FnOnce(sqlx::Error) -> RecordError {
+//!     move |error| RecordError::new(format!("accounts: could not {what}"), error)
+//! }
+//! fn id(key: &RecordKey) -> Result<i64, RecordError> {
+//!     match key {
+//!         RecordKey::Int(id) => Ok(*id),
+//!         other => Err(RecordError::message("accounts", format!("key {other} is not an id"))),
+//!     }
 //! }
 //!
 //! #[async_trait::async_trait]
 //! impl RecordStore for Accounts {
 //!     async fn page(&self, after: Option<&RecordKey>, limit: usize) -> Result<Vec<Record>, RecordError> {
-//!         let after = match after { Some(RecordKey::Int(id)) => *id, _ => i64::MIN };
-//!         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-//!             "SELECT id, email, updated_at FROM accounts WHERE id > $1 ORDER BY id LIMIT $2")
-//!             .bind(after).bind(limit as i64).fetch_all(&self.0).await.map_err(failed("page"))?;
+//!         let after = after.map(id).transpose()?.unwrap_or(i64::MIN);
+//!         let rows = sqlx::query_as("SELECT id, email, updated_at FROM accounts WHERE id > ? ORDER BY id LIMIT ?")
+//!             .bind(after).bind(limit as i64)
+//!             .fetch_all(&self.0).await.map_err(failed("read a page"))?;
 //!         Ok(rows.into_iter().map(account).collect())
 //!     }
-//!     async fn get(&self, key: &RecordKey) -> Result<Option<Record>, RecordError> { /* one SELECT */ }
-//!     async fn put(&self, records: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
-//!         // INSERT .. ON CONFLICT (id) DO UPDATE SET .. WHERE accounts.updated_at < excluded.updated_at
-//!         // (no WHERE for PutCondition::Always); return the rows written.
+//!
+//!     async fn get(&self, key: &RecordKey) -> Result<Option<Record>, RecordError> {
+//!         let row = sqlx::query_as("SELECT id, email, updated_at FROM accounts WHERE id = ?")
+//!             .bind(id(key)?)
+//!             .fetch_optional(&self.0).await.map_err(failed("read a record"))?;
+//!         Ok(row.map(account))
 //!     }
-//!     async fn delete(&self, key: &RecordKey) -> Result<bool, RecordError> { /* one DELETE */ }
+//!
+//!     async fn put(&self, records: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
+//!         let only_newer = match condition {
+//!             PutCondition::IfAbsentOrNewer => "WHERE accounts.updated_at < excluded.updated_at",
+//!             PutCondition::Always => "",
+//!         };
+//!         let sql = format!(
+//!             "INSERT INTO accounts (id, email, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) \
+//!              DO UPDATE SET email = excluded.email, updated_at = excluded.updated_at {only_newer}"
+//!         );
+//!         let mut transaction = self.0.begin().await.map_err(failed("begin"))?;
+//!         let mut written = 0;
+//!         for record in records {
+//!             let updated_at = match record.get("updated_at") { Some(Value::Int(at)) => Some(*at), _ => None };
+//!             written += sqlx::query(&sql)
+//!                 .bind(id(&record.key)?)
+//!                 .bind(record.get("email").and_then(Value::as_text))
+//!                 .bind(updated_at)
+//!                 .execute(&mut *transaction).await.map_err(failed("write a record"))?
+//!                 .rows_affected();
+//!         }
+//!         transaction.commit().await.map_err(failed("commit"))?;
+//!         Ok(written)
+//!     }
+//!
+//!     async fn delete(&self, key: &RecordKey) -> Result<bool, RecordError> {
+//!         let done = sqlx::query("DELETE FROM accounts WHERE id = ?")
+//!             .bind(id(key)?)
+//!             .execute(&self.0).await.map_err(failed("delete a record"))?;
+//!         Ok(done.rows_affected() > 0)
+//!     }
 //! }
 //! ```
+//!
+//! For PostgreSQL or MariaDB the same five functions take `$1` placeholders
+//! or `ON DUPLICATE KEY UPDATE`; [`SqliteTable`] does all of it for a
+//! SQLite table without code.
 //!
 //! # Key-level sync
 //!
