@@ -15,7 +15,7 @@ use dualwrite_runtime::migrate::{
 use dualwrite_runtime::records::{
     PutCondition, Record, RecordError, RecordKey, RecordStore, SqliteTable,
 };
-use migrate_support::{fill, records, rows, Accounts, Migration};
+use migrate_support::{fill, records, rows, Accounts, FailsAfter, Migration};
 use tokio::sync::{mpsc, oneshot};
 
 /// The new store's records, with live writes let in between a batch's read
@@ -195,47 +195,6 @@ async fn without_live_writes_a_delete_racing_the_copy_brings_the_record_back() {
     assert_eq!(verified.different, 0, "{verified:?}");
 }
 
-/// A source that fails after a number of pages, like a run killed midway.
-struct FailsAfter {
-    inner: SqliteTable,
-    pages_left: AtomicUsize,
-}
-
-#[async_trait]
-impl RecordStore for FailsAfter {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn page(
-        &self,
-        after: Option<&RecordKey>,
-        limit: usize,
-    ) -> Result<Vec<Record>, RecordError> {
-        if self
-            .pages_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                left.checked_sub(1)
-            })
-            .is_err()
-        {
-            return Err(RecordError::message("source", "connection lost"));
-        }
-        self.inner.page(after, limit).await
-    }
-    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, RecordError> {
-        self.inner.get(key).await
-    }
-    async fn put(&self, batch: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
-        self.inner.put(batch, condition).await
-    }
-    async fn delete(&self, key: &RecordKey) -> Result<bool, RecordError> {
-        self.inner.delete(key).await
-    }
-    async fn count(&self) -> Result<Option<u64>, RecordError> {
-        self.inner.count().await
-    }
-}
-
 #[tokio::test]
 async fn a_killed_backfill_resumes_after_its_checkpoint_and_reports_progress() {
     let migration = Migration::new("resume").await;
@@ -246,10 +205,7 @@ async fn a_killed_backfill_resumes_after_its_checkpoint_and_reports_progress() {
         checkpoint_every: Duration::ZERO,
         ..BackfillOptions::default()
     };
-    let source = FailsAfter {
-        inner: records(&migration.old),
-        pages_left: AtomicUsize::new(4),
-    };
+    let source = FailsAfter::new(records(&migration.old), 4);
     let failed = Backfill::new(source, records(&migration.new), options.clone())
         .run()
         .await

@@ -13,7 +13,7 @@ use dualwrite_runtime::migrate::{
 use dualwrite_runtime::records::{sync_entry, RecordKey};
 use dualwrite_runtime::{DualWrite, InMemoryQueue, ReconciliationQueue, Side, Stage};
 use migrate_support::{
-    fill, records, rows, AccountsOp, Migration, SqlAccounts, NAMESPACE, RECORDS,
+    fill, records, rows, AccountsOp, FailsAfter, Migration, SqlAccounts, NAMESPACE, RECORDS,
 };
 
 fn quick() -> VerifyOptions {
@@ -23,6 +23,16 @@ fn quick() -> VerifyOptions {
         recheck_delay: Duration::from_millis(5),
         ..VerifyOptions::default()
     }
+}
+
+/// Matching, different, missing in new, extra in new.
+fn counts(report: &dualwrite_runtime::migrate::VerifyReport) -> (u64, u64, u64, u64) {
+    (
+        report.matching,
+        report.different,
+        report.missing_in_new,
+        report.extra_in_new,
+    )
 }
 
 async fn execute(pool: &sqlx::SqlitePool, sql: &str) {
@@ -65,16 +75,7 @@ async fn verify_reports_every_kind_of_difference_and_repair_through_the_queue_fi
         .run()
         .await
         .expect("the verify runs");
-    assert_eq!(
-        (
-            report.matching,
-            report.different,
-            report.missing_in_new,
-            report.extra_in_new
-        ),
-        (497, 1, 1, 2),
-        "{report:?}"
-    );
+    assert_eq!(counts(&report), (497, 1, 1, 2), "{report:?}");
     assert!(!report.is_clean());
     let expected = vec![
         Difference {
@@ -224,61 +225,6 @@ async fn a_sync_entry_for_records_the_wrapper_was_not_given_is_dead_lettered_say
     );
 }
 
-/// The new store's records, failing after a number of pages like a run
-/// killed midway.
-struct FailsAfter {
-    inner: dualwrite_runtime::records::SqliteTable,
-    pages_left: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl dualwrite_runtime::records::RecordStore for FailsAfter {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn page(
-        &self,
-        after: Option<&RecordKey>,
-        limit: usize,
-    ) -> Result<Vec<dualwrite_runtime::records::Record>, dualwrite_runtime::records::RecordError>
-    {
-        use std::sync::atomic::Ordering;
-        if self
-            .pages_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                left.checked_sub(1)
-            })
-            .is_err()
-        {
-            return Err(dualwrite_runtime::records::RecordError::message(
-                "new",
-                "connection lost",
-            ));
-        }
-        self.inner.page(after, limit).await
-    }
-    async fn get(
-        &self,
-        key: &RecordKey,
-    ) -> Result<Option<dualwrite_runtime::records::Record>, dualwrite_runtime::records::RecordError>
-    {
-        self.inner.get(key).await
-    }
-    async fn put(
-        &self,
-        records: &[dualwrite_runtime::records::Record],
-        condition: dualwrite_runtime::records::PutCondition,
-    ) -> Result<u64, dualwrite_runtime::records::RecordError> {
-        self.inner.put(records, condition).await
-    }
-    async fn delete(
-        &self,
-        key: &RecordKey,
-    ) -> Result<bool, dualwrite_runtime::records::RecordError> {
-        self.inner.delete(key).await
-    }
-}
-
 #[tokio::test]
 async fn a_killed_verify_resumes_after_its_checkpoint_with_the_counts_so_far() {
     let migration = Migration::new("verify-resume").await;
@@ -288,10 +234,7 @@ async fn a_killed_verify_resumes_after_its_checkpoint_with_the_counts_so_far() {
         checkpoint_every: Duration::ZERO,
         ..quick()
     };
-    let failing = FailsAfter {
-        inner: records(&migration.new),
-        pages_left: std::sync::atomic::AtomicUsize::new(3),
-    };
+    let failing = FailsAfter::new(records(&migration.new), 3);
     let error = Verify::new(records(&migration.old), failing, options.clone())
         .normalizer(Normalize::new().trim_end("owner"))
         .run()
@@ -305,12 +248,7 @@ async fn a_killed_verify_resumes_after_its_checkpoint_with_the_counts_so_far() {
         .expect("the resumed run finishes");
     assert!(report.resumed_after.is_some(), "{report:?}");
     assert_eq!(
-        (
-            report.matching,
-            report.different,
-            report.missing_in_new,
-            report.extra_in_new
-        ),
+        counts(&report),
         (497, 1, 1, 2),
         "the counts of both runs add up to one whole walk: {report:?}"
     );

@@ -8,12 +8,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use dualwrite_runtime::migrate::SyncQueue;
 use dualwrite_runtime::queue::SqliteQueue;
-use dualwrite_runtime::records::SqliteTable;
+use dualwrite_runtime::records::{
+    PutCondition, Record, RecordError, RecordKey, RecordStore, SqliteTable,
+};
 use dualwrite_runtime::{dual_write, DualWrite, ReconciliationQueue, RetryPolicy, Stage};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const NAMESPACE: &str = "Accounts";
 pub const RECORDS: &str = "accounts";
@@ -195,5 +199,55 @@ impl Migration {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// A record store that fails after a number of pages, like a run killed
+/// midway (or a connection lost), and otherwise is `inner`.
+pub struct FailsAfter {
+    inner: SqliteTable,
+    pages_left: AtomicUsize,
+}
+
+impl FailsAfter {
+    pub fn new(inner: SqliteTable, pages: usize) -> Self {
+        FailsAfter {
+            inner,
+            pages_left: AtomicUsize::new(pages),
+        }
+    }
+}
+
+#[async_trait]
+impl RecordStore for FailsAfter {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn page(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<Record>, RecordError> {
+        let left = self
+            .pages_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            });
+        if left.is_err() {
+            return Err(RecordError::message("the store", "connection lost"));
+        }
+        self.inner.page(after, limit).await
+    }
+    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, RecordError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, records: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
+        self.inner.put(records, condition).await
+    }
+    async fn delete(&self, key: &RecordKey) -> Result<bool, RecordError> {
+        self.inner.delete(key).await
+    }
+    async fn count(&self) -> Result<Option<u64>, RecordError> {
+        self.inner.count().await
     }
 }

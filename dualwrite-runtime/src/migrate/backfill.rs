@@ -166,11 +166,7 @@ impl Backfill {
             self.job(),
             options.checkpoint_every,
         );
-        let resumed = if options.restart {
-            None
-        } else {
-            checkpoint.load::<State>()?
-        };
+        let resumed = checkpoint.resume::<State>(options.restart)?;
         let resumed_after = resumed.as_ref().and_then(|state| state.cursor.clone());
         let mut state = resumed.unwrap_or(State {
             cursor: None,

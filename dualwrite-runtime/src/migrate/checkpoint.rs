@@ -85,6 +85,18 @@ impl Checkpoint {
         Ok((!stored.finished).then_some(stored.state))
     }
 
+    /// [`load`](Self::load), unless the caller asked to start over.
+    pub(crate) fn resume<T: DeserializeOwned>(
+        &self,
+        restart: bool,
+    ) -> Result<Option<T>, MigrateError> {
+        if restart {
+            Ok(None)
+        } else {
+            self.load()
+        }
+    }
+
     /// Saves `state` if `every` has passed since the last save (always when
     /// `finished`).
     pub(crate) fn save<T: Serialize>(

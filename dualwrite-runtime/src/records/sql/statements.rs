@@ -156,42 +156,33 @@ impl Statements {
         &self.spec
     }
 
+    /// `SELECT` of the records, with `rest` (a condition, an order) after
+    /// the source.
+    fn select(&self, rest: &str) -> String {
+        format!("SELECT {} FROM {} {rest}", self.selected, self.source)
+    }
+
     /// Binds: the key to read after (when `after`), then the limit.
     pub(crate) fn page(&self, after: bool) -> String {
-        let Statements {
-            dialect,
-            source,
-            selected,
-            key,
-            ..
-        } = self;
+        let (dialect, key) = (self.dialect, &self.key);
         if after {
-            format!(
-                "SELECT {selected} FROM {source} WHERE {key} > {} ORDER BY {key} LIMIT {}",
+            self.select(&format!(
+                "WHERE {key} > {} ORDER BY {key} LIMIT {}",
                 dialect.placeholder(1),
                 dialect.placeholder(2)
-            )
+            ))
         } else {
-            format!(
-                "SELECT {selected} FROM {source} ORDER BY {key} LIMIT {}",
-                dialect.placeholder(1)
-            )
+            self.select(&format!("ORDER BY {key} LIMIT {}", dialect.placeholder(1)))
         }
     }
 
     /// Binds: the key.
     pub(crate) fn get(&self) -> String {
-        let Statements {
-            dialect,
-            source,
-            selected,
-            key,
-            ..
-        } = self;
-        format!(
-            "SELECT {selected} FROM {source} WHERE {key} = {}",
-            dialect.placeholder(1)
-        )
+        self.select(&format!(
+            "WHERE {} = {}",
+            self.key,
+            self.dialect.placeholder(1)
+        ))
     }
 
     pub(crate) fn count(&self) -> String {
