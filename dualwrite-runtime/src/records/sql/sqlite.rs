@@ -12,6 +12,9 @@ use crate::records::{PutCondition, Record, RecordError, RecordKey, RecordStore, 
 /// SQLite's limit on bound parameters per statement (since 3.32).
 const MAX_PARAMETERS: usize = 32_766;
 
+/// What a record missing a written column writes.
+static NULL: Value = Value::Null;
+
 /// A [`RecordStore`] over a table (or a query) of a SQLite database, on a
 /// sqlx pool.
 ///
@@ -217,7 +220,7 @@ impl RecordStore for SqliteTable {
             for record in batch {
                 query = bind_key(query, &record.key);
                 for column in &columns {
-                    query = bind_value(query, record.fields.get(column).unwrap_or(&Value::Null));
+                    query = bind_value(query, record.fields.get(column).unwrap_or(&NULL));
                 }
             }
             written += query
@@ -259,20 +262,21 @@ impl RecordStore for SqliteTable {
 
 type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
-fn bind_key<'q>(query: Query<'q>, key: &RecordKey) -> Query<'q> {
+/// Binds borrow: a batch's values are not copied to be written.
+fn bind_key<'q>(query: Query<'q>, key: &'q RecordKey) -> Query<'q> {
     match key {
         RecordKey::Int(value) => query.bind(*value),
-        RecordKey::Text(value) => query.bind(value.clone()),
+        RecordKey::Text(value) => query.bind(value.as_str()),
     }
 }
 
-fn bind_value<'q>(query: Query<'q>, value: &Value) -> Query<'q> {
+fn bind_value<'q>(query: Query<'q>, value: &'q Value) -> Query<'q> {
     match value {
         Value::Null => query.bind(None::<i64>),
         Value::Int(value) => query.bind(*value),
         Value::Float(value) => query.bind(*value),
-        Value::Text(value) => query.bind(value.clone()),
-        Value::Bytes(value) => query.bind(value.clone()),
+        Value::Text(value) => query.bind(value.as_str()),
+        Value::Bytes(value) => query.bind(value.as_slice()),
     }
 }
 
