@@ -319,3 +319,51 @@ async fn a_query_per_side_compares_and_copies_between_two_schemas() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_live_the_repair_syncs_the_old_store_from_the_new_one() {
+    let migration = Migration::new("live-stage").await;
+    fill(&migration.old, 0..100).await;
+    fill(&migration.new, 0..100).await;
+    migration
+        .repo
+        .stage()
+        .set(Stage::Shadow)
+        .await
+        .expect("dual write to shadow");
+    migration
+        .repo
+        .stage()
+        .set(Stage::Live)
+        .await
+        .expect("shadow to live");
+    // The new store is authoritative now; the old one missed a change.
+    execute(
+        &migration.new,
+        "UPDATE accounts SET cents = 9, version = 2 WHERE id = 5",
+    )
+    .await;
+    execute(
+        &migration.old,
+        "INSERT INTO accounts VALUES (500, 'stray', 0, 1)",
+    )
+    .await;
+    let report = Verify::new(records(&migration.old), records(&migration.new), quick())
+        .run()
+        .await
+        .expect("the verify runs");
+    assert_eq!(counts(&report), (99, 1, 1, 0), "{report:?}");
+    let worker = migration.repo.spawn_worker();
+    Repair::through_queue(migration.link().target(Side::Old))
+        .run(
+            report
+                .sample
+                .iter()
+                .map(|difference| difference.key.clone()),
+        )
+        .await
+        .expect("the syncs are queued");
+    migration.drained().await;
+    assert_eq!(rows(&migration.old).await, rows(&migration.new).await);
+    worker.shutdown().await.expect("the worker stops");
+}

@@ -175,3 +175,27 @@ fn positive_batch(batch_size: usize) -> Result<(), MigrateError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{Record, SqliteTable};
+
+    #[tokio::test]
+    async fn a_page_out_of_key_order_is_refused_naming_both_keys() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let store = SqliteTable::new(pool, "accounts", "id");
+        let page = [Record::new(3), Record::new("a"), Record::new(2)];
+        let error = check_order("old", &store, None, &page).unwrap_err();
+        assert_eq!(
+            error.to_string().split(':').next(),
+            Some("the old store (sqlite table `accounts`) listed key 2 after key a")
+        );
+        let error = check_order("new", &store, Some(&RecordKey::Int(3)), &page[..1]).unwrap_err();
+        assert!(
+            error.to_string().contains("listed key 3 after key 3"),
+            "{error}"
+        );
+        assert!(check_order("new", &store, Some(&RecordKey::Int(2)), &page[..2]).is_ok());
+    }
+}
