@@ -541,6 +541,15 @@ impl StageHandle {
         Arc::clone(&self.inner.key_locks)
     }
 
+    /// Makes the backlog guardrail count `queue`'s work too. Wrappers built
+    /// with this handle attach their queue themselves; this is for a process
+    /// that moves a service's stage without running its wrapper (the
+    /// `dualwrite` command-line tool opens the service's queue and its
+    /// shared stage source, and moves the stage under the same guardrails).
+    pub fn watch_queue(&self, queue: Arc<dyn ReconciliationQueue>) {
+        self.attach_queue(&queue);
+    }
+
     pub(crate) fn attach_queue(&self, queue: &Arc<dyn ReconciliationQueue>) {
         let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
         if !queues.iter().any(|known| Arc::ptr_eq(known, queue)) {
