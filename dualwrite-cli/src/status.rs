@@ -1,0 +1,168 @@
+//! `dualwrite status`: the stage, the queued work per store, the oldest
+//! pending age and the dead letters; `--watch` refreshes it.
+
+use std::io::{IsTerminal, Write};
+use std::time::SystemTime;
+
+use dualwrite_runtime::queue::TargetStats;
+use serde::Serialize;
+
+use crate::args::{GlobalArgs, StatusArgs};
+use crate::error::{CliError, Outcome};
+use crate::open::{self, OpenQueue, StageFile};
+use crate::output;
+use crate::stage::StageView;
+
+/// Why the status has no mismatch rate.
+const MISMATCH_RATE_NOTE: &str = "compared reads are counted by each service instance in its own memory, not in the queue file; see dualwrite_mismatches_total / dualwrite_comparisons_total on the dashboard";
+
+#[derive(Debug, Serialize)]
+struct Status {
+    queue: String,
+    stage_source: String,
+    /// `None` when no stage is stored yet.
+    stage: Option<StageView>,
+    old: TargetView,
+    new: TargetView,
+    dead_letters: u64,
+    /// Always `None`: see [`MISMATCH_RATE_NOTE`].
+    mismatch_rate: Option<f64>,
+    mismatch_rate_note: &'static str,
+    taken_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct TargetView {
+    pending: u64,
+    in_flight: u64,
+    dead: u64,
+    blocked_keys: u64,
+    oldest_pending_age_seconds: Option<f64>,
+}
+
+impl From<&TargetStats> for TargetView {
+    fn from(stats: &TargetStats) -> Self {
+        TargetView {
+            pending: stats.pending,
+            in_flight: stats.in_flight,
+            dead: stats.dead,
+            blocked_keys: stats.blocked_keys,
+            oldest_pending_age_seconds: stats
+                .oldest_pending
+                .map(|at| output::age(at).as_secs_f64()),
+        }
+    }
+}
+
+pub(crate) async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<Outcome, CliError> {
+    let queue = open::queue(global.queue.as_ref()).await?;
+    let result = watch(global, args, &queue).await;
+    queue.close().await;
+    result
+}
+
+async fn watch(
+    global: &GlobalArgs,
+    args: &StatusArgs,
+    queue: &OpenQueue,
+) -> Result<Outcome, CliError> {
+    let stage_file = StageFile::find(
+        global.stage_source.as_ref(),
+        global.queue.as_ref(),
+        &global.migration,
+    )
+    .await?;
+    let in_place = args.watch && !global.json && std::io::stdout().is_terminal();
+    let mut refreshes = 0u64;
+    loop {
+        let status = collect(global, queue, &stage_file).await?;
+        if global.json {
+            output::json_line(&status)?;
+        } else {
+            if in_place {
+                // Home the cursor and clear the screen, so the figures stay put.
+                print!("\x1b[H\x1b[2J");
+            } else if refreshes > 0 {
+                println!();
+            }
+            print!("{}", render(&status));
+            let _ = std::io::stdout().flush();
+        }
+        refreshes += 1;
+        let outcome = if status.dead_letters > 0 {
+            Outcome::DifferencesFound
+        } else {
+            Outcome::Clean
+        };
+        if !args.watch || args.count.is_some_and(|count| refreshes >= count) {
+            return Ok(outcome);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(args.interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(outcome),
+        }
+    }
+}
+
+async fn collect(
+    global: &GlobalArgs,
+    queue: &OpenQueue,
+    stage_file: &StageFile,
+) -> Result<Status, CliError> {
+    let stats = queue.admin.stats().await.map_err(CliError::store)?;
+    let stage = stage_file
+        .load()
+        .await?
+        .map(|stored| StageView::from(&stored));
+    Ok(Status {
+        queue: global
+            .queue
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        stage_source: stage_file.describe(),
+        stage,
+        old: TargetView::from(&stats.old),
+        new: TargetView::from(&stats.new),
+        dead_letters: stats.old.dead + stats.new.dead,
+        mismatch_rate: None,
+        mismatch_rate_note: MISMATCH_RATE_NOTE,
+        taken_at: output::time(SystemTime::now()),
+    })
+}
+
+fn render(status: &Status) -> String {
+    let mut text = format!("queue        {}\n", status.queue);
+    match &status.stage {
+        Some(stage) => text.push_str(&format!("stage        {}\n", stage.summary())),
+        None => text.push_str(&format!(
+            "stage        none stored in {} (a service stores its initial stage when it starts)\n",
+            status.stage_source
+        )),
+    }
+    text.push_str("\n             pending  in flight  dead  blocked keys  oldest pending\n");
+    for (name, target) in [("old store", &status.old), ("new store", &status.new)] {
+        let oldest = target.oldest_pending_age_seconds.map_or_else(
+            || "-".to_owned(),
+            |age| output::duration(std::time::Duration::from_secs_f64(age)),
+        );
+        text.push_str(&format!(
+            "{name:<12} {:>7}  {:>9}  {:>4}  {:>12}  {oldest}\n",
+            target.pending, target.in_flight, target.dead, target.blocked_keys
+        ));
+    }
+    text.push('\n');
+    if status.dead_letters > 0 {
+        text.push_str(&format!(
+            "dead letters {}: writes a store is missing until they are retried (`dualwrite dead list`)\n",
+            status.dead_letters
+        ));
+    } else {
+        text.push_str("dead letters 0\n");
+    }
+    text.push_str(&format!(
+        "mismatches   unknown here: {MISMATCH_RATE_NOTE}\n"
+    ));
+    text.push_str(&format!("taken at     {}\n", status.taken_at));
+    text
+}

@@ -1,0 +1,126 @@
+//! `dualwrite status`: what the queue file says, as text and as JSON.
+
+mod support;
+
+use dualwrite_runtime::Stage;
+use support::{run, Fixture};
+
+#[test]
+fn status_counts_queued_work_per_store_and_exits_1_on_dead_letters() {
+    let (fixture, _) = Fixture::with_work();
+    let ran = run(&["status", "--queue", &fixture.url()]);
+    assert_eq!(ran.code, 1, "dead letters are differences: {}", ran.stderr);
+    let new_line = ran
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("new store"))
+        .expect("a line for the new store");
+    let figures: Vec<&str> = new_line.split_whitespace().collect();
+    // new store, pending 3, in flight 0, dead 1, blocked keys 1, oldest age
+    assert_eq!(&figures[2..6], ["3", "0", "1", "1"], "{}", ran.stdout);
+    assert!(ran.stdout.contains("dead letters 1"), "{}", ran.stdout);
+    assert!(ran.stdout.contains("none stored"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("mismatches   unknown here"),
+        "{}",
+        ran.stdout
+    );
+}
+
+#[test]
+fn status_json_has_the_counts_the_stage_and_no_invented_mismatch_rate() {
+    let (fixture, _) = Fixture::with_work();
+    fixture.store_stage(Stage::Shadow);
+    let ran = run(&["status", "--json", "--queue", &fixture.url()]);
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    let status = ran.json();
+    assert_eq!(status["new"]["pending"], 3);
+    assert_eq!(status["new"]["dead"], 1);
+    assert_eq!(status["new"]["blocked_keys"], 1);
+    assert_eq!(status["old"]["pending"], 0);
+    assert!(status["old"]["oldest_pending_age_seconds"].is_null());
+    assert!(
+        status["new"]["oldest_pending_age_seconds"]
+            .as_f64()
+            .expect("an age")
+            >= 0.0
+    );
+    assert_eq!(status["dead_letters"], 1);
+    assert_eq!(status["stage"]["stage"], "shadow");
+    assert_eq!(status["stage"]["version"], 1);
+    assert!(status["mismatch_rate"].is_null());
+    assert!(status["mismatch_rate_note"]
+        .as_str()
+        .unwrap()
+        .contains("dualwrite_mismatches_total"));
+}
+
+#[test]
+fn status_of_a_drained_queue_exits_0() {
+    let fixture = Fixture::empty();
+    let ran = run(&["status", "--json", "--queue", &fixture.url()]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(ran.json()["dead_letters"], 0);
+}
+
+#[test]
+fn status_reads_the_queue_from_the_environment() {
+    let fixture = Fixture::empty();
+    let output = support::dualwrite()
+        .args(["status", "--json"])
+        .env("DUALWRITE_QUEUE", fixture.url())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn status_watch_prints_one_snapshot_per_refresh_when_not_on_a_terminal() {
+    let (fixture, _) = Fixture::with_work();
+    let ran = run(&[
+        "status",
+        "--watch",
+        "--count",
+        "3",
+        "--interval",
+        "10ms",
+        "--json",
+        "--queue",
+        &fixture.url(),
+    ]);
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    let snapshots: Vec<serde_json::Value> = ran
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(snapshots.len(), 3);
+    assert!(snapshots
+        .iter()
+        .all(|snapshot| snapshot["new"]["pending"] == 3));
+
+    let text = run(&[
+        "status",
+        "--watch",
+        "--count",
+        "2",
+        "--interval",
+        "10ms",
+        "--queue",
+        &fixture.url(),
+    ]);
+    assert_eq!(
+        text.stdout.matches("taken at").count(),
+        2,
+        "{}",
+        text.stdout
+    );
+    assert!(
+        !text.stdout.contains('\x1b'),
+        "no terminal codes into a pipe"
+    );
+}
