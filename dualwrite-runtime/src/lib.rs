@@ -170,6 +170,12 @@
 //! store serve reads while recent comparisons disagree too often;
 //! [`StageHandle::force`] overrides them with a reason.
 //!
+//! The `dualwrite` command-line tool (crate `dualwrite-cli`) shows and
+//! moves the shared stage, the queue and its dead letters from a shell; the
+//! operator's runbook (`docs/runbook.md` in the repository) says what to
+//! watch at each stage, when to roll back and how to drain before a
+//! cutover, on the Grafana dashboard in `docs/grafana/dualwrite.json`.
+//!
 //! # Reads
 //!
 //! In `Shadow` and `Live` every read (or a sampled fraction) goes to both
