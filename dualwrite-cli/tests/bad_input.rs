@@ -89,6 +89,10 @@ fn a_file_that_is_not_ours_is_refused_untouched() {
     std::fs::write(&empty, b"").unwrap();
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, b"these are not the rows you are looking for\n").unwrap();
+    let corrupt = dir.path().join("corrupt.db");
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend(std::iter::repeat_n(0xA5u8, 8192));
+    std::fs::write(&corrupt, bytes).unwrap();
     let app = dir.path().join("app.db");
     support::block_on(async {
         use sqlx::ConnectOptions;
@@ -111,6 +115,7 @@ fn a_file_that_is_not_ours_is_refused_untouched() {
         (&empty, "the file is empty"),
         (&text, "not a SQLite database"),
         (&app, "not a dualwrite queue"),
+        (&corrupt, "cannot read the file"),
     ] {
         let bytes = std::fs::read(path).unwrap();
         let url = format!("sqlite:{}", path.display());
