@@ -2,14 +2,13 @@
 
 mod support;
 
-use support::{run, Fixture};
+use serde_json::json;
+use support::Fixture;
 
 #[test]
 fn dead_list_shows_each_letter_with_its_error() {
     let (fixture, queued) = Fixture::with_work();
-    let ran = run(&["dead", "list", "--json", "--queue", &fixture.url()]);
-    assert_eq!(ran.code, 0, "{}", ran.stderr);
-    let letters = ran.json();
+    let letters = fixture.run("dead list --json").succeeds().json();
     let letters = letters.as_array().expect("an array");
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0]["id"], queued.dead.0);
@@ -18,34 +17,27 @@ fn dead_list_shows_each_letter_with_its_error() {
     assert_eq!(letters[0]["method"], "update_status");
     assert_eq!(letters[0]["error"], "UNIQUE constraint failed: orders.id");
 
-    let text = run(&["dead", "list", "--queue", &fixture.url()]);
+    let text = fixture.run("dead list");
     assert!(
         text.stdout.contains("UNIQUE constraint failed"),
         "{}",
         text.stdout
     );
-    let other = run(&[
-        "dead",
-        "list",
-        "--json",
-        "--namespace",
-        "users",
-        "--queue",
-        &fixture.url(),
-    ]);
-    assert_eq!(other.json(), serde_json::json!([]));
+    let other = fixture.run("dead list --json --namespace users");
+    assert_eq!(other.json(), json!([]));
 }
 
 #[test]
 fn dead_show_prints_the_operation() {
     let (fixture, queued) = Fixture::with_work();
-    let id = queued.dead.0.to_string();
-    let ran = run(&["dead", "show", &id, "--json", "--queue", &fixture.url()]);
-    assert_eq!(ran.code, 0, "{}", ran.stderr);
-    let letter = ran.json();
+    let id = queued.dead.0;
+    let letter = fixture
+        .run(&format!("dead show {id} --json"))
+        .succeeds()
+        .json();
     assert_eq!(letter["payload"]["method"], "update_status");
     assert_eq!(letter["payload"]["args"]["id"], "c");
-    let text = run(&["dead", "show", &id, "--queue", &fixture.url()]);
+    let text = fixture.run(&format!("dead show {id}"));
     assert!(
         text.stdout.contains("\"method\": \"update_status\""),
         "{}",
@@ -56,73 +48,40 @@ fn dead_show_prints_the_operation() {
 #[test]
 fn dead_retry_makes_the_letter_pending_again() {
     let (fixture, queued) = Fixture::with_work();
-    let ran = run(&[
-        "dead",
-        "retry",
-        &queued.dead.0.to_string(),
-        "--json",
-        "--queue",
-        &fixture.url(),
-    ]);
-    assert_eq!(ran.code, 0, "{}", ran.stderr);
-    assert_eq!(ran.json()["ids"], serde_json::json!([queued.dead.0]));
-    let status = run(&["status", "--json", "--queue", &fixture.url()]);
-    assert_eq!(status.code, 0, "no dead letters left");
-    assert_eq!(status.json()["new"]["pending"], 4);
+    let id = queued.dead.0;
+    let retried = fixture
+        .run(&format!("dead retry {id} --json"))
+        .succeeds()
+        .json();
+    assert_eq!(retried["ids"], json!([id]));
+    let status = fixture.run("status --json").succeeds().json();
+    assert_eq!(status["new"]["pending"], 4);
 }
 
 #[test]
 fn dead_retry_all_retries_every_letter_of_the_namespace() {
     let (fixture, _) = Fixture::with_work();
-    let elsewhere = run(&[
-        "dead",
-        "retry",
-        "--all",
-        "--namespace",
-        "users",
-        "--json",
-        "--queue",
-        &fixture.url(),
-    ]);
+    let elsewhere = fixture.run("dead retry --all --namespace users --json");
     assert_eq!(elsewhere.json()["retried"], 0);
-    let ran = run(&[
-        "dead",
-        "retry",
-        "--all",
-        "--namespace",
-        "orders",
-        "--json",
-        "--queue",
-        &fixture.url(),
-    ]);
-    assert_eq!(ran.code, 0, "{}", ran.stderr);
-    assert_eq!(ran.json()["retried"], 1);
-    assert_eq!(
-        run(&["dead", "list", "--json", "--queue", &fixture.url()]).json(),
-        serde_json::json!([])
-    );
+    let retried = fixture.run("dead retry --all --namespace orders --json");
+    assert_eq!(retried.succeeds().json()["retried"], 1);
+    assert_eq!(fixture.run("dead list --json").json(), json!([]));
 }
 
 #[test]
 fn dead_drop_needs_yes_then_deletes_the_letter() {
     let (fixture, queued) = Fixture::with_work();
-    let id = queued.dead.0.to_string();
+    let id = queued.dead.0;
     let before = fixture.snapshot();
-    let unconfirmed = run(&["dead", "drop", &id, "--queue", &fixture.url()]);
-    unconfirmed.fails_with(2, "--yes");
+    fixture
+        .run(&format!("dead drop {id}"))
+        .fails_with(2, "--yes");
     assert_eq!(fixture.snapshot(), before, "nothing dropped without --yes");
 
-    let ran = run(&[
-        "dead",
-        "drop",
-        &id,
-        "--yes",
-        "--json",
-        "--queue",
-        &fixture.url(),
-    ]);
-    assert_eq!(ran.code, 0, "{}", ran.stderr);
-    let status = run(&["status", "--json", "--queue", &fixture.url()]).json();
+    fixture
+        .run(&format!("dead drop {id} --yes --json"))
+        .succeeds();
+    let status = fixture.run("status --json").json();
     assert_eq!(status["dead_letters"], 0);
     assert_eq!(status["new"]["pending"], 3, "the pending work is untouched");
 }
@@ -131,38 +90,25 @@ fn dead_drop_needs_yes_then_deletes_the_letter() {
 fn an_id_that_is_not_dead_is_refused_and_no_other_id_is_acted_on() {
     let (fixture, queued) = Fixture::with_work();
     let before = fixture.snapshot();
-    let pending = queued.pending_new[0].0.to_string();
-    let dead = queued.dead.0.to_string();
-    let url = fixture.url();
-    for args in [
-        vec!["dead", "retry", &dead, "999"],
-        vec!["dead", "retry", &pending],
-        vec!["dead", "drop", &dead, &pending, "--yes"],
-        vec!["dead", "show", "999"],
+    let (dead, pending) = (queued.dead.0, queued.pending_new[0].0);
+    for command in [
+        format!("dead retry {dead} 999"),
+        format!("dead retry {pending}"),
+        format!("dead drop {dead} {pending} --yes"),
+        "dead show 999".to_owned(),
     ] {
-        let mut args = args.clone();
-        args.extend(["--queue", &url]);
-        let ran = run(&args);
-        ran.fails_with(4, "is not a dead letter");
-        assert_eq!(fixture.snapshot(), before, "{args:?} changed the queue");
+        fixture.run(&command).fails_with(4, "is not a dead letter");
+        assert_eq!(fixture.snapshot(), before, "{command} changed the queue");
     }
 }
 
 #[test]
 fn queue_key_lists_a_keys_entries_in_the_order_they_apply() {
     let (fixture, queued) = Fixture::with_work();
-    let ran = run(&[
-        "queue",
-        "key",
-        "orders",
-        "new",
-        "a",
-        "--json",
-        "--queue",
-        &fixture.url(),
-    ]);
-    assert_eq!(ran.code, 0, "{}", ran.stderr);
-    let entries = ran.json();
+    let entries = fixture
+        .run("queue key orders new a --json")
+        .succeeds()
+        .json();
     let ids: Vec<u64> = entries
         .as_array()
         .unwrap()
@@ -173,36 +119,11 @@ fn queue_key_lists_a_keys_entries_in_the_order_they_apply() {
     assert_eq!(entries[0]["state"], "pending");
     assert_eq!(entries[1]["method"], "update_status");
 
-    let dead = run(&[
-        "queue",
-        "key",
-        "orders",
-        "new",
-        "c",
-        "--json",
-        "--queue",
-        &fixture.url(),
-    ])
-    .json();
+    let dead = fixture.run("queue key orders new c --json").json();
     assert_eq!(dead[0]["state"], "dead");
-    let none = run(&[
-        "queue",
-        "key",
-        "orders",
-        "old",
-        "a",
-        "--queue",
-        &fixture.url(),
-    ]);
+    let none = fixture.run("queue key orders old a");
     assert!(none.stdout.contains("nothing queued"), "{}", none.stdout);
-    run(&[
-        "queue",
-        "key",
-        "orders",
-        "sideways",
-        "a",
-        "--queue",
-        &fixture.url(),
-    ])
-    .fails_with(2, "expected `old` or `new`");
+    fixture
+        .run("queue key orders sideways a")
+        .fails_with(2, "expected `old` or `new`");
 }

@@ -3,12 +3,12 @@
 mod support;
 
 use dualwrite_runtime::Stage;
-use support::{run, Fixture};
+use support::Fixture;
 
 #[test]
 fn status_counts_queued_work_per_store_and_exits_1_on_dead_letters() {
     let (fixture, _) = Fixture::with_work();
-    let ran = run(&["status", "--queue", &fixture.url()]);
+    let ran = fixture.run("status");
     assert_eq!(ran.code, 1, "dead letters are differences: {}", ran.stderr);
     let new_line = ran
         .stdout
@@ -18,20 +18,16 @@ fn status_counts_queued_work_per_store_and_exits_1_on_dead_letters() {
     let figures: Vec<&str> = new_line.split_whitespace().collect();
     // new store, pending 3, in flight 0, dead 1, blocked keys 1, oldest age
     assert_eq!(&figures[2..6], ["3", "0", "1", "1"], "{}", ran.stdout);
-    assert!(ran.stdout.contains("dead letters 1"), "{}", ran.stdout);
-    assert!(ran.stdout.contains("none stored"), "{}", ran.stdout);
-    assert!(
-        ran.stdout.contains("mismatches   unknown here"),
-        "{}",
-        ran.stdout
-    );
+    for needle in ["dead letters 1", "none stored", "mismatches   unknown here"] {
+        assert!(ran.stdout.contains(needle), "{needle}: {}", ran.stdout);
+    }
 }
 
 #[test]
 fn status_json_has_the_counts_the_stage_and_no_invented_mismatch_rate() {
     let (fixture, _) = Fixture::with_work();
     fixture.store_stage(Stage::Shadow);
-    let ran = run(&["status", "--json", "--queue", &fixture.url()]);
+    let ran = fixture.run("status --json");
     assert_eq!(ran.code, 1, "{}", ran.stderr);
     let status = ran.json();
     assert_eq!(status["new"]["pending"], 3);
@@ -39,28 +35,21 @@ fn status_json_has_the_counts_the_stage_and_no_invented_mismatch_rate() {
     assert_eq!(status["new"]["blocked_keys"], 1);
     assert_eq!(status["old"]["pending"], 0);
     assert!(status["old"]["oldest_pending_age_seconds"].is_null());
-    assert!(
-        status["new"]["oldest_pending_age_seconds"]
-            .as_f64()
-            .expect("an age")
-            >= 0.0
-    );
+    let age = &status["new"]["oldest_pending_age_seconds"];
+    assert!(age.as_f64().expect("an age") >= 0.0);
     assert_eq!(status["dead_letters"], 1);
     assert_eq!(status["stage"]["stage"], "shadow");
     assert_eq!(status["stage"]["version"], 1);
     assert!(status["mismatch_rate"].is_null());
-    assert!(status["mismatch_rate_note"]
-        .as_str()
-        .unwrap()
-        .contains("dualwrite_mismatches_total"));
+    let note = status["mismatch_rate_note"].as_str().unwrap();
+    assert!(note.contains("dualwrite_mismatches_total"), "{note}");
 }
 
 #[test]
 fn status_of_a_drained_queue_exits_0() {
     let fixture = Fixture::empty();
-    let ran = run(&["status", "--json", "--queue", &fixture.url()]);
-    assert_eq!(ran.code, 0, "{}", ran.stderr);
-    assert_eq!(ran.json()["dead_letters"], 0);
+    let status = fixture.run("status --json").succeeds().json();
+    assert_eq!(status["dead_letters"], 0);
 }
 
 #[test]
@@ -71,27 +60,14 @@ fn status_reads_the_queue_from_the_environment() {
         .env("DUALWRITE_QUEUE", fixture.url())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
 }
 
 #[test]
 fn status_watch_prints_one_snapshot_per_refresh_when_not_on_a_terminal() {
     let (fixture, _) = Fixture::with_work();
-    let ran = run(&[
-        "status",
-        "--watch",
-        "--count",
-        "3",
-        "--interval",
-        "10ms",
-        "--json",
-        "--queue",
-        &fixture.url(),
-    ]);
+    let ran = fixture.run("status --watch --count 3 --interval 10ms --json");
     assert_eq!(ran.code, 1, "{}", ran.stderr);
     let snapshots: Vec<serde_json::Value> = ran
         .stdout
@@ -103,16 +79,7 @@ fn status_watch_prints_one_snapshot_per_refresh_when_not_on_a_terminal() {
         .iter()
         .all(|snapshot| snapshot["new"]["pending"] == 3));
 
-    let text = run(&[
-        "status",
-        "--watch",
-        "--count",
-        "2",
-        "--interval",
-        "10ms",
-        "--queue",
-        &fixture.url(),
-    ]);
+    let text = fixture.run("status --watch --count 2 --interval 10ms");
     assert_eq!(
         text.stdout.matches("taken at").count(),
         2,

@@ -45,6 +45,16 @@ impl Ran {
             .unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {}", self.stdout))
     }
 
+    /// Asserts success (exit 0).
+    pub fn succeeds(&self) -> &Ran {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
     /// Asserts a failure: `code`, one line on stderr naming `needle`.
     pub fn fails_with(&self, code: i32, needle: &str) {
         assert_eq!(
@@ -149,6 +159,19 @@ impl Fixture {
             Queued { dead, pending_new }
         });
         (fixture, queued)
+    }
+
+    /// Runs `dualwrite` with `command` split at spaces, on this queue.
+    pub fn run(&self, command: &str) -> Ran {
+        self.run_args(&command.split_whitespace().collect::<Vec<_>>())
+    }
+
+    /// Runs `dualwrite` with `args` (which may hold spaces), on this queue.
+    pub fn run_args(&self, args: &[&str]) -> Ran {
+        let url = self.url();
+        let mut args = args.to_vec();
+        args.extend(["--queue", &url]);
+        run(&args)
     }
 
     pub fn url(&self) -> String {
