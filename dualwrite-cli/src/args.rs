@@ -1,5 +1,6 @@
 //! The command line: global options and subcommands (clap derive).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -10,10 +11,11 @@ use crate::location::Location;
 const EXIT_CODES: &str = "\
 Exit codes:
   0  done, nothing found
-  1  done, differences found: `status` saw dead letters (writes a store is known to miss)
+  1  done, differences found: `verify` found keys that differ, `status` saw dead letters
+     (writes a store is known to miss)
   2  could not run: the command line is wrong (unknown stage, malformed URL, missing option)
   3  could not run: a store could not be opened, read or written (missing file, not a
-     dualwrite queue, unreachable database)
+     dualwrite queue, missing table or column, unreachable database)
   4  refused: the store was reached but the operation was refused (a stage guardrail, an id
      that is not a dead letter, no stage stored yet)";
 
@@ -79,6 +81,172 @@ pub enum Command {
     /// The shared stage.
     #[command(subcommand)]
     Stage(StageCommand),
+    /// Copies the old store's records to the new one, in key order and in
+    /// batches, never over a newer copy.
+    Backfill(BackfillArgs),
+    /// Compares both stores key by key and reports the keys that differ
+    /// (exit 1 when any does).
+    Verify(VerifyArgs),
+    /// Makes the target's record of each differing key what the other
+    /// store holds (through the service's queue with --namespace and
+    /// --records).
+    Repair(RepairArgs),
+}
+
+/// The two stores of `backfill`, `verify` and `repair`: a table (or a
+/// query) in a SQL database per side. Give the table and key once for both
+/// sides, or per side when they differ.
+#[derive(Debug, Clone, Args)]
+pub struct StoresArgs {
+    /// The old database: `sqlite:<path>` (it must exist).
+    #[arg(long, env = "DUALWRITE_OLD", value_name = "URL")]
+    pub old: Option<Location>,
+    /// The new database: `sqlite:<path>` (it must exist).
+    #[arg(long, env = "DUALWRITE_NEW", value_name = "URL")]
+    pub new: Option<Location>,
+    /// The table on both sides.
+    #[arg(long, value_name = "TABLE")]
+    pub table: Option<String>,
+    /// The old side's table (instead of --table).
+    #[arg(long, value_name = "TABLE")]
+    pub old_table: Option<String>,
+    /// The new side's table (instead of --table).
+    #[arg(long, value_name = "TABLE")]
+    pub new_table: Option<String>,
+    /// Read the old side through this SELECT (renamed columns, changed
+    /// types), used as a subquery; with --old-table too, writes go there.
+    #[arg(long, value_name = "SELECT")]
+    pub old_query: Option<String>,
+    /// Read the new side through this SELECT; with --new-table too, writes
+    /// go there.
+    #[arg(long, value_name = "SELECT")]
+    pub new_query: Option<String>,
+    /// The key column on both sides (integers or text).
+    #[arg(long, value_name = "COLUMN")]
+    pub key: Option<String>,
+    /// The old side's key column (instead of --key).
+    #[arg(long, value_name = "COLUMN")]
+    pub old_key: Option<String>,
+    /// The new side's key column (instead of --key).
+    #[arg(long, value_name = "COLUMN")]
+    pub new_key: Option<String>,
+    /// The column whose greater value marks the newer record (an
+    /// `updated_at` that sorts, a counter); without it a backfill writes
+    /// only where the key is absent.
+    #[arg(long, value_name = "COLUMN")]
+    pub version_column: Option<String>,
+    /// Only these columns are fields (comma-separated; default: every
+    /// column but the key).
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    pub columns: Vec<String>,
+}
+
+/// The service's queue, for tasks that run beside live dual writes.
+#[derive(Debug, Clone, Args)]
+pub struct LiveArgs {
+    /// The trait's namespace in the queue: with --records (and --queue),
+    /// the task runs beside the live service and routes its fixes through
+    /// the service's queue.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The name the service registered its record stores under
+    /// (`Builder::sync_records`).
+    #[arg(long, value_name = "NAME")]
+    pub records: Option<String>,
+    /// The store fixes are written to: the stage's follower (`new` until
+    /// `live`, `old` from then on).
+    #[arg(long, value_name = "SIDE", default_value = "new", value_parser = parse_side)]
+    pub target: Side,
+}
+
+/// Checkpointing, for tasks that resume.
+#[derive(Debug, Clone, Args)]
+pub struct ResumeArgs {
+    /// Records per page (and per write transaction).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub batch_size: usize,
+    /// A file recording how far the task got; a killed run resumes there.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+    /// Ignore an unfinished checkpoint and start from the first key.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+/// `backfill` options.
+#[derive(Debug, Clone, Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub stores: StoresArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub resume: ResumeArgs,
+    /// At most this many records per second.
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+}
+
+/// `verify` options.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub stores: StoresArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub resume: ResumeArgs,
+    /// Write every differing key to this file, one JSON object a line (what
+    /// `repair --keys` reads).
+    #[arg(long, value_name = "PATH")]
+    pub keys_to: Option<PathBuf>,
+    /// How many differing keys to show.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub sample: usize,
+    /// Normalise: ignore trailing spaces in this column (repeatable).
+    #[arg(long, value_name = "COLUMN")]
+    pub trim_end: Vec<String>,
+    /// Normalise: ignore trailing spaces in every text column.
+    #[arg(long)]
+    pub trim_end_all: bool,
+    /// Normalise: compare this column case-insensitively (repeatable).
+    #[arg(long, value_name = "COLUMN")]
+    pub lowercase: Vec<String>,
+    /// Normalise: compare timestamps to this many fractional digits
+    /// (`COLUMN=DIGITS`, repeatable).
+    #[arg(long, value_name = "COLUMN=DIGITS", value_parser = parse_column_number)]
+    pub timestamp_precision: Vec<(String, usize)>,
+    /// Normalise: compare decimals at this scale (`COLUMN=SCALE`,
+    /// repeatable).
+    #[arg(long, value_name = "COLUMN=SCALE", value_parser = parse_column_number)]
+    pub decimal_scale: Vec<(String, usize)>,
+    /// Normalise: leave this column out of the comparison (repeatable).
+    #[arg(long, value_name = "COLUMN")]
+    pub ignore: Vec<String>,
+}
+
+/// `repair` options.
+#[derive(Debug, Clone, Args)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub stores: StoresArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub live: LiveArgs,
+    /// The differing keys, as `verify --keys-to` wrote them.
+    #[arg(long, value_name = "PATH")]
+    pub keys: Option<PathBuf>,
+    /// Keys to repair, besides those of --keys (digits make an integer
+    /// key).
+    #[arg(value_name = "KEY")]
+    pub key_values: Vec<String>,
 }
 
 /// `status` options.
@@ -190,6 +358,16 @@ fn parse_side(text: &str) -> Result<Side, String> {
         "new" => Ok(Side::New),
         _ => Err(format!("expected `old` or `new`, not `{text}`")),
     }
+}
+
+fn parse_column_number(text: &str) -> Result<(String, usize), String> {
+    let expected = || format!("expected `COLUMN=NUMBER`, not `{text}`");
+    let (column, number) = text.split_once('=').ok_or_else(expected)?;
+    let number = number.trim().parse().map_err(|_| expected())?;
+    if column.trim().is_empty() {
+        return Err(expected());
+    }
+    Ok((column.trim().to_owned(), number))
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {

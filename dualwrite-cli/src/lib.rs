@@ -14,6 +14,14 @@
 //! $ dualwrite stage set shadow
 //! $ dualwrite stage set live --observed-mismatch-rate 0.0004
 //! $ dualwrite stage set dual_write --force --reason "new store returns stale rows, INC-2211"
+//!
+//! $ export DUALWRITE_OLD=sqlite:/var/lib/orders/legacy.db DUALWRITE_NEW=sqlite:/var/lib/orders/orders.db
+//! $ dualwrite backfill --old-table legacy_orders --new-table orders --key id \
+//!       --version-column updated_at --rate 5000 --checkpoint backfill.json
+//! $ dualwrite verify --old-query "SELECT order_no AS id, amount AS total_cents FROM legacy_orders" \
+//!       --new-table orders --key id --columns total_cents --keys-to differences.jsonl
+//! $ dualwrite repair --table orders --key id --keys differences.jsonl \
+//!       --namespace orders --records orders     # through the service's queue
 //! ```
 //!
 //! Every command takes `--json` (one JSON object or array per line, for
@@ -44,6 +52,40 @@
 //! (`dualwrite_comparisons_total`, `dualwrite_mismatches_total`); `status`
 //! says so rather than print a number it does not have.
 //!
+//! # Backfill, verify, repair
+//!
+//! They run the runtime's [`migrate`](dualwrite_runtime::migrate) tasks
+//! between two SQL databases (`sqlite:` today), a table or a query per side
+//! (`--table`, or `--old-table` / `--new-table`; `--old-query` /
+//! `--new-query` read through a `SELECT` of your own, so renamed columns and
+//! changed types line up; `--key` or `--old-key` / `--new-key` name the key
+//! column). Each side is checked before any work starts: a missing file
+//! (never created), table or column is an error naming it, and nothing is
+//! written. Progress goes to standard error: a bar on a terminal, a line a
+//! second otherwise; the report goes to standard output (`--json` for the
+//! report as JSON).
+//!
+//! - `backfill` copies old to new in key order, `--batch-size` records a
+//!   transaction, at most `--rate` a second, never over a newer copy
+//!   (`--version-column`; without one, only where the key is absent), and
+//!   resumes from `--checkpoint` after a kill.
+//! - `verify` walks both sides by key, one page of each in memory, and
+//!   reports matching, different, missing-in-new and extra-in-new keys: a
+//!   sample on screen, every key to `--keys-to`. Normalisers even out
+//!   representations: `--trim-end`, `--trim-end-all`, `--lowercase`,
+//!   `--timestamp-precision COLUMN=DIGITS`, `--decimal-scale COLUMN=SCALE`,
+//!   `--ignore`. It exits 1 when any key differs.
+//! - `repair` makes the target's record of each key (`--keys FILE` from
+//!   verify, or keys as arguments) what the other store holds.
+//!
+//! Beside a live service, give `--queue`, `--namespace` (the trait's) and
+//! `--records` (the name its wrapper registered with `.sync_records(..)`):
+//! backfill then queues a key-level sync for each key that changed while
+//! it was copied, verify re-checks a differing key after its queued work
+//! drains, and repair queues key-level syncs for the service's worker
+//! instead of writing the store itself. `--target old` points verify's
+//! syncs and repair at the old store (from `live` on).
+//!
 //! # Stage moves and their guardrails
 //!
 //! `stage set` moves the shared stage through a [`StageHandle`] on the same
@@ -64,35 +106,44 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | done, nothing found |
-//! | 1 | done, differences found: `status` saw dead letters (writes a store is known to miss) |
+//! | 1 | done, differences found: `verify` found keys that differ, `status` saw dead letters (writes a store is known to miss) |
 //! | 2 | could not run: the command line is wrong (unknown stage, malformed URL, missing option) |
-//! | 3 | could not run: a store could not be opened, read or written |
+//! | 3 | could not run: a store could not be opened, read or written (a missing file, table or column) |
 //! | 4 | refused: the store was reached but the operation refused (a guardrail, an id that is not a dead letter, no stage stored) |
 //!
 //! Errors are one line on standard error, starting with `dualwrite:`.
 //!
 //! # In your own binary
 //!
-//! The subcommands are a clap [`Command`] you can mount in your service's
-//! own command line, next to your subcommands, and run with [`run`]:
+//! The command line is a clap parser ([`Cli`]) you can mount in your
+//! service's own, next to your subcommands. [`run_with_records`] runs it
+//! with your record stores ([`RecordStore`](dualwrite_runtime::records::RecordStore)
+//! implementations: a store only your code can read, a schema per side),
+//! which `backfill`, `verify` and `repair` then use instead of SQL tables;
+//! [`run`] runs it with the tables its options name.
 //!
 //! ```no_run
 //! use clap::Parser;
+//! use dualwrite_runtime::records::{RecordPair, SqliteTable};
 //!
 //! #[derive(Parser)]
 //! enum Admin {
 //!     /// The service itself.
 //!     Serve,
-//!     /// The migration's tools.
+//!     /// The migration's tools: status, dead letters, stages, backfill, verify, repair.
 //!     Dualwrite(dualwrite_cli::Cli),
 //! }
 //!
 //! # async fn serve() {}
+//! # async fn stores() -> (SqliteTable, SqliteTable) { unimplemented!() }
 //! #[tokio::main]
 //! async fn main() -> std::process::ExitCode {
 //!     match Admin::parse() {
 //!         Admin::Serve => { serve().await; std::process::ExitCode::SUCCESS }
-//!         Admin::Dualwrite(cli) => dualwrite_cli::run(cli).await,
+//!         Admin::Dualwrite(cli) => {
+//!             let (old, new) = stores().await; // your RecordStore implementations
+//!             dualwrite_cli::run_with_records(cli, RecordPair::new(old, new)).await
+//!         }
 //!     }
 //! }
 //! ```
@@ -104,28 +155,46 @@ mod args;
 mod dead;
 mod error;
 mod location;
+mod migrate;
 mod open;
 mod output;
+mod progress;
 mod stage;
 mod status;
+mod stores;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use dualwrite_runtime::records::RecordPair;
 #[cfg(doc)]
 use dualwrite_runtime::StageHandle;
 
 pub use args::{
-    Cli, Command, DeadCommand, GlobalArgs, QueueCommand, StageCommand, StageSetArgs, StatusArgs,
+    BackfillArgs, Cli, Command, DeadCommand, GlobalArgs, LiveArgs, QueueCommand, RepairArgs,
+    ResumeArgs, StageCommand, StageSetArgs, StatusArgs, StoresArgs, VerifyArgs,
 };
 pub use error::{CliError, Outcome};
 pub use location::{Location, LocationError};
 
 /// Runs a parsed command line: prints its output on standard output and,
 /// if it fails, one line on standard error; returns the exit code (see the
-/// [crate docs](crate#exit-codes)).
+/// [crate docs](crate#exit-codes)). `backfill`, `verify` and `repair` run
+/// on the SQL tables their options name.
 pub async fn run(cli: Cli) -> ExitCode {
-    match execute(&cli).await {
+    exit_code(execute(&cli, None).await)
+}
+
+/// Like [`run`], with your own record stores for `backfill`, `verify` and
+/// `repair` (stores only your code can read: another database client, an
+/// API, a different schema per side). The options naming SQL tables are
+/// then refused.
+pub async fn run_with_records(cli: Cli, records: RecordPair) -> ExitCode {
+    exit_code(execute(&cli, Some(&records)).await)
+}
+
+fn exit_code(result: Result<Outcome, CliError>) -> ExitCode {
+    match result {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
             eprintln!("dualwrite: {error}");
@@ -135,18 +204,22 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 /// Runs a parsed command line and returns how it ended, printing only its
-/// output (for callers that report errors their own way).
+/// output (for callers that report errors their own way); `records`, if
+/// given, are the stores of `backfill`, `verify` and `repair`.
 ///
 /// # Errors
 ///
 /// [`CliError`] when the command could not run or was refused.
-pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
+pub async fn execute(cli: &Cli, records: Option<&RecordPair>) -> Result<Outcome, CliError> {
     let global = &cli.global;
     match &cli.command {
         Command::Status(args) => status::run(global, args).await,
         Command::Dead(command) => dead::run(global, command).await,
         Command::Queue(command) => dead::run_queue(global, command).await,
         Command::Stage(command) => stage::run(global, command).await,
+        Command::Backfill(args) => migrate::backfill(global, args, records).await,
+        Command::Verify(args) => migrate::verify(global, args, records).await,
+        Command::Repair(args) => migrate::repair(global, args, records).await,
     }
 }
 

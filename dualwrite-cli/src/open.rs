@@ -33,8 +33,9 @@ struct Probe {
     has_stage_table: bool,
 }
 
-/// Checks the file at `path` without creating or changing it.
-async fn probe(role: &str, path: &Path) -> Result<Probe, CliError> {
+/// Checks that `path` is an existing SQLite database file, reading its
+/// first bytes only.
+pub(crate) fn check_sqlite_file(role: &str, path: &Path) -> Result<(), CliError> {
     let shown = path.display();
     let metadata = std::fs::metadata(path).map_err(|error| {
         if error.kind() == std::io::ErrorKind::NotFound {
@@ -61,23 +62,23 @@ async fn probe(role: &str, path: &Path) -> Result<Probe, CliError> {
         Ok(filled)
     });
     match read {
-        Ok(0) => {
-            return Err(CliError::store(format!(
-                "{role} {shown}: the file is empty, not a dualwrite queue"
-            )))
-        }
-        Ok(n) if n < header.len() || &header != SQLITE_MAGIC => {
-            return Err(CliError::store(format!(
-                "{role} {shown}: not a SQLite database, so not a dualwrite queue"
-            )))
-        }
-        Ok(_) => {}
-        Err(error) => {
-            return Err(CliError::store(format!(
-                "{role} {shown}: cannot read the file: {error}"
-            )))
-        }
+        Ok(0) => Err(CliError::store(format!(
+            "{role} {shown}: the file is empty, not a SQLite database"
+        ))),
+        Ok(n) if n < header.len() || &header != SQLITE_MAGIC => Err(CliError::store(format!(
+            "{role} {shown}: not a SQLite database"
+        ))),
+        Ok(_) => Ok(()),
+        Err(error) => Err(CliError::store(format!(
+            "{role} {shown}: cannot read the file: {error}"
+        ))),
     }
+}
+
+/// Checks the file at `path` without creating or changing it.
+async fn probe(role: &str, path: &Path) -> Result<Probe, CliError> {
+    check_sqlite_file(role, path)?;
+    let shown = path.display();
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(false)
@@ -108,7 +109,7 @@ async fn probe(role: &str, path: &Path) -> Result<Probe, CliError> {
     })
 }
 
-fn sqlite_file<'a>(role: &str, location: &'a Location) -> Result<&'a PathBuf, CliError> {
+pub(crate) fn sqlite_file<'a>(role: &str, location: &'a Location) -> Result<&'a PathBuf, CliError> {
     match location {
         Location::Sqlite(path) => Ok(path),
         Location::Postgres(_) | Location::Mysql(_) => Err(CliError::Usage(format!(
