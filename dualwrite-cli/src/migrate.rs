@@ -66,6 +66,18 @@ async fn close(queue: Option<(OpenQueue, SyncQueue)>) {
     }
 }
 
+/// Ends a task, however it went: clears its progress, closes the queue,
+/// and turns a failure into the tool's error.
+async fn ended<T>(
+    reporter: &Reporter,
+    link: Option<(OpenQueue, SyncQueue)>,
+    result: Result<T, MigrateError>,
+) -> Result<T, CliError> {
+    reporter.finish();
+    close(link).await;
+    result.map_err(failed)
+}
+
 pub(crate) async fn backfill(
     global: &GlobalArgs,
     args: &BackfillArgs,
@@ -96,10 +108,7 @@ pub(crate) async fn backfill(
     if let Some((_, link)) = &link {
         task = task.live_writes(link.clone());
     }
-    let result = task.run().await;
-    reporter.finish();
-    close(link).await;
-    let report = result.map_err(failed)?;
+    let report = ended(&reporter, link, task.run().await).await?;
     if global.json {
         output::json_line(&report)?;
     } else {
@@ -188,10 +197,7 @@ pub(crate) async fn verify(
     }
     let reporter = Reporter::new("verify");
     task = task.progress(reporter.observer());
-    let result = task.run().await;
-    reporter.finish();
-    close(link).await;
-    let report = result.map_err(failed)?;
+    let report = ended(&reporter, link, task.run().await).await?;
     if global.json {
         output::json_line(&report)?;
     } else {
@@ -282,9 +288,7 @@ pub(crate) async fn repair(
     };
     let reporter = Reporter::new("repair");
     let result = task.progress(reporter.observer()).run(keys).await;
-    reporter.finish();
-    close(link).await;
-    let report = result.map_err(failed)?;
+    let report = ended(&reporter, link, result).await?;
     if global.json {
         output::json_line(&report)?;
     } else if report.queued > 0 {
