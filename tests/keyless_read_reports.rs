@@ -3,6 +3,11 @@
 //! `report_values`, the arguments themselves); the default observer logs
 //! the hash, and the arguments only with `log_keys(true)`.
 
+// Each test holds a lock for its whole run (see `one_at_a_time`), across
+// its awaits: every test has a runtime of its own, so nothing else on that
+// runtime waits for the lock.
+#![allow(clippy::await_holding_lock)]
+
 mod reads_support;
 
 use std::future::Future;
@@ -127,6 +132,17 @@ fn wrapper(agree: bool, log_keys: bool) -> (Repo, Arc<Collector>) {
 
 /// The documented hash of an argument list: the one `Key::fingerprint`
 /// gives its JSON text.
+/// The tests of this file run one at a time: tracing decides once, for
+/// every thread, whether a log line has a listener, so a test logging on
+/// another thread while the log test installs its capture can leave that
+/// line unheard (the log test saw nothing, once, on a loaded machine).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn hash_of(arguments_json: &str) -> u64 {
     Key::from(arguments_json).fingerprint()
 }
@@ -139,6 +155,7 @@ fn only_report(collector: &Collector) -> ComparisonReport {
 
 #[tokio::test]
 async fn a_keyless_mismatch_carries_its_arguments_hash_and_not_the_arguments() {
+    let _serial = one_at_a_time();
     let (repo, collector) = wrapper(false, false);
     assert_eq!(repo.search("red", 10).await, Ok(vec![1, 2]));
     let report = only_report(&collector);
@@ -153,6 +170,7 @@ async fn a_keyless_mismatch_carries_its_arguments_hash_and_not_the_arguments() {
 
 #[tokio::test]
 async fn the_hash_tells_calls_apart_and_is_the_same_for_the_same_arguments() {
+    let _serial = one_at_a_time();
     let (repo, collector) = wrapper(false, false);
     repo.search("red", 10).await.unwrap();
     repo.search("red", 10).await.unwrap();
@@ -177,6 +195,7 @@ async fn the_hash_tells_calls_apart_and_is_the_same_for_the_same_arguments() {
 
 #[tokio::test]
 async fn with_report_values_a_keyless_mismatch_carries_its_arguments() {
+    let _serial = one_at_a_time();
     let (repo, collector) = wrapper(false, false);
     repo.search_reported("red", 10).await.unwrap();
     let report = only_report(&collector);
@@ -187,6 +206,7 @@ async fn with_report_values_a_keyless_mismatch_carries_its_arguments() {
 
 #[tokio::test]
 async fn arguments_are_json_else_debug_text_else_null() {
+    let _serial = one_at_a_time();
     let (repo, collector) = wrapper(false, false);
     let filter = Filter {
         tag: "red".into(),
@@ -201,6 +221,7 @@ async fn arguments_are_json_else_debug_text_else_null() {
 
 #[tokio::test]
 async fn a_keyed_mismatch_is_found_by_its_key_and_carries_no_hash() {
+    let _serial = one_at_a_time();
     let (repo, collector) = wrapper(false, false);
     repo.search_keyed("red", 10).await.unwrap();
     let report = only_report(&collector);
@@ -211,6 +232,7 @@ async fn a_keyed_mismatch_is_found_by_its_key_and_carries_no_hash() {
 
 #[tokio::test]
 async fn detached_and_blocking_reads_carry_the_hash_too() {
+    let _serial = one_at_a_time();
     let (repo, collector) = wrapper(false, false);
     repo.search_detached("red", 10).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -232,6 +254,7 @@ async fn detached_and_blocking_reads_carry_the_hash_too() {
 
 #[tokio::test]
 async fn agreeing_keyless_reads_report_nothing() {
+    let _serial = one_at_a_time();
     let (repo, collector) = wrapper(true, false);
     repo.search("red", 10).await.unwrap();
     repo.search_reported("red", 10).await.unwrap();
@@ -255,6 +278,7 @@ fn logs_of(log_keys: bool) -> String {
 
 #[test]
 fn the_warn_log_shows_the_hash_and_the_arguments_only_with_log_keys() {
+    let _serial = one_at_a_time();
     let hash = format!("#{:016x}", hash_of(r#"["ada@example.com",10]"#));
     let logs = logs_of(false);
     let warning = logs

@@ -15,6 +15,11 @@ struct Tables {
     comments: BTreeMap<u64, Comment>,
     tags: BTreeMap<String, Tag>,
     tokens: BTreeMap<String, Token>,
+    reports: BTreeMap<u64, Report>,
+    /// The last report id given out (a serial column starting at 1).
+    report_serial: u64,
+    /// The operation ids of the increments applied (the inbox).
+    applied: BTreeSet<dualwrite_runtime::OperationId>,
 }
 
 /// Clones share the tables.
@@ -263,8 +268,12 @@ impl Forum for Maps {
     }
     async fn increment_view_count(&self, id: u64) -> Result<u64, ForumError> {
         let mut tables = self.writable()?;
+        // The inbox: a repeat of an applied operation changes nothing.
+        let repeat = dualwrite_runtime::operation_id().is_some_and(|op| !tables.applied.insert(op));
         let post = post_mut(&mut tables, id)?;
-        post.views += 1;
+        if !repeat {
+            post.views += 1;
+        }
         Ok(post.views)
     }
     async fn count_posts(&self, author: Option<&u64>) -> Result<u64, ForumError> {
@@ -399,5 +408,36 @@ impl Forum for Maps {
             .tokens
             .get(token)
             .is_some_and(|token| token.revoked))
+    }
+
+    async fn create_report(&self, reporter: u64, reason: &str) -> Result<Report, ForumError> {
+        let mut tables = self.writable()?;
+        tables.report_serial += 1;
+        let report = Report {
+            id: tables.report_serial,
+            reporter,
+            reason: reason.to_owned(),
+            resolved: false,
+        };
+        tables.reports.insert(report.id, report.clone());
+        Ok(report)
+    }
+    async fn import_report(&self, report: &Report) -> Result<(), ForumError> {
+        let mut tables = self.writable()?;
+        tables.report_serial = tables.report_serial.max(report.id);
+        tables.reports.insert(report.id, report.clone());
+        Ok(())
+    }
+    async fn mark_report_resolved(&self, id: u64) -> Result<(), ForumError> {
+        let mut tables = self.writable()?;
+        let report = tables
+            .reports
+            .get_mut(&id)
+            .ok_or_else(|| missing("report", id))?;
+        report.resolved = true;
+        Ok(())
+    }
+    async fn list_reports(&self) -> Result<Vec<Report>, ForumError> {
+        Ok(self.tables().reports.values().cloned().collect())
     }
 }

@@ -139,10 +139,12 @@ impl<T: Clone + Send + Sync + 'static> Shared for T {
     }
 }
 
-// Ids are made before the call (by the caller), so that both stores get the
-// same ones. Ids the authoritative store generates itself (a serial column)
-// need the `follower = path` option from the follower work: see
-// `suite::STORE_GENERATED_IDS`.
+// Most ids are made before the call (by the caller), so that both stores
+// get the same ones. Reports are numbered by the store itself (a serial
+// column, starting elsewhere in each store): `create_report` hands the
+// authoritative store's row to the follower (`follower = follow_report`),
+// so the stores agree on the ids and `mark_report_resolved(id)` marks the
+// same report in both.
 #[dual_write(namespace = "forum")]
 #[async_trait::async_trait]
 pub trait Forum: Send + Sync + Shared {
@@ -195,8 +197,9 @@ pub trait Forum: Send + Sync + Shared {
     ) -> Result<(), ForumError>;
     async fn publish_post(&self, id: Self::PostId, at: u64) -> Result<(), ForumError>;
     async fn delete_post(&self, id: Self::PostId) -> Result<bool, ForumError>;
-    /// Not safe to replay twice (delivery is at least once): the follower
-    /// work's operation ids make it so.
+    /// Not safe to replay twice (delivery is at least once): both stores
+    /// skip an operation id they have applied (the inbox pattern).
+    #[dual_write(write, idempotent = false)]
     async fn increment_view_count(&self, id: Self::PostId) -> Result<u64, ForumError>;
     async fn count_posts(&self, author: Option<&u64>) -> Result<u64, ForumError>;
     async fn post_stats(&self) -> Result<PostStats, ForumError>;
@@ -235,4 +238,31 @@ pub trait Forum: Send + Sync + Shared {
     async fn get_token(&self, token: &str) -> Result<Option<Token>, ForumError>;
     async fn revoke_token(&self, token: &str) -> Result<(), ForumError>;
     async fn is_token_revoked(&self, token: &str) -> Result<bool, ForumError>;
+
+    // Reports: the store assigns the id.
+    #[dual_write(write, follower = follow_report)]
+    async fn create_report(&self, reporter: u64, reason: &str) -> Result<Report, ForumError>;
+    /// Writes a report with its id as given (what the follower receives).
+    #[dual_write(write, key = report.id)]
+    async fn import_report(&self, report: &Report) -> Result<(), ForumError>;
+    #[dual_write(write, key = id)]
+    async fn mark_report_resolved(&self, id: u64) -> Result<(), ForumError>;
+    async fn list_reports(&self) -> Result<Vec<Report>, ForumError>;
+}
+
+/// The follower of `create_report` imports the row the authoritative store
+/// made, with its id.
+pub fn follow_report<P>(_reporter: &u64, _reason: &str, created: &Report) -> ForumOp<P> {
+    ForumOp::ImportReport {
+        report: created.clone(),
+    }
+}
+
+/// A report of abuse, numbered by the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub id: u64,
+    pub reporter: u64,
+    pub reason: String,
+    pub resolved: bool,
 }

@@ -8,17 +8,9 @@ use std::collections::BTreeSet;
 
 use super::*;
 
-/// STORE-GENERATED IDS: every id here is made by the caller before the call,
-/// the pattern that keeps both stores' ids equal. A method whose store makes
-/// the id (`async fn create_post(&self, form: &NewPost<'_>) -> Result<u64, _>`
-/// over a serial column) needs the `follower = path` option, which hands the
-/// authoritative store's id to the follower; its methods and their cases
-/// belong here once that option exists.
-pub const STORE_GENERATED_IDS: &str = "made by the caller; see `follower = path`";
-
 /// How many writes `writes` makes that succeed (so that a wrapper whose
 /// follower is down queues that many).
-pub const SUCCESSFUL_WRITES: u64 = 41;
+pub const SUCCESSFUL_WRITES: u64 = 44;
 
 /// The writes of the scenario, with the borrowed data in locals as a
 /// request handler would have it.
@@ -111,6 +103,10 @@ pub async fn writes<F: Forum>(forum: &F) {
     forum.publish_post(post(11), 120).await.unwrap();
     forum.increment_view_count(post(10)).await.unwrap();
     forum.increment_view_count(post(10)).await.unwrap();
+    // The store numbers reports; the caller learns the id from the result.
+    let spam = forum.create_report(2, "spam").await.unwrap();
+    forum.create_report(3, "rude").await.unwrap();
+    forum.mark_report_resolved(spam.id).await.unwrap();
     forum
         .add_comment(103, post(12), 2, "soon?", &None)
         .await
@@ -158,6 +154,13 @@ pub async fn writes<F: Forum>(forum: &F) {
 /// What the forum holds after `writes`, read through every read method.
 pub async fn check<F: Forum>(forum: &F) {
     let post = F::PostId::from;
+    let reports = forum.list_reports().await.unwrap();
+    let shown: Vec<(u64, &str, bool)> = reports
+        .iter()
+        .map(|report| (report.reporter, report.reason.as_str(), report.resolved))
+        .collect();
+    assert_eq!(shown, [(2, "spam", true), (3, "rude", false)]);
+    assert_eq!(reports[1].id, reports[0].id + 1, "one serial numbers both");
     let ada = forum.get_user(1).await.unwrap().expect("ada");
     assert_eq!(
         (ada.username.as_str(), ada.email.as_str(), ada.display_name),
