@@ -367,3 +367,68 @@ async fn in_live_the_repair_syncs_the_old_store_from_the_new_one() {
     assert_eq!(rows(&migration.old).await, rows(&migration.new).await);
     worker.shutdown().await.expect("the worker stops");
 }
+
+#[tokio::test]
+async fn against_an_empty_new_store_every_key_is_reported_missing_with_rechecks_in_groups() {
+    let migration = Migration::new("empty-new").await;
+    fill(&migration.old, 0..3_000).await;
+    let keys_file = migration.dir.join("missing.jsonl");
+    let report = Verify::new(
+        records(&migration.old),
+        records(&migration.new),
+        VerifyOptions {
+            max_pending_rechecks: 100,
+            recheck_delay: Duration::from_millis(1),
+            ..VerifyOptions::default()
+        },
+    )
+    .keys_to(std::fs::File::create(&keys_file).expect("the keys file"))
+    .run()
+    .await
+    .expect("the verify runs");
+    assert_eq!(counts(&report), (0, 0, 3_000, 0), "{report:?}");
+    assert_eq!(report.sample.len(), 20, "the sample is bounded");
+    let written = read_differences(std::fs::File::open(&keys_file).unwrap()).count();
+    assert_eq!(written, 3_000, "every key is in the file");
+}
+
+#[tokio::test]
+async fn a_sync_into_the_store_that_became_authoritative_is_refused_not_applied() {
+    let migration = Migration::new("sync-into-authority").await;
+    fill(&migration.old, 0..10).await;
+    fill(&migration.new, 0..10).await;
+    execute(&migration.new, "UPDATE accounts SET cents = 9 WHERE id = 3").await;
+    let queue = std::sync::Arc::new(InMemoryQueue::new());
+    let repo = DualWrite::builder(
+        SqlAccounts(migration.old.clone()),
+        SqlAccounts(migration.new.clone()),
+    )
+    .shared_queue(queue.clone())
+    .stage(Stage::Live)
+    .sync_records(RECORDS, records(&migration.old), records(&migration.new))
+    .build()
+    .expect("valid settings");
+    queue
+        .append(sync_entry(
+            NAMESPACE,
+            RECORDS,
+            Side::New,
+            &RecordKey::Int(3),
+            "stale",
+        ))
+        .await
+        .expect("queued");
+    let report = repo.worker::<AccountsOp>().drain().await;
+    assert_eq!(report.dead_lettered, 1, "{report:?}");
+    let letters = repo.queue().dead_letters().await.expect("dead letters");
+    assert!(
+        letters[0].error.contains("the new store is authoritative"),
+        "{}",
+        letters[0].error
+    );
+    let cents: i64 = sqlx::query_scalar("SELECT cents FROM accounts WHERE id = 3")
+        .fetch_one(&migration.new)
+        .await
+        .unwrap();
+    assert_eq!(cents, 9, "the authoritative record is untouched");
+}

@@ -97,6 +97,11 @@ impl Checkpoint {
         }
     }
 
+    /// Whether a [`save`](Self::save) now would write the file.
+    pub(crate) fn is_due(&self) -> bool {
+        self.path.is_some() && self.saved.elapsed() >= self.every
+    }
+
     /// Saves `state` if `every` has passed since the last save (always when
     /// `finished`).
     pub(crate) fn save<T: Serialize>(

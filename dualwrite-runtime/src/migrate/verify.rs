@@ -38,7 +38,8 @@ pub struct VerifyOptions {
     /// [`live_writes`](Verify::live_writes)). Default: 30 s.
     pub drain_timeout: Duration,
     /// How many differing keys wait for their re-check at once; the walk
-    /// pauses to re-check them when there are more. Default: 1000.
+    /// pauses to re-check them when there are more (each pause costs the
+    /// re-check delays once, for the whole group). Default: 10,000.
     pub max_pending_rechecks: usize,
 }
 
@@ -53,7 +54,7 @@ impl Default for VerifyOptions {
             recheck_attempts: 3,
             recheck_delay: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(30),
-            max_pending_rechecks: 1000,
+            max_pending_rechecks: 10_000,
         }
     }
 }
@@ -331,13 +332,22 @@ impl Verify {
             }
             state.cursor = Some(key);
             since_report += 1;
-            if suspects.len() >= options.max_pending_rechecks || since_report >= options.batch_size
-            {
+            let page_done = since_report >= options.batch_size;
+            // Re-checks wait (the delays, the queue), so differing keys are
+            // re-checked in groups: when the group is full, or when a
+            // checkpoint is due (it may only count settled keys).
+            let recheck = suspects.len() >= options.max_pending_rechecks
+                || (page_done && !suspects.is_empty() && checkpoint.is_due());
+            if recheck {
                 self.recheck(&mut state.report, std::mem::take(&mut suspects))
                     .await?;
+            }
+            if suspects.is_empty() && (recheck || page_done) {
                 // Everything up to the cursor is counted: safe to resume after it.
                 self.flush_keys()?;
                 checkpoint.save(&state, false)?;
+            }
+            if page_done {
                 meter.report(state.report.compared(), state.cursor.as_ref());
                 since_report = 0;
             }

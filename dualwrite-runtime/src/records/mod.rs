@@ -128,7 +128,10 @@
 //! store that was authoritative when the entry was queued and writes it to
 //! the entry's target (or deletes it there when the authoritative store has
 //! none). Because the sync reads the current record instead of replaying a
-//! call, the order in which writers reached the stores stops mattering.
+//! call, the order in which writers reached the stores stops mattering. A
+//! sync whose target is the authoritative store of the current stage (the
+//! stage was forced past the guardrail while it waited) is dead-lettered,
+//! never applied.
 //! Repair queues sync entries; the cross-instance mode can too. A wrapper
 //! learns which record stores apply them from
 //! [`Builder::sync_records`](crate::Builder::sync_records).

@@ -34,6 +34,17 @@ where
             .locks
             .lock(Op::NAMESPACE, entry.key.clone())
             .await;
+        // A sync copies from the other store: never into the store the
+        // service now treats as the truth (the stage moved, forced past the
+        // guardrail, while the entry waited).
+        let stage = self.shared.stage.get();
+        if stage.authoritative() == entry.target {
+            return Err(format!(
+                "key-level sync to the {target} store refused: in stage {stage:?} the {target} store is authoritative, and the sync would copy the {source} store's record over it; drop this dead letter, or queue a sync to the {source} store instead",
+                target = entry.target,
+                source = entry.target.other(),
+            ));
+        }
         // Two store calls: bounded like a replay to the authoritative store.
         let bound = self
             .shared
