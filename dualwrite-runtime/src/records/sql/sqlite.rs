@@ -306,3 +306,103 @@ fn decode(row: &SqliteRow, index: usize) -> Result<Value, sqlx::Error> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn memory() -> SqlitePool {
+        // One connection: every connection to `:memory:` is a database of its own.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (k PRIMARY KEY, name TEXT, version INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool
+    }
+
+    #[tokio::test]
+    async fn pages_list_text_keys_in_record_key_order() {
+        let pool = memory().await;
+        for key in ["b", "B", "a", "\u{e9}", "Z", "aa"] {
+            sqlx::query("INSERT INTO t VALUES (?, 'x', 1)")
+                .bind(key)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let table = SqliteTable::new(pool, "t", "k");
+        let mut keys = Vec::new();
+        let mut after = None;
+        loop {
+            let page = table.page(after.as_ref(), 4).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            keys.extend(page.into_iter().map(|record| record.key));
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(keys.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn only_absent_or_older_records_are_replaced_unless_always() {
+        let pool = memory().await;
+        let table = SqliteTable::new(pool, "t", "k").version_column("version");
+        let record =
+            |name: &str, version: i64| Record::new(1).with("name", name).with("version", version);
+        let name = |table: SqliteTable| async move {
+            let record = table.get(&RecordKey::Int(1)).await.unwrap().unwrap();
+            record
+                .get("name")
+                .and_then(Value::as_text)
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            table
+                .put(&[record("first", 5)], PutCondition::IfAbsentOrNewer)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            table
+                .put(&[record("older", 4)], PutCondition::IfAbsentOrNewer)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            table
+                .put(&[record("same", 5)], PutCondition::IfAbsentOrNewer)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(name(table.clone()).await.as_deref(), Some("first"));
+        assert_eq!(
+            table
+                .put(&[record("newer", 6)], PutCondition::IfAbsentOrNewer)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(name(table.clone()).await.as_deref(), Some("newer"));
+        assert_eq!(
+            table
+                .put(&[record("forced", 1)], PutCondition::Always)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(name(table.clone()).await.as_deref(), Some("forced"));
+        assert!(table.delete(&RecordKey::Int(1)).await.unwrap());
+        assert!(!table.delete(&RecordKey::Int(1)).await.unwrap());
+        assert_eq!(table.count().await.unwrap(), Some(0));
+    }
+}
