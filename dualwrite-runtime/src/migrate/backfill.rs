@@ -182,24 +182,42 @@ impl Backfill {
             .map_err(MigrateError::store("source"))?;
         let meter = Meter::new("backfill", state.read, total, self.progress.clone());
         let mut pacer = Pacer::new(options.max_records_per_second);
+        let batch = options.batch_size;
+        let mut page = self
+            .source
+            .page(state.cursor.as_ref(), batch)
+            .await
+            .map_err(MigrateError::store("source"))?;
         loop {
             let before = state.cursor.clone();
-            let page = self
-                .source
-                .page(before.as_ref(), options.batch_size)
-                .await
-                .map_err(MigrateError::store("source"))?;
             let Some(last) = page.last().map(|record| record.key.clone()) else {
                 break;
             };
             check_order("source", self.source.as_ref(), before.as_ref(), &page)?;
-            let written = self
-                .target
-                .put(&page, PutCondition::IfAbsentOrNewer)
-                .await
-                .map_err(MigrateError::store("target"))?;
+            // The next page is read while this one is written (with live
+            // writes: while this one is read again, which must follow its
+            // write).
+            let next = self.source.page(Some(&last), batch);
+            let (written, changed, next) = if self.live.is_some() {
+                let written = self
+                    .target
+                    .put(&page, PutCondition::IfAbsentOrNewer)
+                    .await
+                    .map_err(MigrateError::store("target"))?;
+                let (changed, next) =
+                    tokio::join!(self.changed_since(before.as_ref(), &page), next);
+                (written, changed?, next)
+            } else {
+                let (written, next) =
+                    tokio::join!(self.target.put(&page, PutCondition::IfAbsentOrNewer), next);
+                (
+                    written.map_err(MigrateError::store("target"))?,
+                    Vec::new(),
+                    next,
+                )
+            };
             if let Some(live) = &self.live {
-                for key in self.changed_since(before.as_ref(), &page).await? {
+                for key in changed {
                     live.queue_sync(&key, "changed in the source while the backfill copied it")
                         .await?;
                     state.resynced += 1;
@@ -213,6 +231,7 @@ impl Backfill {
             checkpoint.save(&state, false)?;
             meter.report(state.read, state.cursor.as_ref());
             pacer.pace(page.len()).await;
+            page = next.map_err(MigrateError::store("source"))?;
         }
         checkpoint.save(&state, true)?;
         Ok(BackfillReport {
