@@ -25,6 +25,21 @@ fn quick() -> VerifyOptions {
     }
 }
 
+/// Queues a sync of `key` to the new store, drains the worker, and returns
+/// the error of the one dead letter it must have made.
+async fn sync_dead_lettered(
+    repo: &migrate_support::Repo,
+    queue: &InMemoryQueue,
+    key: i64,
+) -> String {
+    let entry = sync_entry(NAMESPACE, RECORDS, Side::New, &RecordKey::Int(key), "test");
+    queue.append(entry).await.expect("queued");
+    let report = repo.worker::<AccountsOp>().drain().await;
+    assert_eq!(report.dead_lettered, 1, "{report:?}");
+    let letters = repo.queue().dead_letters().await.expect("dead letters");
+    letters[0].error.clone()
+}
+
 /// Matching, different, missing in new, extra in new.
 fn counts(report: &dualwrite_runtime::migrate::VerifyReport) -> (u64, u64, u64, u64) {
     (
@@ -203,25 +218,10 @@ async fn a_sync_entry_for_records_the_wrapper_was_not_given_is_dead_lettered_say
     .stage(Stage::DualWrite)
     .build()
     .expect("valid settings");
-    queue
-        .append(sync_entry(
-            NAMESPACE,
-            RECORDS,
-            Side::New,
-            &RecordKey::Int(1),
-            "test",
-        ))
-        .await
-        .expect("queued");
-    let report = repo.worker::<AccountsOp>().drain().await;
-    assert_eq!(report.dead_lettered, 1, "{report:?}");
-    let letters = repo.queue().dead_letters().await.expect("dead letters");
+    let error = sync_dead_lettered(&repo, &queue, 1).await;
     assert!(
-        letters[0]
-            .error
-            .contains(".sync_records(\"accounts\", old, new)"),
-        "{}",
-        letters[0].error
+        error.contains(".sync_records(\"accounts\", old, new)"),
+        "{error}"
     );
 }
 
@@ -408,24 +408,8 @@ async fn a_sync_into_the_store_that_became_authoritative_is_refused_not_applied(
     .sync_records(RECORDS, records(&migration.old), records(&migration.new))
     .build()
     .expect("valid settings");
-    queue
-        .append(sync_entry(
-            NAMESPACE,
-            RECORDS,
-            Side::New,
-            &RecordKey::Int(3),
-            "stale",
-        ))
-        .await
-        .expect("queued");
-    let report = repo.worker::<AccountsOp>().drain().await;
-    assert_eq!(report.dead_lettered, 1, "{report:?}");
-    let letters = repo.queue().dead_letters().await.expect("dead letters");
-    assert!(
-        letters[0].error.contains("the new store is authoritative"),
-        "{}",
-        letters[0].error
-    );
+    let error = sync_dead_lettered(&repo, &queue, 3).await;
+    assert!(error.contains("the new store is authoritative"), "{error}");
     let cents: i64 = sqlx::query_scalar("SELECT cents FROM accounts WHERE id = 3")
         .fetch_one(&migration.new)
         .await
