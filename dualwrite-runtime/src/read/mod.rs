@@ -102,6 +102,7 @@
 //! public items are the outcome, the rollout and the comparator helpers.
 
 mod compare;
+mod detached;
 #[doc(hidden)]
 pub mod generated;
 mod plan;

@@ -9,7 +9,7 @@
 //! - [`ReadPlan::serve`] when nothing is compared;
 //! - [`ReadPlan::compare`] for a concurrent comparison (every async form,
 //!   and `detached` native `async fn`);
-//! - [`ReadPlan::detach`] for a detached comparison (`impl Future + Send`
+//! - [`ReadPlan::detach`] (in `detached.rs`) for a detached comparison (`impl Future + Send`
 //!   and `#[async_trait]` methods marked `detached`);
 //! - the `_blocking` twins for plain `fn` methods.
 //!
@@ -37,26 +37,26 @@ use crate::vocabulary::{Side, Stage};
 #[doc(hidden)]
 #[must_use = "a read plan does nothing until one of its methods runs the read"]
 pub struct ReadPlan<'a> {
-    shared: &'a Arc<Reads>,
-    call: Call,
-    span: tracing::Span,
+    pub(super) shared: &'a Arc<Reads>,
+    pub(super) call: Call,
+    pub(super) span: tracing::Span,
 }
 
 /// One store's blocking read, boxed so that either store can be first.
-type BlockingRead<'f, R> = Box<dyn FnOnce() -> R + 'f>;
+pub(super) type BlockingRead<'f, R> = Box<dyn FnOnce() -> R + 'f>;
 
 /// What identifies a call in metrics and reports.
 #[derive(Clone)]
-struct Call {
-    namespace: &'static str,
-    method: &'static str,
-    key: Option<Key>,
-    stage: Stage,
-    serving: Side,
-    compared: Option<Side>,
+pub(super) struct Call {
+    pub(super) namespace: &'static str,
+    pub(super) method: &'static str,
+    pub(super) key: Option<Key>,
+    pub(super) stage: Stage,
+    pub(super) serving: Side,
+    pub(super) compared: Option<Side>,
     /// For a compared read without `key`: its arguments' hash and, with
     /// `report_values`, the arguments.
-    arguments: Option<ReadArguments>,
+    pub(super) arguments: Option<ReadArguments>,
 }
 
 /// What an argument list is rendered as when rendering one of them panicked.
@@ -64,7 +64,7 @@ const PANICKED_ARGUMENT: &str = "\"<an argument's Serialize or Debug implementat
 
 /// What identifies the call of a read without `key` in a mismatch report.
 #[derive(Clone)]
-struct ReadArguments {
+pub(super) struct ReadArguments {
     hash: u64,
     text: Option<String>,
 }
@@ -83,13 +83,13 @@ impl ReadArguments {
 }
 
 /// The serving store's answer, kept for a comparison that outlives the call.
-struct Served<T, K = ()> {
-    value: Option<T>,
+pub(super) struct Served<T, K = ()> {
+    pub(super) value: Option<T>,
     /// Its error as kept for a detached comparison (`Option<KeptError<E>>`),
     /// or nothing when the comparison has the serving result at hand.
-    error: K,
-    shown: Option<String>,
-    elapsed: Duration,
+    pub(super) error: K,
+    pub(super) shown: Option<String>,
+    pub(super) elapsed: Duration,
 }
 
 impl<'a> ReadPlan<'a> {
@@ -322,225 +322,14 @@ impl<'a> ReadPlan<'a> {
         );
         result
     }
-
-    /// Awaits the serving store and returns its result; the other store's
-    /// read (`other`, already a `'static` future owning its arguments)
-    /// runs in a task of its own, which compares once both have answered.
-    /// When [`detached_concurrency`](crate::Builder::detached_concurrency)
-    /// comparisons are running already, or there is no tokio runtime, the
-    /// comparison is dropped and counted. The serving store's error is
-    /// kept by `keep_error` (a copy, or its text) for `compare_errors`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn detach<R, T, E, C, CE>(
-        self,
-        serving: impl Future<Output = R>,
-        other: impl Future<Output = R> + Send + 'static,
-        view: fn(&R) -> Result<&T, &E>,
-        compare: C,
-        compare_errors: CE,
-        keep_error: fn(&E) -> KeptError<E>,
-        show: Option<fn(&R) -> String>,
-    ) -> R
-    where
-        R: Send + 'static,
-        T: Clone + Send + 'static,
-        E: Send + 'static,
-        C: Fn(&T, &T) -> bool + Send + 'static,
-        CE: Fn(&E, &E) -> bool + Send + 'static,
-    {
-        let ReadPlan { shared, call, span } = self;
-        let Some(_) = call.compared else {
-            return ReadPlan { shared, call, span }.serve(serving, view).await;
-        };
-        let Some(permit) = detached_permit(shared, &call) else {
-            return ReadPlan { shared, call, span }.serve(serving, view).await;
-        };
-        let (sender, receiver) = tokio::sync::oneshot::channel::<Served<T, Option<KeptError<E>>>>();
-        let start = Instant::now();
-        let task_span = tracing::info_span!(
-            parent: None,
-            "dualwrite.detached_compare",
-            namespace = call.namespace,
-            method = call.method,
-            stage = call.stage.as_str(),
-            side = call.serving.as_str(),
-        );
-        task_span.follows_from(&span);
-        let task_shared = Arc::clone(shared);
-        let task_call = call.clone();
-        let timeout = shared.timeout;
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                let other = pin!(caught(other, start));
-                let (served, other) = match select(receiver, other).await {
-                    Either::Left((served, other)) => match served {
-                        Ok(served) => match tokio::time::timeout(timeout, other).await {
-                            Ok(other) => (served, other),
-                            Err(_) => (served, (Err(None), None)),
-                        },
-                        Err(_) => return cancelled(&task_call),
-                    },
-                    Either::Right((other, receiver)) => match receiver.await {
-                        Ok(served) => (served, other),
-                        Err(_) => return cancelled(&task_call),
-                    },
-                };
-                let (answer, other_elapsed) = other;
-                let mut served = served;
-                let kept = served.error.take();
-                conclude(
-                    &task_shared,
-                    &task_call,
-                    served,
-                    answer,
-                    other_elapsed,
-                    view,
-                    &compare,
-                    &|other| kept_error_agrees(kept.as_ref(), other, keep_error, &compare_errors),
-                    show,
-                    true,
-                );
-            }
-            .instrument(task_span),
-        );
-        async move {
-            let result = serving.await;
-            let elapsed = start.elapsed();
-            let viewed = view(&result);
-            record_served(&call, viewed.is_ok(), elapsed);
-            let _ = sender.send(Served {
-                value: viewed.ok().cloned(),
-                error: viewed.err().map(keep_error),
-                shown: shown(show, &result),
-                elapsed,
-            });
-            result
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// [`Self::detach`] for blocking methods: the serving store is called
-    /// on the caller's thread, then the other store on tokio's blocking
-    /// pool (or a thread of its own outside a runtime), where the
-    /// comparison runs.
-    #[allow(clippy::too_many_arguments)]
-    pub fn detach_blocking<R, T, E, C, CE>(
-        self,
-        serving: impl FnOnce() -> R,
-        other: impl FnOnce() -> R + Send + 'static,
-        view: fn(&R) -> Result<&T, &E>,
-        compare: C,
-        compare_errors: CE,
-        keep_error: fn(&E) -> KeptError<E>,
-        show: Option<fn(&R) -> String>,
-    ) -> R
-    where
-        R: Send + 'static,
-        T: Clone + Send + 'static,
-        E: Send + 'static,
-        C: Fn(&T, &T) -> bool + Send + 'static,
-        CE: Fn(&E, &E) -> bool + Send + 'static,
-    {
-        let _entered = self.span.enter();
-        let start = Instant::now();
-        let result = serving();
-        let elapsed = start.elapsed();
-        let viewed = view(&result);
-        record_served(&self.call, viewed.is_ok(), elapsed);
-        if self.call.compared.is_none() {
-            return result;
-        }
-        let Some(permit) = self.shared.detached.clone().try_acquire_owned().ok() else {
-            observe::record_dropped(self.call.namespace, self.call.method, "saturated");
-            return result;
-        };
-        let kept = viewed.err().map(keep_error);
-        let served = Served {
-            value: viewed.ok().cloned(),
-            error: (),
-            shown: shown(show, &result),
-            elapsed,
-        };
-        let shared = Arc::clone(self.shared);
-        let call = self.call.clone();
-        let task_span = tracing::info_span!(
-            parent: None,
-            "dualwrite.detached_compare",
-            namespace = call.namespace,
-            method = call.method,
-            stage = call.stage.as_str(),
-            side = call.serving.as_str(),
-        );
-        task_span.follows_from(&self.span);
-        let job = move || {
-            let _permit = permit;
-            let _entered = task_span.enter();
-            let other_start = Instant::now();
-            let answer = guarded::caught_blocking(other).map_err(|panic| Some(panic.to_string()));
-            let other_elapsed = Some(other_start.elapsed());
-            conclude(
-                &shared,
-                &call,
-                served,
-                answer,
-                other_elapsed,
-                view,
-                &compare,
-                &|other| kept_error_agrees(kept.as_ref(), other, keep_error, &compare_errors),
-                show,
-                true,
-            );
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn_blocking(job);
-            }
-            Err(_) => {
-                let spawned = std::thread::Builder::new()
-                    .name("dualwrite-compare".into())
-                    .spawn(job);
-                if spawned.is_err() {
-                    observe::record_dropped(self.call.namespace, self.call.method, "no_runtime");
-                }
-            }
-        }
-        result
-    }
-}
-
-/// A permit for a detached comparison, or `None` (counted) when they are
-/// saturated or there is no runtime to run one on.
-fn detached_permit(shared: &Arc<Reads>, call: &Call) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        observe::record_dropped(call.namespace, call.method, "no_runtime");
-        return None;
-    }
-    match Arc::clone(&shared.detached).try_acquire_owned() {
-        Ok(permit) => Some(permit),
-        Err(_) => {
-            observe::record_dropped(call.namespace, call.method, "saturated");
-            tracing::debug!(
-                namespace = call.namespace,
-                method = call.method,
-                "detached comparisons saturated; this call is not compared"
-            );
-            None
-        }
-    }
-}
-
-fn cancelled(call: &Call) {
-    observe::record_dropped(call.namespace, call.method, "cancelled");
 }
 
 /// The other store's read with its panic caught and its time taken from
 /// `start`: `Ok(result)`, or `Err(Some(panic))`; `Err(None)` is kept for a
 /// timeout.
-type OtherAnswer<R> = (Result<R, Option<String>>, Option<Duration>);
+pub(super) type OtherAnswer<R> = (Result<R, Option<String>>, Option<Duration>);
 
-fn caught<R>(
+pub(super) fn caught<R>(
     read: impl Future<Output = R>,
     start: Instant,
 ) -> impl Future<Output = OtherAnswer<R>> {
@@ -552,7 +341,7 @@ fn caught<R>(
 
 /// The result as text for a report, if the method reports values; a
 /// panicking `Debug` implementation is caught.
-fn shown<R>(show: Option<fn(&R) -> String>, result: &R) -> Option<String> {
+pub(super) fn shown<R>(show: Option<fn(&R) -> String>, result: &R) -> Option<String> {
     let show = show?;
     Some(
         guarded::caught_blocking(|| show(result))
@@ -575,7 +364,7 @@ fn serving_error_agrees<T: ?Sized, E: ?Sized>(
 /// [`serving_error_agrees`] for a detached comparison, whose serving error
 /// was kept: a copy is compared with `compare_errors`, a text with the other
 /// error's text.
-fn kept_error_agrees<E>(
+pub(super) fn kept_error_agrees<E>(
     kept: Option<&KeptError<E>>,
     other: &E,
     keep_error: fn(&E) -> KeptError<E>,
@@ -591,7 +380,7 @@ fn kept_error_agrees<E>(
     }
 }
 
-fn record_served(call: &Call, ok: bool, elapsed: Duration) {
+pub(super) fn record_served(call: &Call, ok: bool, elapsed: Duration) {
     let outcome = if ok {
         CallOutcome::Ok
     } else {
@@ -609,7 +398,7 @@ fn record_served(call: &Call, ok: bool, elapsed: Duration) {
 /// Judges, records and reports one comparison. Nothing here may panic out:
 /// the comparator, the formatter and the observers are each caught.
 #[allow(clippy::too_many_arguments)]
-fn conclude<R, T: ?Sized, E: ?Sized, V: std::borrow::Borrow<T>, K>(
+pub(super) fn conclude<R, T: ?Sized, E: ?Sized, V: std::borrow::Borrow<T>, K>(
     shared: &Reads,
     call: &Call,
     served: Served<V, K>,
