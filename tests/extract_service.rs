@@ -248,7 +248,10 @@ async fn a_rejected_write_is_dead_lettered_and_its_key_waits_for_the_operator() 
     })
     .await
     .unwrap();
-    assert_eq!(dead.attempts, 8, "the retry budget was not spent: {dead:?}");
+    assert_eq!(
+        dead.attempts, 1,
+        "marked permanent, it spends no retries: {dead:?}"
+    );
     assert!(dead.error.contains("422"), "{}", dead.error);
     assert!(dead.error.contains("permanent"), "{}", dead.error);
     assert_eq!(dead.method, "save_profile");

@@ -246,6 +246,11 @@
 //!   result; an error is logged with the key and
 //!   [`DualWrite::drift_count`] grows (fail-open). A `fail_closed` method
 //!   returns the refusal as its error instead.
+//! - A replay fails: the worker retries it with backoff until the
+//!   [`RetryPolicy`] budget is spent, then dead-letters it. A store that
+//!   knows the failure is permanent (a validation error, an HTTP `422`)
+//!   calls [`reject_permanently`] before returning it, and the worker
+//!   dead-letters the operation on that attempt instead.
 //!
 //! # Delivery
 //!
@@ -419,6 +424,7 @@ mod order;
 pub mod queue;
 pub mod read;
 pub mod records;
+mod rejection;
 mod rollout;
 pub mod stage;
 mod vocabulary;
@@ -436,6 +442,7 @@ pub use op::{HasOperations, Key, Operation, Payload, Replay};
 pub use operation_id::{operation_id, OperationId, ParseOperationIdError};
 pub use queue::{InMemoryQueue, QueueAdmin, QueueError, QueueStats, ReconciliationQueue};
 pub use read::{ComparisonOutcome, Rollout};
+pub use rejection::reject_permanently;
 pub use stage::{MismatchGuard, Side, Stage, StageChange, StageError, StageHandle};
 pub use worker::{
     RetryPolicy, Worker, WorkerHandle, WorkerReport, WorkerShutdownError, WorkerStop,

@@ -12,12 +12,13 @@
 //! | anything else unexpected | `Unexpected` | no |
 //!
 //! A retryable failure is one the reconciliation worker's retries will get
-//! past once the service is back. A permanent one will fail every attempt:
-//! the worker spends its retry budget on it (each attempt is a cheap
-//! refusal) and dead-letters it, with this error's text, which says
-//! `permanent` and the service's reason, so the operator knows to fix the
-//! data rather than simply retry. The runtime gives every failure the same
-//! retry budget, so choose the budget to outlast your longest deploy.
+//! past once the service is back: the retry budget is sized to outlast the
+//! longest deploy. A permanent one would fail every attempt, so the client
+//! says so with [`reject_permanently()`] as it returns the error: the
+//! worker dead-letters the operation on that replay instead of spending
+//! the budget, with this error's text, which says `permanent` and the
+//! service's reason, so the operator knows to fix the data rather than
+//! simply retry.
 //!
 //! Every write sends the write's [`operation_id()`] as its `Idempotency-Key`:
 //! the same id in the request and in every replay, so a replay of a write
@@ -25,7 +26,7 @@
 
 use std::time::Duration;
 
-use dualwrite_runtime::{operation_id, RetryPolicy};
+use dualwrite_runtime::{operation_id, reject_permanently, RetryPolicy};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::profiles::{Profile, ProfileError, ProfileRepository};
@@ -33,8 +34,9 @@ use crate::service::{ErrorBody, PointsBody, ProfileBody, IDEMPOTENCY_KEY};
 
 /// The worker's retries for this client in the example and its tests:
 /// quick, and a budget (8 attempts, over 2 to 5 seconds) that outlasts the
-/// example's deploy; a rejected write spends it and is dead-lettered. A
-/// real service wants minutes: the budget is what a deploy may take.
+/// example's deploy; a rejected write does not spend it (it is marked
+/// permanent and dead-lettered on its first replay). A real service wants
+/// minutes: the budget is what a deploy may take.
 pub fn retry_policy() -> RetryPolicy {
     RetryPolicy::default()
         .max_attempts(8)
@@ -98,7 +100,12 @@ impl ServiceError {
         };
         match classify(status) {
             Disposition::Retryable => ServiceError::Unavailable { status, message },
-            Disposition::Permanent => ServiceError::Rejected { status, message },
+            Disposition::Permanent => {
+                // Retrying the same request cannot help: a worker's replay
+                // dead-letters it now.
+                reject_permanently();
+                ServiceError::Rejected { status, message }
+            }
         }
     }
 }

@@ -19,9 +19,10 @@
 //!   once, so an increment is not counted twice (phase 3).
 //! - **The service can refuse data the monolith accepted.** A `4xx` is a
 //!   permanent rejection: the client maps status codes to retryable or
-//!   permanent (`client::classify`), the worker's retries cannot get past it,
-//!   it is dead-lettered with the service's reason, and its key waits until
-//!   an operator has fixed the data and dropped it (phase 4).
+//!   permanent (`client::classify`) and marks a permanent one with
+//!   `reject_permanently()`, so the worker dead-letters it on its first
+//!   replay with the service's reason instead of retrying, and its key waits
+//!   until an operator has fixed the data and dropped it (phase 4).
 //!
 //! Then it walks the stages to `Complete`, where the monolith reads through
 //! the service, and compares both sides record by record: the exit code is

@@ -288,7 +288,7 @@ where
                     return self.dead_letter(&entry, &reason).await;
                 }
             };
-            return self.settle_attempt(&entry, attempt).await;
+            return self.settle_attempt(&entry, attempt, false).await;
         }
         let op = match decode::<Op>(&entry) {
             Ok(op) => op,
@@ -297,23 +297,37 @@ where
                 return self.dead_letter(&entry, &refused.reason).await;
             }
         };
-        let attempt = if entry.orphaned {
-            match self.replay_orphan(&op, &entry).await {
-                Ok(Replayed::Withdrawn) => {
-                    tracing::debug!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, "orphaned operation withdrawn by its writer");
-                    return Outcome::Withdrawn;
-                }
-                Ok(Replayed::Applied) => Ok(()),
-                Err(error) => Err(error),
+        // Whether the store said its failure is permanent
+        // (`reject_permanently`) during the replay.
+        let (attempt, permanent) = crate::rejection::watching(async {
+            if entry.orphaned {
+                self.replay_orphan(&op, &entry).await
+            } else {
+                self.replay_to(&op, entry.target)
+                    .await
+                    .map(|()| Replayed::Applied)
             }
-        } else {
-            self.replay_to(&op, entry.target).await
+        })
+        .await;
+        let attempt = match attempt {
+            Ok(Replayed::Withdrawn) => {
+                tracing::debug!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, "orphaned operation withdrawn by its writer");
+                return Outcome::Withdrawn;
+            }
+            Ok(Replayed::Applied) => Ok(()),
+            Err(error) => Err(error),
         };
-        self.settle_attempt(&entry, attempt).await
+        self.settle_attempt(&entry, attempt, permanent).await
     }
 
-    /// Completes an applied entry, or retries or dead-letters a failed one.
-    async fn settle_attempt(&self, entry: &ClaimedEntry, attempt: Result<(), String>) -> Outcome {
+    /// Completes an applied entry, or retries or dead-letters a failed one
+    /// (at once when the store said the failure is `permanent`).
+    async fn settle_attempt(
+        &self,
+        entry: &ClaimedEntry,
+        attempt: Result<(), String>,
+        permanent: bool,
+    ) -> Outcome {
         let lease = entry.lease;
         let queue = &self.shared.queue;
         match attempt {
@@ -328,7 +342,11 @@ where
             }
             Err(error) => {
                 let failures = entry.attempts + 1;
-                if failures >= self.shared.retry.attempts() {
+                if permanent {
+                    tracing::error!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, target = %entry.target, failures, %error, "the store rejected the operation permanently; dead-lettered and its key blocked");
+                    let error = format!("{error} (rejected permanently by the store: not retried)");
+                    self.dead_letter(entry, &error).await
+                } else if failures >= self.shared.retry.attempts() {
                     tracing::error!(namespace = %entry.namespace, key = %self.shown(&entry.key), method = %entry.method, target = %entry.target, failures, %error, "retry budget spent; operation dead-lettered and its key blocked");
                     self.dead_letter(entry, &error).await
                 } else {
