@@ -53,15 +53,7 @@ impl ReadPlan<'_> {
         };
         let (sender, receiver) = tokio::sync::oneshot::channel::<Served<T, Option<KeptError<E>>>>();
         let start = Instant::now();
-        let task_span = tracing::info_span!(
-            parent: None,
-            "dualwrite.detached_compare",
-            namespace = call.namespace,
-            method = call.method,
-            stage = call.stage.as_str(),
-            side = call.serving.as_str(),
-        );
-        task_span.follows_from(&span);
+        let task_span = comparison_span(&call, &span);
         let task_shared = Arc::clone(shared);
         let task_call = call.clone();
         let timeout = shared.timeout;
@@ -148,8 +140,7 @@ impl ReadPlan<'_> {
         if self.call.compared.is_none() {
             return result;
         }
-        let Some(permit) = self.shared.detached.clone().try_acquire_owned().ok() else {
-            observe::record_dropped(self.call.namespace, self.call.method, "saturated");
+        let Some(permit) = unsaturated_permit(self.shared, &self.call) else {
             return result;
         };
         let kept = viewed.err().map(keep_error);
@@ -161,15 +152,7 @@ impl ReadPlan<'_> {
         };
         let shared = Arc::clone(self.shared);
         let call = self.call.clone();
-        let task_span = tracing::info_span!(
-            parent: None,
-            "dualwrite.detached_compare",
-            namespace = call.namespace,
-            method = call.method,
-            stage = call.stage.as_str(),
-            side = call.serving.as_str(),
-        );
-        task_span.follows_from(&self.span);
+        let task_span = comparison_span(&call, &self.span);
         let job = move || {
             let _permit = permit;
             let _entered = task_span.enter();
@@ -213,6 +196,16 @@ fn detached_permit(shared: &Arc<Reads>, call: &Call) -> Option<tokio::sync::Owne
         observe::record_dropped(call.namespace, call.method, "no_runtime");
         return None;
     }
+    unsaturated_permit(shared, call)
+}
+
+/// A permit for a detached comparison, or `None` (counted) when
+/// [`detached_concurrency`](crate::Builder::detached_concurrency) of them
+/// run already.
+fn unsaturated_permit(
+    shared: &Arc<Reads>,
+    call: &Call,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
     match Arc::clone(&shared.detached).try_acquire_owned() {
         Ok(permit) => Some(permit),
         Err(_) => {
@@ -225,6 +218,21 @@ fn detached_permit(shared: &Arc<Reads>, call: &Call) -> Option<tokio::sync::Owne
             None
         }
     }
+}
+
+/// The span of a detached comparison: a root of its own (it outlives the
+/// request), linked to the read's span.
+fn comparison_span(call: &Call, read: &tracing::Span) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "dualwrite.detached_compare",
+        namespace = call.namespace,
+        method = call.method,
+        stage = call.stage.as_str(),
+        side = call.serving.as_str(),
+    );
+    span.follows_from(read);
+    span
 }
 
 fn cancelled(call: &Call) {
