@@ -7,6 +7,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::vocabulary::Side;
+
 /// The ordering key of a write: writes with equal keys reach both stores in
 /// the same order, writes with different keys are independent.
 ///
@@ -158,6 +160,25 @@ pub trait Replay<Store: ?Sized>: Operation {
     /// dead-letter record.
     fn replay<'a>(&'a self, store: &'a Arc<Store>)
         -> impl Future<Output = Result<(), String>> + 'a;
+}
+
+/// Applies `op` to the store on `side` of a wrapper's pair: what the worker
+/// and a follower operation built from a result both do.
+pub(crate) async fn replay_on<Op, Old, New>(
+    op: &Op,
+    side: Side,
+    old: &Arc<Old>,
+    new: &Arc<New>,
+) -> Result<(), String>
+where
+    Op: Replay<Old> + Replay<New>,
+    Old: ?Sized,
+    New: ?Sized,
+{
+    match side {
+        Side::Old => Replay::<Old>::replay(op, old).await,
+        Side::New => Replay::<New>::replay(op, new).await,
+    }
 }
 
 /// Ties a wrapper to the operation enum of a trait it implements, so that

@@ -408,12 +408,10 @@ where
         bound: std::time::Duration,
     ) -> Result<(), String> {
         // The store sees the operation's id, as it did in the request.
-        let replay = crate::operation_id::scoped(op.id, async {
-            match side {
-                Side::Old => Replay::<Old>::replay(&op.op, &self.old).await,
-                Side::New => Replay::<New>::replay(&op.op, &self.new).await,
-            }
-        });
+        let replay = crate::operation_id::scoped(
+            op.id,
+            crate::op::replay_on(&op.op, side, &self.old, &self.new),
+        );
         crate::guarded::call(bound, replay)
             .await
             .unwrap_or_else(|failure| Err(failure.to_string()))

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use super::cancel::{Owed, OwedOperation};
 use super::{FollowerPlan, QueueRefused, WriteGuard};
-use crate::op::{Key, Operation, Replay};
+use crate::op::{replay_on, Key, Operation, Replay};
 use crate::queue::QueueError;
-use crate::vocabulary::Side;
 
 /// A built operation, queued under its own key if the caller goes away.
 struct Rekeyed<Op> {
@@ -100,23 +99,5 @@ impl WriteGuard<'_> {
             FollowerPlan::Queue(_, reason) => reason,
         };
         futures::executor::block_on(self.enqueue_keyed(self.follower(), &key, &op, reason))
-    }
-}
-
-/// Applies `op` to the store on `side`, as a replay does.
-async fn replay_on<Op, Old, New>(
-    op: &Op,
-    side: Side,
-    old: &Arc<Old>,
-    new: &Arc<New>,
-) -> Result<(), String>
-where
-    Op: Replay<Old> + Replay<New>,
-    Old: ?Sized,
-    New: ?Sized,
-{
-    match side {
-        Side::Old => Replay::<Old>::replay(op, old).await,
-        Side::New => Replay::<New>::replay(op, new).await,
     }
 }
