@@ -415,6 +415,8 @@
 extern crate self as dualwrite_runtime;
 
 mod config;
+#[cfg(feature = "testing")]
+pub mod fault_proxy;
 mod guarded;
 pub mod migrate;
 pub mod observe;
