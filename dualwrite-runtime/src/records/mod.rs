@@ -143,9 +143,13 @@ mod sync;
 
 pub use error::RecordError;
 pub use record::{Record, RecordKey, Value};
+#[cfg(feature = "mysql")]
+pub use sql::MySqlTable;
+#[cfg(feature = "postgres")]
+pub use sql::PgTable;
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteTable;
-pub use sql::TableSpec;
+pub use sql::{SqlDatabase, SqlTable, TableSpec};
 pub use sync::{sync_entry, sync_key, RecordPair, SyncOutcome, SYNC_METHOD};
 pub(crate) use sync::{RecordSyncs, SyncRequest};
 

@@ -1,16 +1,111 @@
 //! Record stores over SQL tables: what to read and write ([`TableSpec`]),
-//! the statements each dialect spells ([`statements`]), and the executors
-//! ([`SqliteTable`]; a server database's executor is the same shape over
-//! its pool, with its dialect).
+//! the statements each dialect spells ([`statements`]), what every
+//! executor shares ([`table`]), and one thin executor per database
+//! ([`SqliteTable`], [`PgTable`], [`MySqlTable`]), each [`SqlTable`] over
+//! that database's sqlx pool.
 
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod statements;
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+    allow(dead_code)
+)]
+mod table;
 
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlTable;
+#[cfg(feature = "postgres")]
+pub use postgres::PgTable;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteTable;
 
 pub(crate) use statements::{Dialect, Statements};
+
+/// A database a [`SqlTable`] runs on: how its statements are spelled.
+/// Implemented for the databases this crate has an executor for.
+pub trait SqlDatabase: sqlx::Database + private::Sealed {
+    #[doc(hidden)]
+    const DIALECT: Dialect;
+    /// The first word of the store's messages ("sqlite", "postgres").
+    const LABEL: &'static str;
+}
+
+mod private {
+    pub trait Sealed {}
+    #[cfg(feature = "sqlite")]
+    impl Sealed for sqlx::Sqlite {}
+    #[cfg(feature = "postgres")]
+    impl Sealed for sqlx::Postgres {}
+    #[cfg(feature = "mysql")]
+    impl Sealed for sqlx::MySql {}
+}
+
+/// A [`RecordStore`](super::RecordStore) over a table (or a query) of a SQL
+/// database, on a sqlx pool: [`SqliteTable`], [`PgTable`] or
+/// [`MySqlTable`]. Built the same way on each; see their docs for how
+/// column types map to [`Value`](super::Value)s.
+pub struct SqlTable<DB: SqlDatabase> {
+    pool: sqlx::Pool<DB>,
+    table: table::Table,
+}
+
+// By hand: a derive would ask the database marker types to be `Clone`.
+impl<DB: SqlDatabase> Clone for SqlTable<DB> {
+    fn clone(&self) -> Self {
+        SqlTable {
+            pool: self.pool.clone(),
+            table: self.table.clone(),
+        }
+    }
+}
+
+impl<DB: SqlDatabase> std::fmt::Debug for SqlTable<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlTable")
+            .field("store", &self.table.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: SqlDatabase> SqlTable<DB> {
+    /// The table `table` keyed by `key_column`, every other column a field.
+    pub fn new(pool: sqlx::Pool<DB>, table: &str, key_column: &str) -> Self {
+        Self::with_spec(pool, TableSpec::table(table, key_column))
+    }
+
+    /// The records `spec` describes.
+    pub fn with_spec(pool: sqlx::Pool<DB>, spec: TableSpec) -> Self {
+        SqlTable {
+            pool,
+            table: table::Table::new(DB::LABEL, Statements::new(DB::DIALECT, spec)),
+        }
+    }
+
+    /// The same table, newer by `column` (see [`TableSpec::version_column`]).
+    #[must_use]
+    pub fn version_column(self, column: &str) -> Self {
+        let spec = self.table.spec().clone().version_column(column);
+        Self::with_spec(self.pool, spec)
+    }
+
+    /// The same table, with only these columns as fields (see
+    /// [`TableSpec::columns`]).
+    #[must_use]
+    pub fn columns(self, columns: &[&str]) -> Self {
+        let spec = self.table.spec().clone().columns(columns.iter().copied());
+        Self::with_spec(self.pool, spec)
+    }
+
+    /// The pool it reads and writes through.
+    pub fn pool(&self) -> &sqlx::Pool<DB> {
+        &self.pool
+    }
+}
 
 /// Which table (or query) of a SQL database holds the records, and how.
 ///

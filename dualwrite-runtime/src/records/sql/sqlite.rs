@@ -1,19 +1,19 @@
 //! [`SqliteTable`]: the record interface over a SQLite table or query.
 
-use std::collections::BTreeMap;
-
-use async_trait::async_trait;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Column, Decode, Row, Sqlite, SqlitePool, TypeInfo, ValueRef};
+use sqlx::{Decode, Row, Sqlite, TypeInfo, ValueRef};
 
-use super::{Dialect, Statements, TableSpec};
-use crate::records::{PutCondition, Record, RecordError, RecordKey, RecordStore, Value};
+use super::table::{bind_key_fn, sql_record_store, NULL};
+use super::{Dialect, SqlDatabase, SqlTable};
+use crate::records::{PutCondition, Record, RecordError, Value};
 
 /// SQLite's limit on bound parameters per statement (since 3.32).
 const MAX_PARAMETERS: usize = 32_766;
 
-/// What a record missing a written column writes.
-static NULL: Value = Value::Null;
+impl SqlDatabase for Sqlite {
+    const DIALECT: Dialect = Dialect::Sqlite;
+    const LABEL: &'static str = "sqlite";
+}
 
 /// A [`RecordStore`] over a table (or a query) of a SQLite database, on a
 /// sqlx pool.
@@ -36,186 +36,25 @@ static NULL: Value = Value::Null;
 /// Values map to SQLite's storage classes: `INTEGER` to [`Value::Int`],
 /// `REAL` to [`Value::Float`], `TEXT` to [`Value::Text`], `BLOB` to
 /// [`Value::Bytes`]. The key column must hold integers or text.
-#[derive(Debug, Clone)]
-pub struct SqliteTable {
-    pool: SqlitePool,
-    statements: Statements,
-}
+pub type SqliteTable = SqlTable<Sqlite>;
 
-impl SqliteTable {
-    /// The table `table` keyed by `key_column`, every other column a field.
-    pub fn new(pool: SqlitePool, table: &str, key_column: &str) -> Self {
-        Self::with_spec(pool, TableSpec::table(table, key_column))
-    }
-
-    /// The records `spec` describes.
-    pub fn with_spec(pool: SqlitePool, spec: TableSpec) -> Self {
-        SqliteTable {
-            pool,
-            statements: Statements::new(Dialect::Sqlite, spec),
-        }
-    }
-
-    /// The same table, newer by `column` (see [`TableSpec::version_column`]).
-    #[must_use]
-    pub fn version_column(self, column: &str) -> Self {
-        let spec = self.statements.spec().clone().version_column(column);
-        Self::with_spec(self.pool, spec)
-    }
-
-    /// The same table, with only these columns as fields (see
-    /// [`TableSpec::columns`]).
-    #[must_use]
-    pub fn columns(self, columns: &[&str]) -> Self {
-        let spec = self
-            .statements
-            .spec()
-            .clone()
-            .columns(columns.iter().copied());
-        Self::with_spec(self.pool, spec)
-    }
-
-    /// Reads nothing, but runs the statement a page is read with, so that a
-    /// missing table or column (or a query that does not parse) is reported
-    /// before any work starts, with SQLite's message naming it.
-    pub async fn check(&self) -> Result<(), RecordError> {
-        let rows = sqlx::query(&self.statements.page(false))
-            .bind(0_i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|error| self.failed("check the table and its columns", error))?;
-        drop(rows);
-        if let (Some(version), Some(columns)) = (
-            &self.statements.spec().version_column,
-            &self.statements.spec().columns,
-        ) {
-            if !columns.contains(version) {
-                return Err(RecordError::message(
-                    self.describe(),
-                    format!("the version column `{version}` is not among the columns it writes"),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn failed(&self, what: &str, error: sqlx::Error) -> RecordError {
-        RecordError::new(format!("{}: could not {what}", self.describe()), error)
-    }
-
-    fn record(&self, row: &SqliteRow) -> Result<Record, RecordError> {
-        let key_column = &self.statements.spec().key_column;
-        let mut key = None;
-        let mut fields = BTreeMap::new();
-        for (index, column) in row.columns().iter().enumerate() {
-            let value = decode(row, index)
-                .map_err(|error| self.failed(&format!("read column `{}`", column.name()), error))?;
-            if column.name() == key_column {
-                key = Some(match value {
-                    Value::Int(value) => RecordKey::Int(value),
-                    Value::Text(value) => RecordKey::Text(value),
-                    other => {
-                        return Err(RecordError::message(
-                            self.describe(),
-                            format!("key column `{key_column}` holds {other:?}; keys must be integers or text"),
-                        ))
-                    }
-                });
-            } else {
-                fields.insert(column.name().to_owned(), value);
-            }
-        }
-        let key = key.ok_or_else(|| {
-            RecordError::message(
-                self.describe(),
-                format!("the rows it reads have no column `{key_column}` (the key column)"),
-            )
-        })?;
-        Ok(Record { key, fields })
-    }
-
-    /// The columns a batch of records is written with: the configured ones,
-    /// else the first record's fields.
-    fn write_columns(&self, first: &Record) -> Vec<String> {
-        match &self.statements.spec().columns {
-            Some(columns) => columns
-                .iter()
-                .filter(|column| **column != self.statements.spec().key_column)
-                .cloned()
-                .collect(),
-            None => first.fields.keys().cloned().collect(),
-        }
-    }
-}
-
-#[async_trait]
-impl RecordStore for SqliteTable {
-    fn describe(&self) -> String {
-        format!("sqlite {}", self.statements.spec().describe())
-    }
-
-    async fn page(
-        &self,
-        after: Option<&RecordKey>,
-        limit: usize,
-    ) -> Result<Vec<Record>, RecordError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let sql = self.statements.page(after.is_some());
-        let mut query = sqlx::query(&sql);
-        if let Some(after) = after {
-            query = bind_key(query, after);
-        }
-        let rows = query
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|error| self.failed("read a page of records", error))?;
-        rows.iter().map(|row| self.record(row)).collect()
-    }
-
-    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, RecordError> {
-        let sql = self.statements.get();
-        let row = bind_key(sqlx::query(&sql), key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|error| self.failed(&format!("read record {key}"), error))?;
-        row.map(|row| self.record(&row)).transpose()
-    }
-
+sql_record_store!(Sqlite, SqliteRow, "SQLite", {
     async fn put(&self, records: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
-        let Some(first) = records.first() else {
+        if records.is_empty() {
             return Ok(0);
-        };
-        let table = self.statements.table().ok_or_else(|| {
-            RecordError::message(
-                self.describe(),
-                "it reads through a query and names no table to write to (`TableSpec::writes_to`)",
-            )
-        })?;
-        let configured = self.statements.spec().columns.is_some();
+        }
+        let table = self.table.writable("write to")?;
         let mut transaction = self
             .pool
             .begin()
             .await
-            .map_err(|error| self.failed("begin a transaction", error))?;
+            .map_err(|error| self.table.failed("begin a transaction", error))?;
         let mut written = 0;
-        let mut rest = records;
-        let mut columns = self.write_columns(first);
-        while !rest.is_empty() {
-            if !configured {
-                columns = self.write_columns(&rest[0]);
-            }
-            // A run of records with the same fields, as many as one
-            // statement may bind.
-            let per_statement = (MAX_PARAMETERS / (columns.len() + 1)).max(1);
-            let run = rest
-                .iter()
-                .take(per_statement)
-                .take_while(|record| configured || record.fields.keys().eq(columns.iter()))
-                .count();
-            let (batch, later) = rest.split_at(run);
-            rest = later;
-            let sql = self.statements.put(table, &columns, batch.len(), condition);
+        for (columns, batch) in self.table.runs(records, MAX_PARAMETERS) {
+            let sql = self
+                .table
+                .statements
+                .put(table, &columns, batch.len(), condition);
             let mut query = sqlx::query(&sql);
             for record in batch {
                 query = bind_key(query, &record.key);
@@ -226,49 +65,18 @@ impl RecordStore for SqliteTable {
             written += query
                 .execute(&mut *transaction)
                 .await
-                .map_err(|error| self.failed("write records", error))?
+                .map_err(|error| self.table.failed("write records", error))?
                 .rows_affected();
         }
         transaction
             .commit()
             .await
-            .map_err(|error| self.failed("commit written records", error))?;
+            .map_err(|error| self.table.failed("commit written records", error))?;
         Ok(written)
     }
+});
 
-    async fn delete(&self, key: &RecordKey) -> Result<bool, RecordError> {
-        let table = self.statements.table().ok_or_else(|| {
-            RecordError::message(
-                self.describe(),
-                "it reads through a query and names no table to delete from",
-            )
-        })?;
-        let sql = self.statements.delete(table);
-        let done = bind_key(sqlx::query(&sql), key)
-            .execute(&self.pool)
-            .await
-            .map_err(|error| self.failed(&format!("delete record {key}"), error))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn count(&self) -> Result<Option<u64>, RecordError> {
-        let count: i64 = sqlx::query_scalar(&self.statements.count())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|error| self.failed("count records", error))?;
-        Ok(u64::try_from(count).ok())
-    }
-}
-
-type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
-
-/// Binds borrow: a batch's values are not copied to be written.
-fn bind_key<'q>(query: Query<'q>, key: &'q RecordKey) -> Query<'q> {
-    match key {
-        RecordKey::Int(value) => query.bind(*value),
-        RecordKey::Text(value) => query.bind(value.as_str()),
-    }
-}
+bind_key_fn!(Sqlite, SqliteArguments<'q>);
 
 fn bind_value<'q>(query: Query<'q>, value: &'q Value) -> Query<'q> {
     match value {
@@ -310,6 +118,8 @@ fn decode(row: &SqliteRow, index: usize) -> Result<Value, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::{RecordKey, RecordStore};
+    use sqlx::SqlitePool;
 
     async fn memory() -> SqlitePool {
         // One connection: every connection to `:memory:` is a database of its own.

@@ -6,24 +6,24 @@ use super::TableSpec;
 use crate::records::PutCondition;
 
 /// How one SQL database spells what the statements need.
+///
+/// Public only because [`SqlDatabase`](super::SqlDatabase) names it; not
+/// part of the API.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
+#[allow(dead_code)] // a variant is built only with its database's feature
+pub enum Dialect {
     /// SQLite 3.24 or later (`ON CONFLICT .. DO UPDATE`).
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Sqlite,
-    /// PostgreSQL 9.5 or later. No executor yet; its statements are tested.
-    #[cfg(test)]
+    /// PostgreSQL 9.5 or later.
     Postgres,
-    /// MySQL and MariaDB (`ON DUPLICATE KEY UPDATE`). No executor yet; its
-    /// statements are tested.
-    #[cfg(test)]
+    /// MySQL and MariaDB (`ON DUPLICATE KEY UPDATE`).
     MySql,
 }
 
 impl Dialect {
     fn placeholder(self, number: usize) -> String {
         match self {
-            #[cfg(test)]
             Dialect::Postgres => format!("${number}"),
             _ => {
                 let _ = number;
@@ -37,7 +37,6 @@ impl Dialect {
     /// one is always an identifier: a missing column is an error, not text.
     fn quote(self, identifier: &str) -> String {
         match self {
-            #[cfg(test)]
             Dialect::Postgres => format!("\"{}\"", identifier.replace('"', "\"\"")),
             _ => format!("`{}`", identifier.replace('`', "``")),
         }
@@ -57,13 +56,11 @@ impl Dialect {
         let newer_only = version.filter(|_| !update_all);
         if columns.is_empty() || (!update_all && newer_only.is_none()) {
             return match self {
-                #[cfg(test)]
                 Dialect::MySql => format!(" ON DUPLICATE KEY UPDATE {key} = {key}"),
                 _ => format!(" ON CONFLICT ({key}) DO NOTHING"),
             };
         }
         match self {
-            #[cfg(test)]
             Dialect::MySql => {
                 let newer = newer_only.map(|version| {
                     let version = self.quote(version);
@@ -228,6 +225,35 @@ impl Statements {
         format!(
             "INSERT INTO {} ({names}) VALUES {values}{conflict}",
             dialect.quote(table)
+        )
+    }
+
+    /// PostgreSQL's insert: binds one JSON array of objects (the key and
+    /// `columns` by name), which `json_populate_recordset` converts to the
+    /// table's own column types (numeric, timestamptz, enums) from their
+    /// text, so that values need no per-column type to be bound.
+    pub(crate) fn put_json(
+        &self,
+        table: &str,
+        columns: &[String],
+        condition: PutCondition,
+    ) -> String {
+        let dialect = self.dialect;
+        let names = std::iter::once(self.key.clone())
+            .chain(columns.iter().map(|column| dialect.quote(column)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conflict = dialect.on_conflict(
+            &self.spec.key_column,
+            columns,
+            self.spec.version_column.as_deref(),
+            table,
+            condition,
+        );
+        let table = dialect.quote(table);
+        format!(
+            "INSERT INTO {table} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{table}, {}::json){conflict}",
+            dialect.placeholder(1)
         )
     }
 

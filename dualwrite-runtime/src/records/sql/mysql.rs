@@ -1,0 +1,143 @@
+//! [`MySqlTable`]: the record interface over a MySQL or MariaDB table or
+//! query.
+
+use sqlx::mysql::{MySqlArguments, MySqlRow};
+use sqlx::types::chrono::{NaiveDate, NaiveDateTime};
+use sqlx::types::Decimal;
+use sqlx::{Column, MySql, Row, TypeInfo};
+
+use super::table::{bind_key_fn, sql_record_store, NULL, TIMESTAMP_FORMAT};
+use super::{Dialect, SqlDatabase, SqlTable};
+use crate::records::{PutCondition, Record, RecordError, Value};
+
+impl SqlDatabase for MySql {
+    const DIALECT: Dialect = Dialect::MySql;
+    const LABEL: &'static str = "mysql";
+}
+
+/// MySQL's limit on placeholders per prepared statement.
+const MAX_PARAMETERS: usize = 65_535;
+
+/// A [`RecordStore`](crate::records::RecordStore) over a table (or a
+/// query) of a MySQL or MariaDB database, on a sqlx pool (feature `mysql`).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use dualwrite_runtime::records::MySqlTable;
+/// let pool = sqlx::MySqlPool::connect("mysql://root@127.0.0.1/test").await?;
+/// let customers = MySqlTable::new(pool, "customers", "id").version_column("updated_at");
+/// customers.check().await?; // a missing table or column, named, before any work
+/// # Ok(()) }
+/// ```
+///
+/// Columns read as [`Value`]s by type: integers and `BOOLEAN` as
+/// [`Value::Int`] (a `BIGINT UNSIGNED` above `i64::MAX` is an error),
+/// `FLOAT` and `DOUBLE` as [`Value::Float`], binary strings and blobs as
+/// [`Value::Bytes`]; text types, `ENUM`, `SET`, `JSON`, and, as exact
+/// text, `DECIMAL` (its scale kept: `12.50`), `DATETIME` and `TIMESTAMP`
+/// (`2026-01-02 03:04:05.000000`) and `DATE` as [`Value::Text`]: the
+/// spelling [`PgTable`](super::PgTable) reads PostgreSQL's types in, so
+/// records move between the two unchanged. Writes bind values as they are
+/// and let MySQL convert text into the column's type. Another type is an
+/// error naming the column.
+///
+/// Text keys are listed in the column's collation order (often
+/// case-insensitive); verify across databases needs integer keys or a
+/// binary collation on the key.
+pub type MySqlTable = SqlTable<MySql>;
+
+sql_record_store!(MySql, MySqlRow, "MySQL", {
+    async fn put(&self, records: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let table = self.table.writable("write to")?;
+        let mut transaction = self
+            .pool
+            .begin()
+            .await
+            .map_err(|error| self.table.failed("begin a transaction", error))?;
+        let mut written = 0;
+        for (columns, batch) in self.table.runs(records, MAX_PARAMETERS) {
+            let sql = self
+                .table
+                .statements
+                .put(table, &columns, batch.len(), condition);
+            let mut query = sqlx::query(&sql);
+            for record in batch {
+                query = bind_key(query, &record.key);
+                for column in &columns {
+                    query = match record.fields.get(column).unwrap_or(&NULL) {
+                        Value::Null => query.bind(None::<i64>),
+                        Value::Int(value) => query.bind(*value),
+                        Value::Float(value) => query.bind(*value),
+                        Value::Text(value) => query.bind(value.as_str()),
+                        Value::Bytes(value) => query.bind(value.as_slice()),
+                    };
+                }
+            }
+            // MySQL counts an inserted row once, a changed row twice and a
+            // row left as it was not at all, so a batch that both inserts
+            // and changes rows is counted approximately (never more than
+            // the batch). Only progress figures read the count.
+            let affected = query
+                .execute(&mut *transaction)
+                .await
+                .map_err(|error| self.table.failed("write records", error))?
+                .rows_affected();
+            written += affected.min(batch.len() as u64);
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(|error| self.table.failed("commit written records", error))?;
+        Ok(written)
+    }
+});
+
+bind_key_fn!(MySql, MySqlArguments);
+
+fn decode(row: &MySqlRow, index: usize) -> Result<Value, sqlx::Error> {
+    let column = &row.columns()[index];
+    let name = column.type_info().name();
+    let value = match name {
+        "BOOLEAN" => row.try_get::<Option<bool>, _>(index)?.map(Value::from),
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => {
+            row.try_get::<Option<i64>, _>(index)?.map(Value::Int)
+        }
+        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+        | "BIGINT UNSIGNED" | "YEAR" => match row.try_get::<Option<u64>, _>(index)? {
+            None => None,
+            Some(value) => Some(Value::Int(i64::try_from(value).map_err(|_| {
+                sqlx::Error::ColumnDecode {
+                    index: column.name().to_owned(),
+                    source: format!("{value} does not fit a signed 64-bit integer").into(),
+                }
+            })?)),
+        },
+        "FLOAT" => row.try_get::<Option<f32>, _>(index)?.map(|v| Value::Float(v.into())),
+        "DOUBLE" => row.try_get::<Option<f64>, _>(index)?.map(Value::Float),
+        "DECIMAL" => row.try_get::<Option<Decimal>, _>(index)?.map(|v| Value::Text(v.to_string())),
+        "DATETIME" | "TIMESTAMP" => row
+            .try_get::<Option<NaiveDateTime>, _>(index)?
+            .map(|v| Value::Text(v.format(TIMESTAMP_FORMAT).to_string())),
+        "DATE" => row
+            .try_get::<Option<NaiveDate>, _>(index)?
+            .map(|v| Value::Text(v.to_string())),
+        "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT" => {
+            row.try_get::<Option<Vec<u8>>, _>(index)?.map(Value::Bytes)
+        }
+        "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET"
+        | "JSON" => row.try_get_unchecked::<Option<String>, _>(index)?.map(Value::Text),
+        other => {
+            return Err(sqlx::Error::ColumnDecode {
+                index: column.name().to_owned(),
+                source: format!(
+                    "type {other} is not one a record store reads; read the table through a query that casts the column (CAST(.. AS CHAR))"
+                )
+                .into(),
+            })
+        }
+    };
+    Ok(value.unwrap_or(Value::Null))
+}
