@@ -444,6 +444,7 @@ pub use op::{HasOperations, Key, Operation, Payload, Replay};
 pub use operation_id::{operation_id, OperationId, ParseOperationIdError};
 pub use queue::{InMemoryQueue, QueueAdmin, QueueError, QueueStats, ReconciliationQueue};
 pub use read::{ComparisonOutcome, Rollout};
+pub use records::KeySync;
 pub use rejection::reject_permanently;
 pub use stage::{MismatchGuard, Side, Stage, StageChange, StageError, StageHandle};
 pub use worker::{

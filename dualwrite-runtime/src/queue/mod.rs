@@ -323,6 +323,10 @@ pub enum QueueError {
     /// The operation could not be serialised.
     #[error("the operation could not be encoded for the queue: {0}")]
     Encode(#[source] serde_json::Error),
+    /// In the cross-instance mode ([`KeySync`](crate::KeySync)), the write
+    /// cannot be turned into a key-level sync (it has no key).
+    #[error("cross-instance key sync cannot queue this write: {0}")]
+    KeySync(String),
 }
 
 /// Storage for operations the follower has not applied yet.

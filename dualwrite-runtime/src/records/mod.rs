@@ -137,11 +137,13 @@
 //! [`Builder::sync_records`](crate::Builder::sync_records).
 
 mod error;
+mod key_sync;
 mod record;
 mod sql;
 mod sync;
 
 pub use error::RecordError;
+pub use key_sync::KeySync;
 pub use record::{Record, RecordKey, Value};
 #[cfg(feature = "mysql")]
 pub use sql::MySqlTable;

@@ -48,6 +48,9 @@ pub(crate) struct Shared {
     pub(crate) reads: Arc<Reads>,
     /// The record stores key-level sync entries are applied with, by name.
     pub(crate) records: crate::records::RecordSyncs,
+    /// The cross-instance mode: writes queue key-level syncs for the
+    /// follower instead of calling it.
+    pub(crate) key_sync: Option<crate::records::KeySync>,
 }
 
 /// Entries marked withdrawn in this process (see [`WriteGuard::abort`]).

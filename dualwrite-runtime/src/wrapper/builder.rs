@@ -9,7 +9,7 @@ use crate::config::{self, BuildError};
 use crate::observe::Observer;
 use crate::queue::ReconciliationQueue;
 use crate::read::ReadSettings;
-use crate::records::{RecordPair, RecordStore, RecordSyncs};
+use crate::records::{KeySync, RecordPair, RecordStore, RecordSyncs};
 use crate::stage::{MismatchGuard, Stage, StageHandle};
 use crate::worker::RetryPolicy;
 use crate::worker::{Breakers, CircuitBreaker, Shared};
@@ -47,6 +47,7 @@ pub struct Builder<Old, New> {
     log_keys: bool,
     reads: ReadSettings,
     records: RecordSyncs,
+    key_sync: Option<KeySync>,
 }
 
 impl<Old, New> Builder<Old, New> {
@@ -68,6 +69,7 @@ impl<Old, New> Builder<Old, New> {
             log_keys: false,
             reads: ReadSettings::default(),
             records: RecordSyncs::default(),
+            key_sync: None,
         }
     }
 
@@ -221,6 +223,32 @@ impl<Old, New> Builder<Old, New> {
         self
     }
 
+    /// The cross-instance mode ([`KeySync`]): for services whose
+    /// instances write the same keys. Writes queue a key-level sync of
+    /// their key instead of calling the follower, and a worker copies the
+    /// authoritative record to the follower, so the stores agree however the
+    /// instances' writes interleave. Delivery is journaled for every method
+    /// (a method's own `delivery = ..` is overridden), and the records named
+    /// must be registered with [`sync_records`](Self::sync_records).
+    ///
+    /// ```no_run
+    /// # async fn demo(old_pool: sqlx::SqlitePool, new_pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use dualwrite_runtime::records::SqliteTable;
+    /// use dualwrite_runtime::queue::SqliteQueue;
+    /// use dualwrite_runtime::{DualWrite, KeySync};
+    /// # struct Store;
+    /// let repo = DualWrite::builder(Store, Store)
+    ///     .queue(SqliteQueue::open("shared-queue.db").await?)
+    ///     .sync_records("accounts", SqliteTable::new(old_pool, "accounts", "id"), SqliteTable::new(new_pool, "accounts", "id"))
+    ///     .key_sync(KeySync::records("accounts"))
+    ///     .build()?;
+    /// # let _ = repo; Ok(()) }
+    /// ```
+    pub fn key_sync(mut self, key_sync: KeySync) -> Self {
+        self.key_sync = Some(key_sync);
+        self
+    }
+
     // ---- Reads and observability (shadow comparison, issue 4) ----------
     // One block, kept together: the settings of `crate::read` and
     // `crate::observe`, checked in `ReadSettings::build`.
@@ -282,7 +310,7 @@ impl<Old, New> Builder<Old, New> {
     pub fn build(self) -> Result<DualWrite<Old, New>, BuildError> {
         let queue = self.queue.ok_or(BuildError::Missing {
             setting: "queue",
-            hint: "pass a reconciliation queue: `.queue_file(path).await?` for the embedded SQLite queue, or `.queue(InMemoryQueue::new())` in tests",
+            hint: "pass a reconciliation queue: `.queue(SqliteQueue::open(path).await?)` for the embedded SQLite queue, or `.queue(InMemoryQueue::new())` in tests",
         })?;
         config::duration("follower_timeout", self.follower_timeout, false)?;
         if self.worker_concurrency == 0 {
@@ -310,6 +338,17 @@ impl<Old, New> Builder<Old, New> {
         if let Some(breaker) = &self.circuit_breaker {
             breaker.validate()?;
         }
+        if let Some(key_sync) = &self.key_sync {
+            let known = self.records.names();
+            if let Some(missing) = key_sync.names().find(|name| !known.contains(name)) {
+                return Err(config::invalid(
+                    "key_sync",
+                    format!(
+                        "it syncs the records `{missing}`, but no record stores were registered under that name; add `.sync_records(\"{missing}\", old, new)`"
+                    ),
+                ));
+            }
+        }
         let stage = self
             .stage
             .unwrap_or_else(|| StageHandle::new(self.initial_stage));
@@ -320,7 +359,13 @@ impl<Old, New> Builder<Old, New> {
             stage,
             queue,
             follower_timeout: self.follower_timeout,
-            delivery: self.delivery,
+            // Key-level syncs are always written ahead: a crash between the
+            // authoritative write and a later append would lose the sync.
+            delivery: if self.key_sync.is_some() {
+                Delivery::Journaled
+            } else {
+                self.delivery
+            },
             orphan_after: self.orphan_after,
             breakers: Breakers::new(self.circuit_breaker),
             retry: self.retry,
@@ -335,6 +380,7 @@ impl<Old, New> Builder<Old, New> {
             workers_started: Default::default(),
             reads,
             records: self.records,
+            key_sync: self.key_sync,
         };
         Ok(DualWrite::from_parts(self.old, self.new, shared))
     }

@@ -228,6 +228,7 @@ impl Statements {
         )
     }
 
+    #[cfg(any(test, feature = "postgres"))]
     /// PostgreSQL's insert: binds one JSON array of objects (the key and
     /// `columns` by name), which `json_populate_recordset` converts to the
     /// table's own column types (numeric, timestamptz, enums) from their

@@ -80,12 +80,20 @@ impl WriteGuard<'_> {
         let shown = self.shown_key();
         let follower = self.follower();
         let operation_id = self.operation_id;
+        let shared_for_entries = Arc::clone(&self.owner);
+        let key_sync = shared.key_sync.is_some();
         let queue_op = move |op: Box<dyn OwedOperation>, uncertain: bool| {
             let reason = if uncertain {
                 "the caller went away during the authoritative write: it may or may not have landed"
             } else {
                 "the caller went away before the follower had the write"
             };
+            if let Some(key_sync) = &shared_for_entries.key_sync {
+                // A key-level sync copies whatever the authoritative store
+                // holds: never uncertain.
+                let key = op.key().unwrap_or_else(|| key.clone());
+                return key_sync.entry(namespace, op.method(), follower, &key, reason);
+            }
             op.encode(operation_id).map(|payload| NewEntry {
                 namespace: namespace.to_owned(),
                 target: follower,
@@ -116,6 +124,10 @@ impl WriteGuard<'_> {
                 prepared: Some(id),
                 op,
             } => {
+                if key_sync {
+                    tracing::warn!(namespace, method, key = %shown, "write cancelled during its authoritative write; confirming its key-level sync");
+                    return Some(confirm(shared, id, namespace, method, shown));
+                }
                 tracing::warn!(namespace, method, key = %shown, "write cancelled during its authoritative write; its written-ahead operation will be applied to both stores");
                 let uncertain = op.and_then(|op| {
                     queue_op(op, true)
@@ -138,14 +150,7 @@ impl WriteGuard<'_> {
             }
             Owed::Commit(id) => {
                 tracing::warn!(namespace, method, key = %shown, "write cancelled before its written-ahead operation was confirmed; confirming it");
-                Box::pin(async move {
-                    match shared.queue.commit(id).await {
-                        Ok(()) => shared.queued.notify_one(),
-                        Err(error) => {
-                            tracing::error!(namespace, method, key = %shown, %error, "could not confirm a cancelled write's operation; the worker replays it after the orphan timeout")
-                        }
-                    }
-                })
+                confirm(shared, id, namespace, method, shown)
             }
             Owed::Authoritative {
                 prepared: None,
@@ -154,12 +159,12 @@ impl WriteGuard<'_> {
                 tracing::warn!(namespace, method, key = %shown, "write cancelled during its authoritative write; queueing it for both stores");
                 queue_owed(
                     shared,
-                    queue_op(op, true),
+                    queue_op(op, !key_sync),
                     namespace,
                     method,
                     self.key.clone(),
                     follower,
-                    true,
+                    !key_sync,
                 )
             }
             Owed::Follower(op) => {
@@ -178,6 +183,24 @@ impl WriteGuard<'_> {
         };
         Some(work)
     }
+}
+
+/// Confirms the written-ahead entry of a cancelled write.
+fn confirm(
+    shared: Arc<Shared>,
+    id: EntryId,
+    namespace: &'static str,
+    method: &'static str,
+    shown: crate::op::ShownKey,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        match shared.queue.commit(id).await {
+            Ok(()) => shared.queued.notify_one(),
+            Err(error) => {
+                tracing::error!(namespace, method, key = %shown, %error, "could not confirm a cancelled write's operation; the worker replays it after the orphan timeout")
+            }
+        }
+    })
 }
 
 /// Appends the operation of a cancelled write.

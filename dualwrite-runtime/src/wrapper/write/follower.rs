@@ -28,6 +28,11 @@ impl WriteGuard<'_> {
     /// How the follower gets a write of `key`, delivered in the request.
     pub(super) async fn plan_for(&self, key: &Key) -> FollowerPlan {
         let side = self.follower();
+        if self.shared.key_sync.is_some() {
+            // Cross-instance mode: the follower gets a sync of the key from
+            // a worker, never a call (see `KeySync`).
+            return FollowerPlan::Queue(side, "cross-instance key sync".to_owned());
+        }
         match self.shared.queue.has_work(self.namespace, side, key).await {
             Ok(false) => match self.shared.breakers.admit(side) {
                 Admission::Call | Admission::Probe => FollowerPlan::Call(side),

@@ -432,6 +432,12 @@ impl<'a> WriteGuard<'a> {
         reason: String,
         uncertain: bool,
     ) -> Result<NewEntry, QueueError> {
+        if let Some(key_sync) = &self.shared.key_sync {
+            // Cross-instance mode: the follower gets the key's record as the
+            // authoritative store holds it when the sync runs, never this
+            // call; there is nothing uncertain about copying it.
+            return key_sync.entry(self.namespace, op.method(), side, key, &reason);
+        }
         let payload = operation_id::encode(op, self.operation_id).map_err(QueueError::Encode)?;
         Ok(NewEntry {
             namespace: self.namespace.to_owned(),
@@ -458,8 +464,12 @@ impl<'a> WriteGuard<'a> {
 
     /// Delivers this write as `delivery` says, whatever the wrapper's default
     /// (the method-level `delivery = ..` option).
+    /// In the cross-instance mode every write is journaled, whatever the
+    /// method says (see [`KeySync`](crate::KeySync)).
     pub fn deliver_by(mut self, delivery: Delivery) -> Self {
-        self.delivery = delivery;
+        if self.shared.key_sync.is_none() {
+            self.delivery = delivery;
+        }
         self
     }
 }
