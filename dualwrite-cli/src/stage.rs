@@ -245,9 +245,8 @@ async fn store_first(
         .await?
         .ok_or_else(|| CliError::store("the stage table could not be created"))?;
     let record = StageRecord {
-        stage: to,
-        rollout: None,
         reason: Some(reason.clone()),
+        ..StageRecord::new(to)
     };
     let version = source
         .store(None, &record)

@@ -184,11 +184,7 @@ impl Fixture {
             let source = SqliteStageSource::open(&self.path)
                 .await
                 .expect("the source opens");
-            let record = StageRecord {
-                stage,
-                rollout: None,
-                reason: None,
-            };
+            let record = StageRecord::new(stage);
             source
                 .store(None, &record)
                 .await

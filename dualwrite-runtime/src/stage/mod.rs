@@ -32,8 +32,11 @@ mod sqlite;
 mod window;
 
 pub use crate::observe::StageChange;
+pub use handle::Fence;
 pub use handle::{StageError, StageHandle};
-pub use source::{SourceStatus, StageRecord, StageSource, StageSourceError, StoredStage};
+pub use source::{
+    Acknowledgement, SourceStatus, StageRecord, StageSource, StageSourceError, StoredStage,
+};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStageSource;
 pub use window::{MismatchGuard, MismatchRate};

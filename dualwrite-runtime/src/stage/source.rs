@@ -1,6 +1,6 @@
 //! A stage shared by every instance of a service.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -34,6 +34,41 @@ pub trait StageSource: Send + Sync + 'static {
 
     /// Where the source is, for messages (a file path, a table).
     fn describe(&self) -> String;
+
+    /// Records that `instance` has applied `version` and has no write in
+    /// progress that was routed by an older one, valid for `ttl` from now
+    /// (by the source's clock where it has one). A fenced move waits for
+    /// every unexpired acknowledgement to reach its version (see
+    /// [`Fence`](super::Fence)).
+    ///
+    /// The default keeps none, and says so: such a source cannot be fenced.
+    async fn acknowledge(
+        &self,
+        instance: &str,
+        version: u64,
+        ttl: Duration,
+    ) -> Result<(), StageSourceError> {
+        let _ = (instance, version, ttl);
+        Err(StageSourceError::new(
+            self.describe(),
+            "this stage source keeps no acknowledgements, so its stage moves cannot be fenced",
+        ))
+    }
+
+    /// Every acknowledgement that has not expired. The default keeps none.
+    async fn acknowledgements(&self) -> Result<Vec<Acknowledgement>, StageSourceError> {
+        Ok(Vec::new())
+    }
+}
+
+/// An instance's word that it applied a version of the stage
+/// ([`StageSource::acknowledge`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledgement {
+    /// The instance, as its [`Fence`](super::Fence) names it.
+    pub instance: String,
+    /// The version it applied.
+    pub version: u64,
 }
 
 /// What a move writes to the source.
@@ -45,6 +80,22 @@ pub struct StageRecord {
     pub rollout: Option<Rollout>,
     /// The reason of a forced move.
     pub reason: Option<String>,
+    /// Set while a fenced move to this stage is under way: every fenced
+    /// instance holds its writes until the move is stored (see
+    /// [`Fence`](super::Fence)). `None` otherwise.
+    pub moving_to: Option<Stage>,
+}
+
+impl StageRecord {
+    /// `stage`, with no rollout, reason or move under way.
+    pub fn new(stage: Stage) -> Self {
+        StageRecord {
+            stage,
+            rollout: None,
+            reason: None,
+            moving_to: None,
+        }
+    }
 }
 
 /// A stage read from the source.
@@ -125,5 +176,18 @@ impl<S: StageSource + ?Sized> StageSource for std::sync::Arc<S> {
 
     fn describe(&self) -> String {
         (**self).describe()
+    }
+
+    async fn acknowledge(
+        &self,
+        instance: &str,
+        version: u64,
+        ttl: Duration,
+    ) -> Result<(), StageSourceError> {
+        (**self).acknowledge(instance, version, ttl).await
+    }
+
+    async fn acknowledgements(&self) -> Result<Vec<Acknowledgement>, StageSourceError> {
+        (**self).acknowledgements().await
     }
 }

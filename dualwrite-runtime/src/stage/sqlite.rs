@@ -7,6 +7,11 @@
 //! default  |shadow|live         |1000                |4      |      |1718000000000
 //! ```
 //!
+//! Fenced instances (see [`Fence`](super::Fence)) keep their
+//! acknowledgements in `dualwrite_stage_acks`, one row per instance:
+//! `SELECT * FROM dualwrite_stage_acks` shows which instance applied which
+//! version, until when.
+//!
 //! `version` grows with every move, which is how instances tell that
 //! something moved. An operator may edit the row by hand (`UPDATE
 //! dualwrite_stage SET stage = 'dual_write', version = version + 1`); the
@@ -20,7 +25,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
-use super::source::{StageRecord, StageSource, StageSourceError, StoredStage};
+use super::source::{Acknowledgement, StageRecord, StageSource, StageSourceError, StoredStage};
 use super::Stage;
 use crate::rollout::Rollout;
 
@@ -31,7 +36,17 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS dualwrite_stage (
     rollout_basis_points INTEGER,
     version INTEGER NOT NULL,
     reason TEXT,
-    changed_at_ms INTEGER NOT NULL
+    changed_at_ms INTEGER NOT NULL,
+    moving_to TEXT
+)";
+
+/// The instances' acknowledgements of fenced moves (see `Fence`).
+const ACKS: &str = "CREATE TABLE IF NOT EXISTS dualwrite_stage_acks (
+    migration TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (migration, instance)
 )";
 
 /// A [`StageSource`] in a SQLite file (usually the queue's file), with a
@@ -89,9 +104,23 @@ impl SqliteStageSource {
             .connect_with(options)
             .await
             .map_err(|error| StageSourceError::new(&shown, format!("could not open: {error}")))?;
-        sqlx::query(SCHEMA).execute(&pool).await.map_err(|error| {
+        let create = |error: sqlx::Error| {
             StageSourceError::new(&shown, format!("could not create the stage table: {error}"))
-        })?;
+        };
+        sqlx::query(SCHEMA).execute(&pool).await.map_err(create)?;
+        sqlx::query(ACKS).execute(&pool).await.map_err(create)?;
+        // A file made before fenced moves existed has no `moving_to`.
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('dualwrite_stage')")
+                .fetch_all(&pool)
+                .await
+                .map_err(create)?;
+        if !columns.iter().any(|column| column == "moving_to") {
+            sqlx::query("ALTER TABLE dualwrite_stage ADD COLUMN moving_to TEXT")
+                .execute(&pool)
+                .await
+                .map_err(create)?;
+        }
         Ok(SqliteStageSource {
             pool,
             path,
@@ -116,7 +145,7 @@ fn now_ms() -> i64 {
 impl StageSource for SqliteStageSource {
     async fn load(&self) -> Result<Option<StoredStage>, StageSourceError> {
         let row = sqlx::query(
-            "SELECT stage, rollout_stage, rollout_basis_points, version, reason, changed_at_ms
+            "SELECT stage, rollout_stage, rollout_basis_points, version, reason, changed_at_ms, moving_to
              FROM dualwrite_stage WHERE migration = ?",
         )
         .bind(&self.migration)
@@ -143,11 +172,17 @@ impl StageSource for SqliteStageSource {
         let version: i64 = row.try_get(3).map_err(read)?;
         let reason: Option<String> = row.try_get(4).map_err(read)?;
         let changed_at: i64 = row.try_get(5).map_err(read)?;
+        let moving_to: Option<String> = row.try_get(6).map_err(read)?;
+        let moving_to = moving_to
+            .map(|text| Stage::from_str(&text))
+            .transpose()
+            .map_err(|error| self.error("read the move under way", error))?;
         Ok(Some(StoredStage {
             record: StageRecord {
                 stage,
                 rollout,
                 reason,
+                moving_to,
             },
             version: u64::try_from(version).unwrap_or(0),
             changed_at: u64::try_from(changed_at)
@@ -168,8 +203,8 @@ impl StageSource for SqliteStageSource {
         let stored = match expected {
             None => sqlx::query(
                 "INSERT OR IGNORE INTO dualwrite_stage
-                 (migration, stage, rollout_stage, rollout_basis_points, version, reason, changed_at_ms)
-                 VALUES (?, ?, ?, ?, 1, ?, ?)",
+                 (migration, stage, rollout_stage, rollout_basis_points, version, reason, changed_at_ms, moving_to)
+                 VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
             )
             .bind(&self.migration)
             .bind(record.stage.as_str())
@@ -177,6 +212,7 @@ impl StageSource for SqliteStageSource {
             .bind(basis_points)
             .bind(&record.reason)
             .bind(now_ms())
+            .bind(record.moving_to.map(Stage::as_str))
             .execute(&self.pool)
             .await
             .map(|done| (done.rows_affected() == 1).then_some(1)),
@@ -185,7 +221,7 @@ impl StageSource for SqliteStageSource {
                 sqlx::query(
                     "UPDATE dualwrite_stage
                      SET stage = ?, rollout_stage = ?, rollout_basis_points = ?,
-                         version = version + 1, reason = ?, changed_at_ms = ?
+                         version = version + 1, reason = ?, changed_at_ms = ?, moving_to = ?
                      WHERE migration = ? AND version = ?",
                 )
                 .bind(record.stage.as_str())
@@ -193,6 +229,7 @@ impl StageSource for SqliteStageSource {
                 .bind(basis_points)
                 .bind(&record.reason)
                 .bind(now_ms())
+                .bind(record.moving_to.map(Stage::as_str))
                 .bind(&self.migration)
                 .bind(expected)
                 .execute(&self.pool)
@@ -211,5 +248,47 @@ impl StageSource for SqliteStageSource {
             self.path.display(),
             self.migration
         )
+    }
+
+    async fn acknowledge(
+        &self,
+        instance: &str,
+        version: u64,
+        ttl: Duration,
+    ) -> Result<(), StageSourceError> {
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO dualwrite_stage_acks (migration, instance, version, expires_at_ms)
+             VALUES (?, ?, ?, ?)
+             ON CONFLICT (migration, instance) DO UPDATE
+             SET version = excluded.version, expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(&self.migration)
+        .bind(instance)
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
+        .bind(now_ms().saturating_add(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(|error| self.error("acknowledge the stage", error))?;
+        Ok(())
+    }
+
+    async fn acknowledgements(&self) -> Result<Vec<Acknowledgement>, StageSourceError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT instance, version FROM dualwrite_stage_acks
+             WHERE migration = ? AND expires_at_ms > ? ORDER BY instance",
+        )
+        .bind(&self.migration)
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| self.error("read the instances' acknowledgements", error))?;
+        Ok(rows
+            .into_iter()
+            .map(|(instance, version)| Acknowledgement {
+                instance,
+                version: u64::try_from(version).unwrap_or(0),
+            })
+            .collect())
     }
 }

@@ -284,6 +284,18 @@ mod tests {
     }
 
     #[test]
+    fn postgres_writes_a_batch_from_one_json_parameter_in_the_tables_own_types() {
+        let statements = Statements::new(Dialect::Postgres, accounts());
+        assert_eq!(
+            statements.put_json("accounts", &columns(), PutCondition::IfAbsentOrNewer),
+            "INSERT INTO \"accounts\" (\"id\", \"email\", \"updated_at\") \
+             SELECT \"id\", \"email\", \"updated_at\" FROM json_populate_recordset(NULL::\"accounts\", $1::json) \
+             ON CONFLICT (\"id\") DO UPDATE SET \"email\" = excluded.\"email\", \"updated_at\" = excluded.\"updated_at\" \
+             WHERE \"accounts\".\"updated_at\" IS NULL OR \"accounts\".\"updated_at\" < excluded.\"updated_at\""
+        );
+    }
+
+    #[test]
     fn sqlite_writes_only_newer_versions_in_the_insert_itself() {
         let statements = Statements::new(Dialect::Sqlite, accounts());
         assert_eq!(

@@ -110,4 +110,18 @@ pub enum StageError {
         /// The stage the other instance stored.
         now: Stage,
     },
+    /// A fenced move was given up: some instances did not acknowledge that
+    /// they hold their writes within the fence's patience. Every instance
+    /// stays at `from` (the fence was withdrawn).
+    #[error("refusing to move from `{from}` to `{to}`: instances {} did not acknowledge the fence within {patience:?} (are they stuck? their acknowledgements expire after the fence's lease); the stage stays `{from}`", .waiting_for.join(", "))]
+    Fence {
+        /// The current stage.
+        from: Stage,
+        /// The requested stage.
+        to: Stage,
+        /// The instances still at an older version.
+        waiting_for: Vec<String>,
+        /// How long the move waited.
+        patience: Duration,
+    },
 }

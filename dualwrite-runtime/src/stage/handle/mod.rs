@@ -1,17 +1,19 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
+mod connect;
 mod error;
+mod fence;
 mod guardrails;
 mod sync;
 
 use error::Committed;
 pub use error::StageError;
+pub use fence::Fence;
 
-use super::source::{SourceStatus, StageRecord, StageSource, StageSourceError, StoredStage};
+use super::source::{SourceStatus, StageRecord, StageSource};
 use super::window::{ComparisonWindow, MismatchGuard, MismatchRate};
 use super::{Side, Stage};
 use crate::observe::{self, ComparisonOutcome, Observer, Observers, StageChange};
@@ -58,6 +60,12 @@ use crate::rollout::Rollout;
 /// start, every move is written to it, and it is polled so that a move made
 /// by any instance reaches all of them. While it cannot be read, the handle
 /// keeps the stage it last knew and says so ([`source_status`](Self::source_status)).
+///
+/// Between a move and the others' next poll, instances write under
+/// different stages. [`with_fenced_source`](Self::with_fenced_source)
+/// closes that window: moves are made in two steps, writes held between
+/// them, so that no instance writes a store another has stopped writing
+/// (see [`Fence`]).
 #[derive(Clone)]
 pub struct StageHandle {
     inner: Arc<Inner>,
@@ -88,6 +96,8 @@ struct Inner {
     /// The source's version of the stage in use.
     version: AtomicU64,
     status: Mutex<SourceStatus>,
+    /// Set for a handle built with `with_fenced_source`.
+    fence: Option<fence::FenceState>,
 }
 
 impl std::fmt::Debug for StageHandle {
@@ -101,10 +111,14 @@ impl std::fmt::Debug for StageHandle {
 impl StageHandle {
     /// A handle starting at `stage`.
     pub fn new(stage: Stage) -> Self {
-        Self::build(stage, None)
+        Self::build(stage, None, None)
     }
 
-    fn build(stage: Stage, source: Option<Arc<dyn StageSource>>) -> Self {
+    fn build(
+        stage: Stage,
+        source: Option<Arc<dyn StageSource>>,
+        fence: Option<fence::FenceState>,
+    ) -> Self {
         let status = if source.is_some() {
             SourceStatus::InSync { version: 0 }
         } else {
@@ -125,77 +139,9 @@ impl StageHandle {
                 queued: [AtomicU64::new(0), AtomicU64::new(0)],
                 version: AtomicU64::new(0),
                 status: Mutex::new(status),
+                fence,
             }),
         }
-    }
-
-    /// A handle whose stage is shared through `source` with every other
-    /// instance using the same source, polled every `poll_interval`.
-    ///
-    /// The stored stage is used if there is one; otherwise `initial` is
-    /// stored. A task polls the source until the last clone of the handle is
-    /// dropped; a move stored by another instance applies here on the next
-    /// poll (or at once with [`refresh`](Self::refresh)).
-    ///
-    /// # Errors
-    ///
-    /// [`StageSourceError`] when the source cannot be read or written at
-    /// start: without it, this instance cannot know the stage the others
-    /// are in, and guessing could split writes between two authorities.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime (the poller is a tokio task).
-    pub async fn with_source(
-        source: impl StageSource,
-        initial: Stage,
-        poll_interval: Duration,
-    ) -> Result<Self, StageSourceError> {
-        let source: Arc<dyn StageSource> = Arc::new(source);
-        let stored = match source.load().await? {
-            Some(stored) => stored,
-            None => {
-                let record = StageRecord {
-                    stage: initial,
-                    rollout: None,
-                    reason: None,
-                };
-                match source.store(None, &record).await? {
-                    Some(version) => StoredStage {
-                        record,
-                        version,
-                        changed_at: Some(SystemTime::now()),
-                    },
-                    // Another instance stored one first: use it.
-                    None => source.load().await?.ok_or_else(|| {
-                        StageSourceError::new(source.describe(), "the stored stage vanished")
-                    })?,
-                }
-            }
-        };
-        let handle = Self::build(stored.record.stage, Some(Arc::clone(&source)));
-        handle.store_local(stored.record.stage, stored.record.rollout);
-        handle
-            .inner
-            .version
-            .store(stored.version, Ordering::Release);
-        *handle.lock_status() = SourceStatus::InSync {
-            version: stored.version,
-        };
-        observe::record_stage(stored.record.stage);
-        observe::record_stage_source_stale(false);
-        tracing::info!(
-            source = %source.describe(),
-            stage = %stored.record.stage,
-            version = stored.version,
-            "dualwrite stage read from the shared stage source"
-        );
-        let poll_interval = poll_interval.max(Duration::from_millis(1));
-        tokio::spawn(sync::poll_source(
-            Arc::downgrade(&handle.inner),
-            poll_interval,
-        ));
-        Ok(handle)
     }
 
     /// The current stage.
@@ -449,10 +395,15 @@ impl StageHandle {
         forced: Option<String>,
     ) -> Committed {
         if let Some(source) = &self.inner.source {
+            if from != to || rollout != self.rollout() {
+                if let Err(committed) = self.fence_move(&**source, from, to).await {
+                    return committed;
+                }
+            }
             let record = StageRecord {
-                stage: to,
                 rollout,
                 reason: forced.clone(),
+                ..StageRecord::new(to)
             };
             let expected = self.inner.version.load(Ordering::Acquire);
             match source.store(Some(expected), &record).await {
@@ -460,6 +411,7 @@ impl StageHandle {
                 Ok(None) => return Committed::Conflict { from, to },
                 Err(source) => return Committed::Failed(StageError::Source { from, to, source }),
             }
+            self.apply_fence(None);
         }
         let change = StageChange {
             from,
@@ -560,7 +512,13 @@ impl StageHandle {
     /// Held by a write for its whole duration, so a stage move never lands
     /// between a write's authoritative and follower halves.
     pub(crate) async fn enter_write(&self) -> (Stage, OwnedRwLockReadGuard<()>) {
-        let guard = Arc::clone(&self.inner.barrier).read_owned().await;
-        (self.get(), guard)
+        loop {
+            self.fence_released().await;
+            let guard = Arc::clone(&self.inner.barrier).read_owned().await;
+            // A fence applied while this waited for the barrier holds it.
+            if !self.fence_holds() {
+                return (self.get(), guard);
+            }
+        }
     }
 }

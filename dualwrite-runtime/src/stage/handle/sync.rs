@@ -44,11 +44,13 @@ impl StageHandle {
         };
         self.mark_in_sync(stored.version);
         if stored.version == self.inner.version.load(Ordering::Acquire) {
+            self.after_fenced_read(stored.record.moving_to).await;
             return Ok(());
         }
         let record = stored.record;
         let change = {
             let _barrier = self.inner.barrier.write().await;
+            self.apply_fence(record.moving_to);
             self.inner.version.store(stored.version, Ordering::Release);
             let from = self.get();
             (record.stage != from || record.rollout != self.rollout()).then(|| {
@@ -61,6 +63,7 @@ impl StageHandle {
                 }
             })
         };
+        self.acknowledge().await;
         if let Some(change) = change {
             self.announce(&change);
         }
@@ -76,13 +79,17 @@ impl StageHandle {
         match source.load().await {
             Ok(Some(stored)) if stored.version == self.inner.version.load(Ordering::Acquire) => {
                 self.mark_in_sync(stored.version);
+                self.after_fenced_read(stored.record.moving_to).await;
             }
             Ok(_) => {
                 let _moves = self.inner.moves.lock().await;
                 let stage = self.get();
                 let _ = self.sync_source(stage).await;
             }
-            Err(error) => self.mark_unreachable(&error),
+            Err(error) => {
+                self.mark_unreachable(&error);
+                self.after_failed_read().await;
+            }
         }
     }
 
