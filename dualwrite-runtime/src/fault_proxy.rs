@@ -14,6 +14,8 @@
 //!   their own timeouts.
 //! - [`FaultProxy::slow`]: every chunk waits before it is forwarded: a slow
 //!   network or an overloaded server.
+//! - [`FaultProxy::jitter`]: every chunk waits a random time up to a bound,
+//!   so that requests sent one after the other can arrive in either order.
 //! - [`FaultProxy::heal`]: everything passes again.
 //!
 //! ```no_run
@@ -49,6 +51,8 @@ pub enum ProxyMode {
     Pass,
     /// Every chunk waits this long before it is forwarded.
     Slow(Duration),
+    /// Every chunk waits a random time up to this long.
+    Jitter(Duration),
     /// No byte moves until the mode changes; connections stay open.
     Stall,
     /// The port is closed and every connection is cut.
@@ -155,6 +159,11 @@ impl FaultProxy {
     /// Cuts every open connection once; new connections pass.
     pub fn cut(&self) {
         self.control.send_modify(|control| control.generation += 1);
+    }
+
+    /// Delays every forwarded chunk by a random time up to `max`.
+    pub fn jitter(&self, max: Duration) {
+        self.set_mode(ProxyMode::Jitter(max));
     }
 
     /// Holds every byte in both directions until the mode changes.
@@ -274,6 +283,8 @@ async fn pump(
     generation: u64,
 ) -> bool {
     let mut buffer = vec![0u8; 16 * 1024];
+    // xorshift64*, seeded per connection direction: no shared state.
+    let mut random = (&buffer as *const _ as u64) | 1;
     loop {
         let read = tokio::select! {
             read = from.read(&mut buffer) => read,
@@ -292,9 +303,20 @@ async fn pump(
             if now.closed || now.generation != generation {
                 return true;
             }
-            match now.mode {
+            let mode = match now.mode {
+                ProxyMode::Jitter(max) => {
+                    random ^= random >> 12;
+                    random ^= random << 25;
+                    random ^= random >> 27;
+                    let draw = random.wrapping_mul(0x2545_F491_4F6C_DD1D);
+                    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+                    ProxyMode::Slow(Duration::from_nanos(draw % nanos.max(1)))
+                }
+                mode => mode,
+            };
+            match mode {
                 ProxyMode::Pass => break,
-                ProxyMode::Slow(latency) => {
+                ProxyMode::Slow(latency) | ProxyMode::Jitter(latency) => {
                     tokio::select! {
                         () = tokio::time::sleep(latency) => break,
                         () = wait_for_cut(&mut control, generation) => return true,
