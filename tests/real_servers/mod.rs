@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use dualwrite_runtime::queue::SqliteQueue;
 use dualwrite_runtime::records::{MySqlTable, PgTable};
-use dualwrite_runtime::{dual_write, Builder, DualWrite, KeySync, RetryPolicy, Stage};
+use dualwrite_runtime::{dual_write, Builder, Delivery, DualWrite, KeySync, RetryPolicy, Stage};
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{MySqlPool, PgPool};
@@ -218,6 +218,17 @@ pub fn differing(old: &Rows, new: &Rows) -> Vec<i64> {
         .collect()
 }
 
+/// How an instance delivers to the follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `sync` delivery: the follower is called within the write.
+    Sync,
+    /// `journaled` delivery: written ahead, applied by the worker.
+    Journaled,
+    /// The cross-instance mode (`KeySync`).
+    KeySync,
+}
+
 /// One instance's wrapper: PostgreSQL old, MariaDB new at `my_url`, the
 /// queue in the SQLite file `queue`, in `DualWrite`; with `key_sync`, the
 /// cross-instance mode over the same tables.
@@ -226,6 +237,17 @@ pub async fn instance(
     my_url: &str,
     queue: &std::path::Path,
     key_sync: bool,
+) -> DualWrite<PgAccounts, MyAccounts> {
+    let mode = if key_sync { Mode::KeySync } else { Mode::Sync };
+    instance_in(table, my_url, queue, mode).await
+}
+
+/// [`instance`] delivering as `mode` says.
+pub async fn instance_in(
+    table: &str,
+    my_url: &str,
+    queue: &std::path::Path,
+    mode: Mode,
 ) -> DualWrite<PgAccounts, MyAccounts> {
     let pg = pg_pool().await;
     let my = mysql_pool(my_url).await;
@@ -242,14 +264,22 @@ pub async fn instance(
     .queue(SqliteQueue::open(queue).await.unwrap())
     .stage(Stage::DualWrite)
     .follower_timeout(Duration::from_millis(500))
+    // Short, so a killed worker's leases expire within a test.
+    .lease(Duration::from_secs(2))
+    .orphan_after(Duration::from_secs(1))
     .poll_interval(Duration::from_millis(20))
     .retry(
         RetryPolicy::default()
             .min_delay(Duration::from_millis(20))
             .max_delay(Duration::from_millis(200))
             .max_attempts(10_000),
-    );
-    let builder = if key_sync {
+    )
+    .delivery(if mode == Mode::Journaled {
+        Delivery::Journaled
+    } else {
+        Delivery::Sync
+    });
+    let builder = if mode == Mode::KeySync {
         builder
             .sync_records(
                 "accounts",
