@@ -46,8 +46,9 @@ mod private {
 }
 
 /// A [`RecordStore`](super::RecordStore) over a table (or a query) of a SQL
-/// database, on a sqlx pool: [`SqliteTable`], [`PgTable`] or
-/// [`MySqlTable`]. Built the same way on each; see their docs for how
+/// database, on a sqlx pool: [`SqliteTable`], `PgTable` (feature
+/// `postgres`) or `MySqlTable` (feature `mysql`). Built the same way on
+/// each; see their docs for how
 /// column types map to [`Value`](super::Value)s.
 pub struct SqlTable<DB: SqlDatabase> {
     pool: sqlx::Pool<DB>,

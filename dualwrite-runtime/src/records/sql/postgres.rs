@@ -17,8 +17,8 @@ impl SqlDatabase for Postgres {
 /// How many records one insert carries (one JSON parameter each).
 const RECORDS_PER_STATEMENT: usize = 1_000;
 
-/// A [`RecordStore`] over a table (or a query) of a PostgreSQL database, on
-/// a sqlx pool (feature `postgres`).
+/// A [`RecordStore`](crate::records::RecordStore) over a table (or a
+/// query) of a PostgreSQL database, on a sqlx pool (feature `postgres`).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -15,8 +15,8 @@ impl SqlDatabase for Sqlite {
     const LABEL: &'static str = "sqlite";
 }
 
-/// A [`RecordStore`] over a table (or a query) of a SQLite database, on a
-/// sqlx pool.
+/// A [`RecordStore`](crate::records::RecordStore) over a table (or a
+/// query) of a SQLite database, on a sqlx pool.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
