@@ -201,10 +201,7 @@ impl Statements {
     ) -> String {
         let dialect = self.dialect;
         let width = columns.len() + 1;
-        let names = std::iter::once(self.key.clone())
-            .chain(columns.iter().map(|column| dialect.quote(column)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let (names, conflict) = self.insert_parts(table, columns, condition);
         let values = (0..rows)
             .map(|row| {
                 let slots = (1..=width)
@@ -215,13 +212,6 @@ impl Statements {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let conflict = dialect.on_conflict(
-            &self.spec.key_column,
-            columns,
-            self.spec.version_column.as_deref(),
-            table,
-            condition,
-        );
         format!(
             "INSERT INTO {} ({names}) VALUES {values}{conflict}",
             dialect.quote(table)
@@ -240,22 +230,34 @@ impl Statements {
         condition: PutCondition,
     ) -> String {
         let dialect = self.dialect;
+        let (names, conflict) = self.insert_parts(table, columns, condition);
+        let table = dialect.quote(table);
+        format!(
+            "INSERT INTO {table} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{table}, {}::json){conflict}",
+            dialect.placeholder(1)
+        )
+    }
+
+    /// What every insert of `columns` into `table` spells the same way:
+    /// the quoted column list (the key first) and the conditional clause.
+    fn insert_parts(
+        &self,
+        table: &str,
+        columns: &[String],
+        condition: PutCondition,
+    ) -> (String, String) {
         let names = std::iter::once(self.key.clone())
-            .chain(columns.iter().map(|column| dialect.quote(column)))
+            .chain(columns.iter().map(|column| self.dialect.quote(column)))
             .collect::<Vec<_>>()
             .join(", ");
-        let conflict = dialect.on_conflict(
+        let conflict = self.dialect.on_conflict(
             &self.spec.key_column,
             columns,
             self.spec.version_column.as_deref(),
             table,
             condition,
         );
-        let table = dialect.quote(table);
-        format!(
-            "INSERT INTO {table} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{table}, {}::json){conflict}",
-            dialect.placeholder(1)
-        )
+        (names, conflict)
     }
 
     /// Binds: the key.
