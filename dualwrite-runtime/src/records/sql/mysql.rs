@@ -6,7 +6,7 @@ use sqlx::types::chrono::{NaiveDate, NaiveDateTime};
 use sqlx::types::Decimal;
 use sqlx::{Column, MySql, Row, TypeInfo};
 
-use super::table::{bind_key_fn, sql_record_store, NULL, TIMESTAMP_FORMAT};
+use super::table::{batched_put, bind_key_fn, bind_value_fn, sql_record_store, TIMESTAMP_FORMAT};
 use super::{Dialect, SqlDatabase, SqlTable};
 use crate::records::{PutCondition, Record, RecordError, Value};
 
@@ -48,54 +48,22 @@ pub type MySqlTable = SqlTable<MySql>;
 
 sql_record_store!(MySql, MySqlRow, "MySQL", {
     async fn put(&self, records: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
-        if records.is_empty() {
-            return Ok(0);
-        }
-        let table = self.table.writable("write to")?;
-        let mut transaction = self
-            .pool
-            .begin()
-            .await
-            .map_err(|error| self.table.failed("begin a transaction", error))?;
-        let mut written = 0;
-        for (columns, batch) in self.table.runs(records, MAX_PARAMETERS) {
-            let sql = self
-                .table
-                .statements
-                .put(table, &columns, batch.len(), condition);
-            let mut query = sqlx::query(&sql);
-            for record in batch {
-                query = bind_key(query, &record.key);
-                for column in &columns {
-                    query = match record.fields.get(column).unwrap_or(&NULL) {
-                        Value::Null => query.bind(None::<i64>),
-                        Value::Int(value) => query.bind(*value),
-                        Value::Float(value) => query.bind(*value),
-                        Value::Text(value) => query.bind(value.as_str()),
-                        Value::Bytes(value) => query.bind(value.as_slice()),
-                    };
-                }
-            }
-            // MySQL counts an inserted row once, a changed row twice and a
-            // row left as it was not at all, so a batch that both inserts
-            // and changes rows is counted approximately (never more than
-            // the batch). Only progress figures read the count.
-            let affected = query
-                .execute(&mut *transaction)
-                .await
-                .map_err(|error| self.table.failed("write records", error))?
-                .rows_affected();
-            written += affected.min(batch.len() as u64);
-        }
-        transaction
-            .commit()
-            .await
-            .map_err(|error| self.table.failed("commit written records", error))?;
-        Ok(written)
+        self.put_batched(records, condition).await
     }
 });
 
+batched_put!(MySql, MAX_PARAMETERS);
+
 bind_key_fn!(MySql, MySqlArguments);
+bind_value_fn!();
+
+/// MySQL counts an inserted row once, a changed row twice and a row left as
+/// it was not at all, so a batch that both inserts and changes rows is
+/// counted approximately (never more than the batch). Only progress figures
+/// read the count.
+fn written(affected: u64, batch: usize) -> u64 {
+    affected.min(batch as u64)
+}
 
 fn decode(row: &MySqlRow, index: usize) -> Result<Value, sqlx::Error> {
     let column = &row.columns()[index];

@@ -3,7 +3,7 @@
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Decode, Row, Sqlite, TypeInfo, ValueRef};
 
-use super::table::{bind_key_fn, sql_record_store, NULL};
+use super::table::{batched_put, bind_key_fn, bind_value_fn, sql_record_store};
 use super::{Dialect, SqlDatabase, SqlTable};
 use crate::records::{PutCondition, Record, RecordError, Value};
 
@@ -40,52 +40,18 @@ pub type SqliteTable = SqlTable<Sqlite>;
 
 sql_record_store!(Sqlite, SqliteRow, "SQLite", {
     async fn put(&self, records: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
-        if records.is_empty() {
-            return Ok(0);
-        }
-        let table = self.table.writable("write to")?;
-        let mut transaction = self
-            .pool
-            .begin()
-            .await
-            .map_err(|error| self.table.failed("begin a transaction", error))?;
-        let mut written = 0;
-        for (columns, batch) in self.table.runs(records, MAX_PARAMETERS) {
-            let sql = self
-                .table
-                .statements
-                .put(table, &columns, batch.len(), condition);
-            let mut query = sqlx::query(&sql);
-            for record in batch {
-                query = bind_key(query, &record.key);
-                for column in &columns {
-                    query = bind_value(query, record.fields.get(column).unwrap_or(&NULL));
-                }
-            }
-            written += query
-                .execute(&mut *transaction)
-                .await
-                .map_err(|error| self.table.failed("write records", error))?
-                .rows_affected();
-        }
-        transaction
-            .commit()
-            .await
-            .map_err(|error| self.table.failed("commit written records", error))?;
-        Ok(written)
+        self.put_batched(records, condition).await
     }
 });
 
-bind_key_fn!(Sqlite, SqliteArguments<'q>);
+batched_put!(Sqlite, MAX_PARAMETERS);
 
-fn bind_value<'q>(query: Query<'q>, value: &'q Value) -> Query<'q> {
-    match value {
-        Value::Null => query.bind(None::<i64>),
-        Value::Int(value) => query.bind(*value),
-        Value::Float(value) => query.bind(*value),
-        Value::Text(value) => query.bind(value.as_str()),
-        Value::Bytes(value) => query.bind(value.as_slice()),
-    }
+bind_key_fn!(Sqlite, SqliteArguments<'q>);
+bind_value_fn!();
+
+/// SQLite counts each row inserted or replaced once.
+fn written(affected: u64, _batch: usize) -> u64 {
+    affected
 }
 
 /// A column's value by the storage class SQLite reports for it, decoded

@@ -13,7 +13,7 @@ use crate::records::{Record, RecordError, RecordKey, Value};
 pub(super) const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
 /// What a record missing a written column writes.
-pub(super) static NULL: Value = Value::Null;
+pub(crate) static NULL: Value = Value::Null;
 
 /// One table (or query) of one database, as its executor sees it.
 #[derive(Debug, Clone)]
@@ -236,6 +236,83 @@ macro_rules! sql_record_store {
     };
 }
 pub(super) use sql_record_store;
+
+/// `put_batched`, the `put` of a database whose statements bind every value
+/// (`?` placeholders, at most `$max_parameters` a statement): SQLite and
+/// MySQL. The invoking module provides `bind_key`, `bind_value(query,
+/// value)` and `written(rows_affected, batch_len)`, what its database's
+/// count of affected rows means in records written.
+macro_rules! batched_put {
+    ($db:ty, $max_parameters:expr) => {
+        impl $crate::records::sql::SqlTable<$db> {
+            async fn put_batched(
+                &self,
+                records: &[$crate::records::Record],
+                condition: $crate::records::PutCondition,
+            ) -> Result<u64, $crate::records::RecordError> {
+                if records.is_empty() {
+                    return Ok(0);
+                }
+                let table = self.table.writable("write to")?;
+                let mut transaction = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|error| self.table.failed("begin a transaction", error))?;
+                let mut total = 0;
+                for (columns, batch) in self.table.runs(records, $max_parameters) {
+                    let sql = self
+                        .table
+                        .statements
+                        .put(table, &columns, batch.len(), condition);
+                    let mut query = sqlx::query(&sql);
+                    for record in batch {
+                        query = bind_key(query, &record.key);
+                        for column in &columns {
+                            query = bind_value(
+                                query,
+                                record
+                                    .fields
+                                    .get(column)
+                                    .unwrap_or(&$crate::records::sql::table::NULL),
+                            );
+                        }
+                    }
+                    let affected = query
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(|error| self.table.failed("write records", error))?
+                        .rows_affected();
+                    total += written(affected, batch.len());
+                }
+                transaction
+                    .commit()
+                    .await
+                    .map_err(|error| self.table.failed("commit written records", error))?;
+                Ok(total)
+            }
+        }
+    };
+}
+pub(super) use batched_put;
+
+/// Binds a value as it is (for a database that converts text into the
+/// column's type itself).
+macro_rules! bind_value_fn {
+    () => {
+        fn bind_value<'q>(query: Query<'q>, value: &'q $crate::records::Value) -> Query<'q> {
+            use $crate::records::Value;
+            match value {
+                Value::Null => query.bind(None::<i64>),
+                Value::Int(value) => query.bind(*value),
+                Value::Float(value) => query.bind(*value),
+                Value::Text(value) => query.bind(value.as_str()),
+                Value::Bytes(value) => query.bind(value.as_slice()),
+            }
+        }
+    };
+}
+pub(super) use bind_value_fn;
 
 /// Binds a record key: an integer or text, on any database.
 macro_rules! bind_key_fn {
