@@ -2,15 +2,19 @@
 //! a stage source never write under two stages at once.
 //!
 //! Two instances (two wrappers with their own handles on one SQLite stage
-//! source) write continuously while one moves `Off` to `DualWrite`. Each
-//! write carries a unique value; a write made in `Off` reaches only the old
-//! store. The property: in the old store's order of writes, every `Off`
-//! write comes before every `DualWrite` write, i.e. once any instance wrote
-//! the new store, no instance wrote the old store alone. Without the fence
-//! the slower-polling instance keeps writing in `Off` after the move (the
-//! unfenced test shows it); with it, never.
+//! source) write continuously while one moves the stage. Each write carries
+//! a unique value, and both stores append to one ledger, so the order in
+//! which a write touched the stores tells the stage it was made under:
+//! `Off` touches only the old store, `DualWrite`/`Shadow` old then new,
+//! `Live`/`RampDown` new then old, `Complete` only the new store. The
+//! property, for every move that changes what a write does (`Off` to
+//! `DualWrite`, `Shadow` to `Live`, `RampDown` to `Complete`): once any
+//! instance began a write under the new stage, no instance begins one under
+//! the old stage. Without the fence the slower-polling instance keeps
+//! writing under the old stage after the move (the unfenced tests show it,
+//! for each of the three moves); with it, never.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,13 +28,73 @@ use dualwrite_runtime::stage::{
 use dualwrite_runtime::{DualWrite, InMemoryQueue, Stage, StageError, StageHandle};
 use dualwrite_suite::{KvRepo, StoreError};
 
-/// A store that keeps the order in which it accepted values.
+/// What both stores accepted, in one order: (store, value).
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<u64>>>);
+struct Ledger(Arc<Mutex<Vec<(Store, u64)>>>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    Old,
+    New,
+}
+
+impl Ledger {
+    /// Every value with the stores it reached, in the order of its first
+    /// touch.
+    fn writes(&self) -> Vec<(u64, Vec<Store>)> {
+        let mut order = Vec::new();
+        let mut touched: BTreeMap<u64, Vec<Store>> = BTreeMap::new();
+        for &(store, value) in self.0.lock().unwrap().iter() {
+            let stores = touched.entry(value).or_default();
+            if stores.is_empty() {
+                order.push(value);
+            }
+            stores.push(store);
+        }
+        order
+            .into_iter()
+            .map(|value| (value, touched.remove(&value).unwrap()))
+            .collect()
+    }
+
+    fn last(&self, wanted: Store) -> Option<u64> {
+        let entries = self.0.lock().unwrap();
+        entries
+            .iter()
+            .rev()
+            .find(|(store, _)| *store == wanted)
+            .map(|(_, value)| *value)
+    }
+}
+
+/// The stores a write under `stage` touches, in order.
+fn touches(stage: Stage) -> Vec<Store> {
+    match stage {
+        Stage::Off => vec![Store::Old],
+        Stage::DualWrite | Stage::Shadow => vec![Store::Old, Store::New],
+        Stage::Live | Stage::RampDown => vec![Store::New, Store::Old],
+        _ => vec![Store::New],
+    }
+}
+
+/// A store that appends what it accepts to the shared ledger.
+#[derive(Clone)]
+struct Recorder {
+    store: Store,
+    ledger: Ledger,
+}
+
+fn stores(ledger: &Ledger) -> (Recorder, Recorder) {
+    let recorder = |store| Recorder {
+        store,
+        ledger: ledger.clone(),
+    };
+    (recorder(Store::Old), recorder(Store::New))
+}
 
 impl KvRepo for Recorder {
     async fn put(&self, _key: u32, value: u64) -> Result<(), StoreError> {
-        self.0.lock().unwrap().push(value);
+        self.ledger.0.lock().unwrap().push((self.store, value));
         Ok(())
     }
     async fn delete(&self, _key: u32) -> Result<(), StoreError> {
@@ -101,13 +165,20 @@ async fn source(path: &PathBuf) -> Breakable {
 }
 
 async fn handle(source: Breakable, poll: Duration, fence: Option<Fence>) -> StageHandle {
+    handle_at(Stage::Off, source, poll, fence).await
+}
+
+async fn handle_at(
+    stage: Stage,
+    source: Breakable,
+    poll: Duration,
+    fence: Option<Fence>,
+) -> StageHandle {
     match fence {
-        Some(fence) => StageHandle::with_fenced_source(source, Stage::Off, poll, fence)
+        Some(fence) => StageHandle::with_fenced_source(source, stage, poll, fence)
             .await
             .unwrap(),
-        None => StageHandle::with_source(source, Stage::Off, poll)
-            .await
-            .unwrap(),
+        None => StageHandle::with_source(source, stage, poll).await.unwrap(),
     }
 }
 
@@ -119,11 +190,14 @@ fn wrapper(old: &Recorder, new: &Recorder, stage: &StageHandle) -> DualWrite<Rec
         .unwrap()
 }
 
-/// Both instances write for a while; the fast one moves `Off` to
-/// `DualWrite` in the middle. Returns whether an `Off` write came after a
-/// `DualWrite` write in the old store.
-async fn writes_straddle_the_move(fenced: bool) -> bool {
-    let path = temp_file(if fenced { "fenced" } else { "plain" });
+/// Both instances write for a while, starting at `from`; the fast one moves
+/// to `to` in the middle. Returns whether a write under `from` began after a
+/// write under `to` had begun.
+async fn writes_straddle_the_move(fenced: bool, from: Stage, to: Stage) -> bool {
+    let path = temp_file(&format!(
+        "{}-{from}-{to}",
+        if fenced { "fenced" } else { "plain" }
+    ));
     let fence = |name: &str| {
         fenced.then(|| {
             Fence::new(name)
@@ -131,19 +205,22 @@ async fn writes_straddle_the_move(fenced: bool) -> bool {
                 .patience(Duration::from_secs(5))
         })
     };
-    let mover = handle(
+    let mover = handle_at(
+        from,
         source(&path).await,
         Duration::from_millis(10),
         fence("mover"),
     )
     .await;
-    let laggard = handle(
+    let laggard = handle_at(
+        from,
         source(&path).await,
         Duration::from_millis(150),
         fence("laggard"),
     )
     .await;
-    let (old, new) = (Recorder::default(), Recorder::default());
+    let ledger = Ledger::default();
+    let (old, new) = stores(&ledger);
     let instances = [wrapper(&old, &new, &mover), wrapper(&old, &new, &laggard)];
     let next = Arc::new(AtomicU64::new(1));
     let stop = Arc::new(AtomicBool::new(false));
@@ -162,36 +239,56 @@ async fn writes_straddle_the_move(fenced: bool) -> bool {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    mover.set(Stage::DualWrite).await.unwrap();
+    mover.set(to).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     stop.store(true, Ordering::SeqCst);
     for writer in writers {
         writer.await.unwrap();
     }
-    assert_eq!(laggard.get(), Stage::DualWrite);
-    let in_new: BTreeSet<u64> = new.0.lock().unwrap().iter().copied().collect();
-    let old_order = old.0.lock().unwrap().clone();
-    assert!(!in_new.is_empty(), "no write reached the new store");
-    let first_dual = old_order
+    assert_eq!(laggard.get(), to);
+    let writes = ledger.writes();
+    let (before, after) = (touches(from), touches(to));
+    for (value, stores) in &writes {
+        assert!(
+            *stores == before || *stores == after,
+            "write {value} touched {stores:?}, under neither {from} nor {to}"
+        );
+    }
+    let first_after = writes
         .iter()
-        .position(|value| in_new.contains(value))
-        .unwrap();
-    old_order[first_dual..]
+        .position(|(_, stores)| *stores == after)
+        .unwrap_or_else(|| panic!("no write was made under {to}"));
+    writes[first_after..]
         .iter()
-        .any(|value| !in_new.contains(value))
+        .any(|(_, stores)| *stores == before)
 }
 
+/// The moves after which a write does something else: what it writes, or in
+/// which order.
+const MOVES: [(Stage, Stage); 3] = [
+    (Stage::Off, Stage::DualWrite),
+    (Stage::Shadow, Stage::Live),
+    (Stage::RampDown, Stage::Complete),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_fence_an_instance_writes_the_old_store_alone_after_another_wrote_both() {
-    assert!(
-        writes_straddle_the_move(false).await,
-        "the laggard (polling every 150 ms) should have written in Off after the move"
-    );
+async fn without_a_fence_an_instance_writes_under_the_old_stage_after_another_moved_on() {
+    for (from, to) in MOVES {
+        assert!(
+            writes_straddle_the_move(false, from, to).await,
+            "{from} to {to}: the laggard (polling every 150 ms) should have written under {from} after the move"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_fence_no_instance_writes_under_the_old_stage_after_the_move() {
-    assert!(!writes_straddle_the_move(true).await);
+    for (from, to) in MOVES {
+        assert!(
+            !writes_straddle_the_move(true, from, to).await,
+            "{from} to {to}: a write under {from} began after one under {to}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +314,8 @@ async fn an_instance_that_cannot_read_the_source_past_its_lease_holds_writes_and
         Some(fence("cut-off")),
     )
     .await;
-    let (old, new) = (Recorder::default(), Recorder::default());
+    let ledger = Ledger::default();
+    let (old, new) = stores(&ledger);
     let writer = wrapper(&old, &new, &cut_off);
     writer.put(1, 1).await.unwrap();
 
@@ -245,8 +343,8 @@ async fn an_instance_that_cannot_read_the_source_past_its_lease_holds_writes_and
         .unwrap();
     assert_eq!(cut_off.get(), Stage::DualWrite);
     assert_eq!(
-        new.0.lock().unwrap().last(),
-        Some(&3),
+        ledger.last(Store::New),
+        Some(3),
         "written under the new stage"
     );
 }
@@ -279,7 +377,7 @@ async fn a_move_an_instance_never_acknowledges_is_withdrawn_and_names_the_instan
         (Stage::Off, None)
     );
     // Writes are not left held.
-    let (old, new) = (Recorder::default(), Recorder::default());
+    let (old, new) = stores(&Ledger::default());
     tokio::time::timeout(
         Duration::from_secs(1),
         wrapper(&old, &new, &mover).put(1, 1),
