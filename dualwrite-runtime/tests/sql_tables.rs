@@ -137,6 +137,48 @@ async fn a_record_reads_the_same_from_postgres_and_mariadb_and_moves_unchanged()
     drop_tables(&pg, &my, &name).await;
 }
 
+/// MariaDB's `TIMESTAMP` (the zone-aware type: an instant, stored in UTC)
+/// reads as PostgreSQL's `timestamptz` does, in UTC, and a record moves
+/// between the two unchanged.
+#[tokio::test]
+async fn a_mariadb_timestamp_column_reads_in_utc_like_timestamptz() {
+    let name = unique("stamps");
+    let pg = PgTable::new(pg().await, &name, "id");
+    let my = MySqlTable::new(mysql().await, &name, "id");
+    sqlx::query(&format!(
+        "CREATE TABLE {name} (id BIGINT PRIMARY KEY, at TIMESTAMPTZ NOT NULL, shipped TIMESTAMPTZ)"
+    ))
+    .execute(pg.pool())
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "CREATE TABLE {name} (id BIGINT PRIMARY KEY, at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), \
+         shipped TIMESTAMP(6) NULL DEFAULT NULL)"
+    ))
+    .execute(my.pool())
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO {name} VALUES (1, '2026-03-04 07:06:07.25+02', NULL)"
+    ))
+    .execute(pg.pool())
+    .await
+    .unwrap();
+    let read = pg.get(&RecordKey::Int(1)).await.unwrap().unwrap();
+    my.put(std::slice::from_ref(&read), PutCondition::Always)
+        .await
+        .unwrap();
+    let moved = my.get(&RecordKey::Int(1)).await.unwrap();
+    drop_tables(&pg, &my, &name).await;
+    let moved = moved.expect("the record is in MariaDB");
+    assert_eq!(
+        moved.get("at"),
+        Some(&Value::from("2026-03-04 05:06:07.250000"))
+    );
+    assert_eq!(moved.get("shipped"), Some(&Value::Null));
+    assert_eq!(moved, read);
+}
+
 #[tokio::test]
 async fn only_absent_or_older_records_are_replaced_on_both_servers() {
     let (pg, my, name) = orders_tables().await;

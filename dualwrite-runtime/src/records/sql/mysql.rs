@@ -2,7 +2,7 @@
 //! query.
 
 use sqlx::mysql::{MySqlArguments, MySqlRow};
-use sqlx::types::chrono::{NaiveDate, NaiveDateTime};
+use sqlx::types::chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use sqlx::types::Decimal;
 use sqlx::{Column, MySql, Row, TypeInfo};
 
@@ -35,7 +35,7 @@ const MAX_PARAMETERS: usize = 65_535;
 /// `FLOAT` and `DOUBLE` as [`Value::Float`], binary strings and blobs as
 /// [`Value::Bytes`]; text types, `ENUM`, `SET`, `JSON`, and, as exact
 /// text, `DECIMAL` (its scale kept: `12.50`), `DATETIME` and `TIMESTAMP`
-/// (`2026-01-02 03:04:05.000000`) and `DATE` as [`Value::Text`]: the
+/// (`2026-01-02 03:04:05.000000`; a `TIMESTAMP` in UTC) and `DATE` as [`Value::Text`]: the
 /// spelling [`PgTable`](super::PgTable) reads PostgreSQL's types in, so
 /// records move between the two unchanged. Writes bind values as they are
 /// and let MySQL convert text into the column's type. Another type is an
@@ -86,8 +86,13 @@ fn decode(row: &MySqlRow, index: usize) -> Result<Value, sqlx::Error> {
         "FLOAT" => row.try_get::<Option<f32>, _>(index)?.map(|v| Value::Float(v.into())),
         "DOUBLE" => row.try_get::<Option<f64>, _>(index)?.map(Value::Float),
         "DECIMAL" => row.try_get::<Option<Decimal>, _>(index)?.map(|v| Value::Text(v.to_string())),
-        "DATETIME" | "TIMESTAMP" => row
+        "DATETIME" => row
             .try_get::<Option<NaiveDateTime>, _>(index)?
+            .map(|v| Value::Text(v.format(TIMESTAMP_FORMAT).to_string())),
+        // sqlx decodes a TIMESTAMP only as a `DateTime<Utc>` (it holds an
+        // instant; sqlx's session time zone is UTC), never as naive.
+        "TIMESTAMP" => row
+            .try_get::<Option<DateTime<Utc>>, _>(index)?
             .map(|v| Value::Text(v.format(TIMESTAMP_FORMAT).to_string())),
         "DATE" => row
             .try_get::<Option<NaiveDate>, _>(index)?

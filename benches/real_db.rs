@@ -1,0 +1,344 @@
+//! Write figures against the local PostgreSQL (old) and MariaDB (new):
+//! the wrapper beside a hand-written equivalent on the same pools and
+//! concurrency, each scenario and its floor run alternately in one process
+//! for several rounds. One line per scenario:
+//! `name: ratio=R this=X floor=Y unit=U`.
+//!
+//! ```text
+//! cargo bench --features services --bench real_db            # 3 rounds of 2,000 writes
+//! cargo bench --features services --bench real_db -- 5 4000  # rounds, writes per round
+//! ```
+//!
+//! Servers: `DUALWRITE_PG_URL` and `DUALWRITE_MYSQL_URL` (defaults: the
+//! local servers). Targets (issue 9): `sync` throughput >= 0.9x the
+//! hand-written loop; follower down, `journaled`: p99 <= 1.2x the old store
+//! alone; `key_sync` against plain `sync`: no target, its price.
+
+#[path = "../tests/real_servers/mod.rs"]
+mod real_servers;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dualwrite_runtime::fault_proxy::FaultProxy;
+use dualwrite_runtime::queue::SqliteQueue;
+use dualwrite_runtime::records::{MySqlTable, PgTable};
+use dualwrite_runtime::{Delivery, DualWrite, KeySync, RetryPolicy, Stage};
+use real_servers::{
+    create_tables, drop_tables, mysql_url, pg_url, unique_table, via, Accounts, MyAccounts,
+    PgAccounts,
+};
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{MySqlPool, PgPool};
+
+/// Concurrent writers, and connections per pool.
+const CONCURRENCY: usize = 16;
+
+/// One side of a comparison: its writes' latencies and wall time.
+#[derive(Default)]
+struct Sample {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Sample {
+    fn add(&mut self, other: Sample) {
+        self.latencies.extend(other.latencies);
+        self.elapsed += other.elapsed;
+    }
+
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn p99_ms(&mut self) -> f64 {
+        self.latencies.sort_unstable();
+        let at = (self.latencies.len() * 99 / 100).min(self.latencies.len() - 1);
+        self.latencies[at].as_secs_f64() * 1e3
+    }
+}
+
+/// `writes` writes by `CONCURRENCY` tasks, each on keys of its own
+/// (`base` up), through `write`.
+async fn run<W, F>(writes: usize, base: i64, write: W) -> Sample
+where
+    W: Fn(i64, i64) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    let per_task = writes / CONCURRENCY;
+    let tasks: Vec<_> = (0..CONCURRENCY as i64)
+        .map(|task| {
+            let write = write.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_task);
+                for step in 0..per_task as i64 {
+                    let key = base + task * 100_000 + step % 500;
+                    let at = Instant::now();
+                    write(key, step).await;
+                    latencies.push(at.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut sample = Sample::default();
+    for task in tasks {
+        sample.latencies.extend(task.await.expect("a writer"));
+    }
+    sample.elapsed = started.elapsed();
+    sample
+}
+
+/// The wrapper over `pg` and `my` with the queue in `queue`.
+async fn wrapper(
+    pg: &PgPool,
+    my: &MySqlPool,
+    table: &str,
+    queue: &Path,
+    delivery: Delivery,
+    key_sync: bool,
+) -> DualWrite<PgAccounts, MyAccounts> {
+    let builder = DualWrite::builder(
+        PgAccounts {
+            pool: pg.clone(),
+            table: table.to_owned(),
+        },
+        MyAccounts {
+            pool: my.clone(),
+            table: table.to_owned(),
+        },
+    )
+    .queue(SqliteQueue::open(queue).await.expect("the queue opens"))
+    .stage(Stage::DualWrite)
+    .delivery(delivery)
+    .follower_timeout(Duration::from_millis(500))
+    .retry(
+        RetryPolicy::default()
+            .min_delay(Duration::from_millis(50))
+            .max_delay(Duration::from_secs(1))
+            .max_attempts(100_000),
+    );
+    let builder = if key_sync {
+        builder
+            .sync_records(
+                "accounts",
+                PgTable::new(pg.clone(), table, "id"),
+                MySqlTable::new(my.clone(), table, "id"),
+            )
+            .key_sync(KeySync::records("accounts"))
+    } else {
+        builder
+    };
+    builder.build().expect("valid settings")
+}
+
+fn line(name: &str, ratio: f64, this: f64, floor: f64, unit: &str) {
+    println!("{name}: ratio={ratio:.3} this={this:.1} floor={floor:.1} unit={unit}");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut args = std::env::args()
+        .skip(1)
+        .filter_map(|arg| arg.parse::<usize>().ok());
+    let rounds = args.next().unwrap_or(3);
+    let writes = args.next().unwrap_or(2_000);
+
+    let pg = PgPoolOptions::new()
+        .max_connections(CONCURRENCY as u32)
+        .connect(&pg_url())
+        .await
+        .unwrap_or_else(|error| {
+            panic!("PostgreSQL at {} (set DUALWRITE_PG_URL): {error}", pg_url())
+        });
+    let my = MySqlPoolOptions::new()
+        .max_connections(CONCURRENCY as u32)
+        .connect(&mysql_url())
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "MariaDB at {} (set DUALWRITE_MYSQL_URL): {error}",
+                mysql_url()
+            )
+        });
+    let table = unique_table("bench");
+    create_tables(&pg, &my, &table).await;
+    let dir = std::env::temp_dir().join(format!("dualwrite-bench-{table}"));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+
+    // The follower behind a proxy that refuses: a lazy pool, so that it
+    // is built while MariaDB is unreachable.
+    let proxy = FaultProxy::start_to(&mysql_addr())
+        .await
+        .expect("the proxy starts");
+    proxy.refuse().await;
+    let my_down = MySqlPoolOptions::new()
+        .max_connections(CONCURRENCY as u32)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy(&via(&mysql_url(), proxy.addr()))
+        .expect("a lazy pool");
+
+    let sync = wrapper(
+        &pg,
+        &my,
+        &table,
+        &dir.join("sync.db"),
+        Delivery::Sync,
+        false,
+    )
+    .await;
+    let keyed = wrapper(
+        &pg,
+        &my,
+        &table,
+        &dir.join("keysync.db"),
+        Delivery::Sync,
+        true,
+    )
+    .await;
+    let journaled = wrapper(
+        &pg,
+        &my_down,
+        &table,
+        &dir.join("down.db"),
+        Delivery::Journaled,
+        false,
+    )
+    .await;
+    // Key syncs are applied by a worker; the follower-down queue's worker
+    // meets the circuit breaker.
+    let keyed_worker = keyed.spawn_worker();
+    let down_worker = journaled.spawn_worker();
+    let old = Arc::new(PgAccounts {
+        pool: pg.clone(),
+        table: table.clone(),
+    });
+    let new = Arc::new(MyAccounts {
+        pool: my.clone(),
+        table: table.clone(),
+    });
+
+    let mut figures: [(Sample, Sample); 3] = Default::default();
+    for round in 0..rounds as i64 {
+        let base = round * 100_000_000;
+        // 1. sync, both healthy, against old-then-new by hand.
+        let repo = sync.clone();
+        let this = run(writes, base, move |key, step| {
+            let repo = repo.clone();
+            async move {
+                repo.put_account(key, "sync".into(), step)
+                    .await
+                    .expect("a write");
+            }
+        })
+        .await;
+        let (o, n) = (old.clone(), new.clone());
+        let floor = run(writes, base + 10_000_000, move |key, step| {
+            let (o, n) = (o.clone(), n.clone());
+            async move {
+                o.put_account(key, "hand".into(), step).await.expect("old");
+                n.put_account(key, "hand".into(), step).await.expect("new");
+            }
+        })
+        .await;
+        figures[0].0.add(this);
+        figures[0].1.add(floor);
+
+        // 2. follower down, journaled, against the old store alone.
+        let repo = journaled.clone();
+        let this = run(writes, base + 20_000_000, move |key, step| {
+            let repo = repo.clone();
+            async move {
+                repo.put_account(key, "down".into(), step)
+                    .await
+                    .expect("a write");
+            }
+        })
+        .await;
+        let o = old.clone();
+        let floor = run(writes, base + 30_000_000, move |key, step| {
+            let o = o.clone();
+            async move {
+                o.put_account(key, "alone".into(), step).await.expect("old");
+            }
+        })
+        .await;
+        figures[1].0.add(this);
+        figures[1].1.add(floor);
+
+        // 3. key_sync against plain sync.
+        let repo = keyed.clone();
+        let this = run(writes, base + 40_000_000, move |key, step| {
+            let repo = repo.clone();
+            async move {
+                repo.put_account(key, "keysync".into(), step)
+                    .await
+                    .expect("a write");
+            }
+        })
+        .await;
+        let repo = sync.clone();
+        let floor = run(writes, base + 50_000_000, move |key, step| {
+            let repo = repo.clone();
+            async move {
+                repo.put_account(key, "sync".into(), step)
+                    .await
+                    .expect("a write");
+            }
+        })
+        .await;
+        figures[2].0.add(this);
+        figures[2].1.add(floor);
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+
+    let [healthy, mut down, mut keysync] = figures;
+    let (this, floor) = (healthy.0.per_second(), healthy.1.per_second());
+    line(
+        "sync_healthy_throughput_vs_hand_loop",
+        this / floor,
+        this,
+        floor,
+        "writes/s",
+    );
+    let (this, floor) = (down.0.p99_ms(), down.1.p99_ms());
+    line(
+        "journaled_follower_down_p99_vs_old_alone",
+        this / floor,
+        this,
+        floor,
+        "ms",
+    );
+    let (this, floor) = (keysync.0.per_second(), keysync.1.per_second());
+    line(
+        "key_sync_throughput_vs_sync",
+        this / floor,
+        this,
+        floor,
+        "writes/s",
+    );
+    let (this, floor) = (keysync.0.p99_ms(), keysync.1.p99_ms());
+    line("key_sync_p99_vs_sync", this / floor, this, floor, "ms");
+
+    let _ = keyed_worker.shutdown().await;
+    down_worker.stop();
+    drop_tables(&pg, &my, &table).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// MariaDB's `host:port`, from its URL.
+fn mysql_addr() -> String {
+    let url = mysql_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:3306")
+    }
+}
