@@ -98,10 +98,11 @@ pub enum Command {
 /// sides, or per side when they differ.
 #[derive(Debug, Clone, Args)]
 pub struct StoresArgs {
-    /// The old database: `sqlite:<path>` (it must exist).
+    /// The old database: `sqlite:<path>` (the file must exist),
+    /// `postgres://user@host/db` or `mysql://user@host/db` (also `mariadb://`).
     #[arg(long, env = "DUALWRITE_OLD", value_name = "URL")]
     pub old: Option<Location>,
-    /// The new database: `sqlite:<path>` (it must exist).
+    /// The new database, in the same forms as --old.
     #[arg(long, env = "DUALWRITE_NEW", value_name = "URL")]
     pub new: Option<Location>,
     /// The table on both sides.

@@ -32,7 +32,7 @@
 //!
 //! | option | environment | meaning |
 //! |---|---|---|
-//! | `--queue URL` | `DUALWRITE_QUEUE` | the reconciliation queue: `sqlite:<path>` (`postgres:` and `mysql:` are refused as not supported yet) |
+//! | `--queue URL` | `DUALWRITE_QUEUE` | the reconciliation queue: `sqlite:<path>` (PostgreSQL and MySQL queues are refused as not supported yet) |
 //! | `--stage-source URL` | `DUALWRITE_STAGE_SOURCE` | the shared stage, if it is not in the queue's file |
 //! | `--migration NAME` | `DUALWRITE_MIGRATION` | the stage row (`SqliteStageSource::open_named`; default `default`) |
 //!
@@ -55,7 +55,9 @@
 //! # Backfill, verify, repair
 //!
 //! They run the runtime's [`migrate`](dualwrite_runtime::migrate) tasks
-//! between two SQL databases (`sqlite:` today), a table or a query per side
+//! between two SQL databases of any kind: `sqlite:<path>`,
+//! `postgres://..` and `mysql://..` (or `mariadb://..`) per side, the
+//! server drivers behind the default features `postgres` and `mysql`; a table or a query per side
 //! (`--table`, or `--old-table` / `--new-table`; `--old-query` /
 //! `--new-query` read through a `SELECT` of your own, so renamed columns and
 //! changed types line up; `--key` or `--old-key` / `--new-key` name the key

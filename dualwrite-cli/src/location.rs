@@ -9,8 +9,8 @@ use std::str::FromStr;
 /// | URL | meaning |
 /// |---|---|
 /// | `sqlite:/var/lib/orders/queue.db`, `sqlite://relative.db`, `sqlite:///absolute.db` | a SQLite file |
-/// | `postgres://..`, `postgresql://..` | PostgreSQL (not supported yet: an error says so) |
-/// | `mysql://..`, `mariadb://..` | MySQL or MariaDB (not supported yet) |
+/// | `postgres://..`, `postgresql://..` | PostgreSQL: a record store of `backfill`, `verify`, `repair` (feature `postgres`); not yet a queue |
+/// | `mysql://..`, `mariadb://..` | MySQL or MariaDB: the same (feature `mysql`) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// A SQLite file.
@@ -60,7 +60,7 @@ impl FromStr for Location {
             "postgres" | "postgresql" => Ok(Location::Postgres(url.to_owned())),
             "mysql" | "mariadb" => Ok(Location::Mysql(url.to_owned())),
             _ => Err(error(
-                "unknown scheme; expected `sqlite:` (`postgres:` and `mysql:` are not supported yet)",
+                "unknown scheme; expected `sqlite:`, `postgres://` or `mysql://`",
             )),
         }
     }

@@ -113,7 +113,7 @@ pub(crate) fn sqlite_file<'a>(role: &str, location: &'a Location) -> Result<&'a 
     match location {
         Location::Sqlite(path) => Ok(path),
         Location::Postgres(_) | Location::Mysql(_) => Err(CliError::Usage(format!(
-            "{role} {location}: this backend is not supported yet; use a `sqlite:<path>` URL"
+            "{role} {location}: a queue on this database is not supported yet; use a `sqlite:<path>` URL"
         ))),
     }
 }

@@ -1,16 +1,24 @@
 //! The two record stores of `backfill`, `verify` and `repair`: a table or a
-//! query per side in a SQL database, checked before any work starts.
+//! query per side in a SQL database (SQLite, PostgreSQL, MariaDB or MySQL),
+//! checked before any work starts.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use dualwrite_runtime::records::{RecordPair, RecordStore, SqliteTable, TableSpec};
+use std::path::Path;
+
+#[cfg(feature = "mysql")]
+use dualwrite_runtime::records::MySqlTable;
+#[cfg(feature = "postgres")]
+use dualwrite_runtime::records::PgTable;
+use dualwrite_runtime::records::{RecordError, RecordPair, RecordStore, SqliteTable, TableSpec};
 use dualwrite_runtime::Side;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 use crate::args::StoresArgs;
 use crate::error::CliError;
-use crate::open::{check_sqlite_file, sqlite_file};
+use crate::location::Location;
+use crate::open::check_sqlite_file;
 
 /// What a task does to a side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,12 +65,11 @@ async fn open_side(
     };
     let location = location.as_ref().ok_or_else(|| {
         CliError::Usage(format!(
-            "no {name} database given: pass --{name} sqlite:<path> or set DUALWRITE_{}",
+            "no {name} database given: pass --{name} <URL> (sqlite:<path>, postgres://.., mysql://..) or set DUALWRITE_{}",
             name.to_ascii_uppercase()
         ))
     })?;
     let role = format!("{name} database");
-    let path = sqlite_file(&role, location)?;
     let key = key.as_ref().or(args.key.as_ref()).ok_or_else(|| {
         CliError::Usage(format!(
             "no key column for the {name} side: pass --key (both sides) or --{name}-key"
@@ -90,7 +97,26 @@ async fn open_side(
     if !args.columns.is_empty() {
         spec = spec.columns(args.columns.iter().cloned());
     }
-    check_sqlite_file(&role, path)?;
+    match location {
+        Location::Sqlite(path) => open_sqlite(&role, path, spec, access).await,
+        Location::Postgres(url) => open_postgres(&role, location, url, spec, access).await,
+        Location::Mysql(url) => open_mysql(&role, location, url, spec, access).await,
+    }
+}
+
+/// A table store that failed its check (a missing table or column, a bad
+/// query), named before any work starts.
+fn invalid(role: &str, shown: impl std::fmt::Display, error: RecordError) -> CliError {
+    CliError::store(format!("{role} {shown}: {error}"))
+}
+
+async fn open_sqlite(
+    role: &str,
+    path: &Path,
+    spec: TableSpec,
+    access: Access,
+) -> Result<Arc<dyn RecordStore>, CliError> {
+    check_sqlite_file(role, path)?;
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(false)
@@ -107,9 +133,124 @@ async fn open_side(
             ))
         })?;
     let store = SqliteTable::with_spec(pool, spec);
-    store
-        .check()
-        .await
-        .map_err(|error| CliError::store(format!("{role} {}: {error}", path.display())))?;
+    let checked = store.check().await;
+    checked.map_err(|error| invalid(role, path.display(), error))?;
     Ok(Arc::new(store))
+}
+
+/// How long the tool waits for a server database before it gives up.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server's error, for a database that could not be reached or refused
+/// the login (the URL is shown without its password).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn unreachable(role: &str, location: &Location, error: sqlx::Error) -> CliError {
+    CliError::store(format!("{role} {location}: cannot connect: {error}"))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(
+    role: &str,
+    location: &Location,
+    url: &str,
+    spec: TableSpec,
+    access: Access,
+) -> Result<Arc<dyn RecordStore>, CliError> {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    let options: PgConnectOptions = url.parse().map_err(|error| {
+        CliError::Usage(format!(
+            "{role} {location}: {}",
+            crate::error::one_line(&format!("{error}"))
+        ))
+    })?;
+    // A side that is only read is opened read-only by the server itself.
+    let options = match access {
+        Access::Read => options.options([("default_transaction_read_only", "on")]),
+        Access::Write => options,
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|error| unreachable(role, location, error))?;
+    let store = PgTable::with_spec(pool, spec);
+    let checked = store.check().await;
+    checked.map_err(|error| invalid(role, location, error))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(feature = "mysql")]
+async fn open_mysql(
+    role: &str,
+    location: &Location,
+    url: &str,
+    spec: TableSpec,
+    access: Access,
+) -> Result<Arc<dyn RecordStore>, CliError> {
+    use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+    use sqlx::Executor;
+    // `mariadb://` is the same server protocol.
+    let url = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mariadb") => format!("mysql://{rest}"),
+        _ => url.to_owned(),
+    };
+    let options: MySqlConnectOptions = url.parse().map_err(|error| {
+        CliError::Usage(format!(
+            "{role} {location}: {}",
+            crate::error::one_line(&format!("{error}"))
+        ))
+    })?;
+    let read_only = access == Access::Read;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        // A side that is only read is opened read-only by the server itself.
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                if read_only {
+                    connection
+                        .execute("SET SESSION TRANSACTION READ ONLY")
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(|error| unreachable(role, location, error))?;
+    let store = MySqlTable::with_spec(pool, spec);
+    let checked = store.check().await;
+    checked.map_err(|error| invalid(role, location, error))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(
+    role: &str,
+    location: &Location,
+    _: &str,
+    _: TableSpec,
+    _: Access,
+) -> Result<Arc<dyn RecordStore>, CliError> {
+    Err(not_built(role, location, "postgres"))
+}
+
+#[cfg(not(feature = "mysql"))]
+async fn open_mysql(
+    role: &str,
+    location: &Location,
+    _: &str,
+    _: TableSpec,
+    _: Access,
+) -> Result<Arc<dyn RecordStore>, CliError> {
+    Err(not_built(role, location, "mysql"))
+}
+
+#[cfg(not(all(feature = "postgres", feature = "mysql")))]
+fn not_built(role: &str, location: &Location, feature: &str) -> CliError {
+    CliError::Usage(format!(
+        "{role} {location}: this dualwrite was built without its `{feature}` feature (it is on by default)"
+    ))
 }

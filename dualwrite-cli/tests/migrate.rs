@@ -386,9 +386,21 @@ fn a_missing_database_is_not_created_and_bad_options_are_named() {
     let mut malformed = verify.to_vec();
     malformed.extend(["--new", "new.db"]);
     run(&malformed).fails_with(2, "`new.db` is not a store URL");
-    let mut unsupported = verify.to_vec();
-    unsupported.extend(["--new", "postgres://db/orders"]);
-    run(&unsupported).fails_with(2, "not supported yet");
+    // Nothing listens on port 1: the server is named as unreachable, its
+    // password never shown.
+    for url in [
+        "postgres://app:secret@127.0.0.1:1/orders",
+        "mysql://app:secret@127.0.0.1:1/orders",
+    ] {
+        let mut unreachable = verify.to_vec();
+        unreachable.extend(["--new", url]);
+        let ran = run(&unreachable);
+        ran.fails_with(3, "cannot connect");
+        assert!(!ran.stderr.contains("secret"), "{}", ran.stderr);
+    }
+    let mut bad_port = verify.to_vec();
+    bad_port.extend(["--new", "postgres://app@127.0.0.1:port/orders"]);
+    run(&bad_port).fails_with(2, "new database");
     databases
         .run(&["verify", "--namespace", "orders"])
         .fails_with(2, "--records");

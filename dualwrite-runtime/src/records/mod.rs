@@ -17,17 +17,49 @@
 //!
 //! # SQL tables
 //!
-//! [`SqliteTable`] implements the interface for a table (or a query) of a
-//! SQLite database: name the table and its key column, and optionally the
-//! columns, a version column, and a query to read through. The statements
-//! are built by dialect, so server databases take the same code.
+//! [`SqlTable`] implements the interface for a table (or a query) of a SQL
+//! database on a sqlx pool: name the table and its key column, and
+//! optionally the columns, a version column, and a query to read through.
+//! The statements are built by dialect: `SqliteTable` (feature `sqlite`, on
+//! by default), `PgTable` (feature `postgres`) and `MySqlTable` (feature
+//! `mysql`, also for MariaDB) take the same code. A sqlx table in a few
+//! lines, on each:
 //!
 //! ```no_run
-//! # async fn demo(pool: sqlx::SqlitePool) {
-//! use dualwrite_runtime::records::SqliteTable;
-//! let accounts = SqliteTable::new(pool, "accounts", "id").version_column("updated_at");
-//! # let _ = accounts; }
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use dualwrite_runtime::records::{SqliteTable, TableSpec};
+//!
+//! // SQLite: the table as it is, every column but the key a field.
+//! let pool = sqlx::SqlitePool::connect("sqlite:orders.db").await?;
+//! let old = SqliteTable::new(pool, "orders", "id");
+//! old.check().await?; // names a missing table or column before any work
+//!
+//! // PostgreSQL: newer by a version column both stores keep.
+//! # #[cfg(feature = "postgres")] {
+//! let pool = sqlx::PgPool::connect("postgres://app@db/orders").await?;
+//! let new = dualwrite_runtime::records::PgTable::new(pool, "orders", "id")
+//!     .version_column("updated_at");
+//! # let _ = new; }
+//!
+//! // MariaDB or MySQL: a source whose columns were named otherwise, read
+//! // through a query that gives them the other side's names.
+//! # #[cfg(feature = "mysql")] {
+//! let pool = sqlx::MySqlPool::connect("mysql://app@db/orders").await?;
+//! let spec = TableSpec::query(
+//!     "SELECT order_id AS id, customer_name AS customer, total_cents AS amount_cents FROM orders_v2",
+//!     "id",
+//! );
+//! let legacy = dualwrite_runtime::records::MySqlTable::with_spec(pool, spec);
+//! # let _ = legacy; }
+//! # Ok(()) }
 //! ```
+//!
+//! A query only reads. A side that is written to (the backfill's target,
+//! the follower of key-level syncs) through a query needs
+//! [`TableSpec::writes_to`] and a table whose columns carry the query's
+//! names; when the new schema renames or re-encodes them, implement the
+//! interface by hand, as below (the `orders` example does it for its
+//! `orders_v2` table, whose status is a number where the old one is a name).
 //!
 //! # What "newer" means
 //!
@@ -115,9 +147,19 @@
 //! }
 //! ```
 //!
-//! For PostgreSQL or MariaDB the same five functions take `$1` placeholders
-//! or `ON DUPLICATE KEY UPDATE`; [`SqliteTable`] does all of it for a
-//! SQLite table without code.
+//! On PostgreSQL (`sqlx::PgPool`) and MariaDB or MySQL (`sqlx::MySqlPool`)
+//! the same functions change only their statements:
+//!
+//! | | PostgreSQL | MariaDB / MySQL |
+//! |---|---|---|
+//! | placeholders | `$1, $2, ..` | `?` as in SQLite |
+//! | `page` | `WHERE id > $1 ORDER BY id LIMIT $2` | as in SQLite |
+//! | `put`, newer only | `ON CONFLICT (id) DO UPDATE SET email = excluded.email, updated_at = excluded.updated_at WHERE accounts.updated_at < excluded.updated_at` | `ON DUPLICATE KEY UPDATE email = IF(updated_at < VALUES(updated_at), VALUES(email), email), updated_at = GREATEST(updated_at, VALUES(updated_at))` (the version column last, so the other columns compare against the old version) |
+//! | `put`, absent only | `ON CONFLICT (id) DO NOTHING` | `INSERT IGNORE` |
+//! | rows written | `rows_affected()` | `rows_affected()` of one row is 1 for an insert, 2 for an update, 0 when nothing changed: written when above 0 |
+//!
+//! A text key on PostgreSQL pages in byte order with `ORDER BY id COLLATE
+//! "C"`, the order the record key sorts in.
 //!
 //! # Key-level sync
 //!
