@@ -176,6 +176,10 @@ impl State {
 
 #[async_trait]
 impl ReconciliationQueue for InMemoryQueue {
+    fn capabilities(&self) -> super::QueueCapabilities {
+        super::QueueCapabilities::full("in-memory")
+    }
+
     async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
         Ok(self.insert(
             entry,

@@ -71,6 +71,8 @@
 mod admin;
 pub mod entry;
 mod memory;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "testing")]
@@ -79,6 +81,8 @@ pub mod testing;
 pub use admin::QueueAdmin;
 pub use entry::{EntryState, QueuedEntry};
 pub use memory::InMemoryQueue;
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::{RabbitMqOptions, RabbitMqQueue};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteQueue, SqliteQueueOptions};
 
@@ -329,6 +333,56 @@ pub enum QueueError {
     KeySync(String),
 }
 
+/// What a backend can do of the contract of [`ReconciliationQueue`].
+///
+/// A table does all of it ([`QueueCapabilities::full`], the trait's
+/// default); a message broker cannot. [`Builder::build`](crate::Builder::build)
+/// refuses a setting that needs what the queue lacks, naming the backend and
+/// the setting, and the conformance suite (`queue::testing`) skips the cases
+/// a backend declares it cannot pass, listing them as skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueCapabilities {
+    /// The backend's name, for errors (`"SQLite"`, `"RabbitMQ"`).
+    pub backend: &'static str,
+    /// [`prepare`](ReconciliationQueue::prepare), `commit`,
+    /// `commit_uncertain` and `abort`: what
+    /// [`Delivery::Journaled`](crate::Delivery::Journaled) and
+    /// [`key_sync`](crate::Builder::key_sync) need.
+    pub write_ahead: bool,
+    /// A dead letter can block its key ([`PoisonPolicy::Block`]); without
+    /// it the queue behaves as [`PoisonPolicy::Skip`].
+    pub blocking_dead_letters: bool,
+    /// A retry delay, an entry in flight or a dead letter holds back only
+    /// its own key; without it, other keys (of a partition) may wait too.
+    pub key_independent_delays: bool,
+    /// [`has_work`](ReconciliationQueue::has_work) and
+    /// [`has_later_entries`](ReconciliationQueue::has_later_entries) answer
+    /// for the key alone, with what every process queued; without it they
+    /// answer for a superset of the key (its partition).
+    pub exact_key_work: bool,
+    /// Unkeyed entries are ordered against every key (without it the
+    /// backend refuses to append them).
+    pub unkeyed_order: bool,
+    /// [`key_entries`](ReconciliationQueue::key_entries) lists a key's line.
+    pub key_entries: bool,
+}
+
+impl QueueCapabilities {
+    /// Everything of the contract, for a backend named `backend`.
+    pub const fn full(backend: &'static str) -> Self {
+        QueueCapabilities {
+            backend,
+            write_ahead: true,
+            blocking_dead_letters: true,
+            key_independent_delays: true,
+            exact_key_work: true,
+            unkeyed_order: true,
+            key_entries: true,
+        }
+    }
+}
+
 /// Storage for operations the follower has not applied yet.
 ///
 /// Implementations must keep per-`(namespace, target, key)` FIFO order: an
@@ -363,6 +417,13 @@ pub enum QueueError {
 /// every backend to the same meaning either way.
 #[async_trait]
 pub trait ReconciliationQueue: Send + Sync + 'static {
+    /// What of this contract the backend does. Default: all of it
+    /// ([`QueueCapabilities::full`]); a backend that cannot do a part
+    /// says so here, and answers the calls it cannot serve with an error.
+    fn capabilities(&self) -> QueueCapabilities {
+        QueueCapabilities::full("custom")
+    }
+
     /// Appends an entry at the tail of its key. Returns once it is stored.
     async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError>;
 

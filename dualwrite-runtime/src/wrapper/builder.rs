@@ -349,6 +349,26 @@ impl<Old, New> Builder<Old, New> {
                 ));
             }
         }
+        let capabilities = queue.capabilities();
+        if !capabilities.write_ahead {
+            let setting = if self.key_sync.is_some() {
+                Some("key_sync")
+            } else if self.delivery == Delivery::Journaled {
+                Some("delivery")
+            } else {
+                None
+            };
+            if let Some(setting) = setting {
+                return Err(config::invalid(
+                    setting,
+                    format!(
+                        "the {} reconciliation queue cannot write ahead (prepare, then commit after the authoritative write), which {} needs; use `Delivery::Sync` with this queue, or a queue that writes ahead (SqliteQueue)",
+                        capabilities.backend,
+                        if setting == "key_sync" { "cross-instance key sync" } else { "`Delivery::Journaled`" },
+                    ),
+                ));
+            }
+        }
         let stage = self
             .stage
             .unwrap_or_else(|| StageHandle::new(self.initial_stage));

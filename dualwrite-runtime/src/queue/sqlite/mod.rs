@@ -350,6 +350,10 @@ impl SqliteQueue {
 
 #[async_trait]
 impl ReconciliationQueue for SqliteQueue {
+    fn capabilities(&self) -> super::QueueCapabilities {
+        super::QueueCapabilities::full("SQLite")
+    }
+
     async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
         self.write(|reply| Write::Append(entry, reply)).await
     }

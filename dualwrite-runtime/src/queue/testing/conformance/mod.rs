@@ -104,7 +104,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::model::ModelBackend;
-use crate::queue::{Claim, ClaimedEntry, NewEntry, PoisonPolicy};
+use crate::queue::{Claim, ClaimedEntry, NewEntry, PoisonPolicy, QueueCapabilities};
 use crate::{Key, ReconciliationQueue, Side};
 
 mod dead_and_prepared;
@@ -252,7 +252,7 @@ pub fn check_conformance<B: ModelBackend>(
     for (group, policy, cases) in groups {
         for case in cases {
             let name = format!("{group}/{}", case.name);
-            match run_case(&runtime, &mut backend, policy, case.run) {
+            match run_case(&runtime, &mut backend, policy, case) {
                 Outcome::Passed => report.passed.push(name),
                 Outcome::Skipped => report.skipped.push(name),
                 Outcome::Failed(message) => failures.push(CaseFailure {
@@ -274,17 +274,46 @@ pub fn check_conformance<B: ModelBackend>(
 
 type Queue = Arc<dyn ReconciliationQueue>;
 
-/// One case: a name and the scenario, run on a fresh queue.
+/// One case: a name, the scenario, run on a fresh queue, and what of the
+/// contract it needs beyond the core (a backend whose
+/// [`capabilities`](ReconciliationQueue::capabilities) lack one of them has
+/// the case skipped, and listed in [`ConformanceReport::skipped`]).
 struct Case {
     name: &'static str,
     run: fn(Queue) -> BoxFuture<'static, ()>,
+    needs: &'static [Need],
+}
+
+/// A part of the contract a case needs (see [`QueueCapabilities`]).
+#[derive(Clone, Copy)]
+enum Need {
+    WriteAhead,
+    BlockingDeadLetters,
+    KeyIndependentDelays,
+    ExactKeyWork,
+    UnkeyedOrder,
+    KeyEntries,
+}
+
+impl Need {
+    fn met_by(self, capabilities: &QueueCapabilities) -> bool {
+        match self {
+            Need::WriteAhead => capabilities.write_ahead,
+            Need::BlockingDeadLetters => capabilities.blocking_dead_letters,
+            Need::KeyIndependentDelays => capabilities.key_independent_delays,
+            Need::ExactKeyWork => capabilities.exact_key_work,
+            Need::UnkeyedOrder => capabilities.unkeyed_order,
+            Need::KeyEntries => capabilities.key_entries,
+        }
+    }
 }
 
 macro_rules! cases {
-    ($($module:ident :: $name:ident),* $(,)?) => {
+    ($($module:ident :: $name:ident $([$($need:ident),*])?),* $(,)?) => {
         &[$(Case {
             name: stringify!($name),
             run: |queue| Box::pin($module::$name(queue)),
+            needs: &[$($(Need::$need),*)?],
         }),*]
     };
 }
@@ -301,28 +330,28 @@ const BLOCK_CASES: &[Case] = cases![
     ordering::lease_expiry_and_lease_lost,
     ordering::expired_lease_not_reclaimed_can_still_settle,
     ordering::retry_later_waits_and_counts,
-    ordering::retry_delay_blocks_only_its_key,
+    ordering::retry_delay_blocks_only_its_key [KeyIndependentDelays],
     ordering::release_keeps_attempts,
-    dead_and_prepared::dead_letter_blocks_its_key_only,
-    dead_and_prepared::retry_dead_resets_and_goes_first,
-    dead_and_prepared::drop_dead_unblocks,
+    dead_and_prepared::dead_letter_blocks_its_key_only [BlockingDeadLetters],
+    dead_and_prepared::retry_dead_resets_and_goes_first [BlockingDeadLetters],
+    dead_and_prepared::drop_dead_unblocks [BlockingDeadLetters],
     dead_and_prepared::not_dead_is_refused,
     ordering::stats_by_target,
-    ordering::fair_across_keys,
-    ordering::fair_when_keys_exceed_the_limit,
-    ordering::has_work_follows_entries,
+    ordering::fair_across_keys [KeyIndependentDelays],
+    ordering::fair_when_keys_exceed_the_limit [KeyIndependentDelays],
+    ordering::has_work_follows_entries [ExactKeyWork],
     ordering::empty_queue_is_idle,
     ordering::concurrent_claimers_never_share_a_key,
-    dead_and_prepared::prepared_entry_waits_for_commit,
-    dead_and_prepared::aborted_entry_disappears,
-    dead_and_prepared::expired_prepared_entry_is_claimed_as_orphan,
-    dead_and_prepared::has_later_entries_sees_the_rest_of_the_key,
-    dead_and_prepared::key_entries_shows_a_keys_line_in_order,
+    dead_and_prepared::prepared_entry_waits_for_commit [WriteAhead],
+    dead_and_prepared::aborted_entry_disappears [WriteAhead],
+    dead_and_prepared::expired_prepared_entry_is_claimed_as_orphan [WriteAhead],
+    dead_and_prepared::has_later_entries_sees_the_rest_of_the_key [WriteAhead, ExactKeyWork],
+    dead_and_prepared::key_entries_shows_a_keys_line_in_order [KeyEntries],
     turnover::complete_and_claim_hands_out_the_next_entry_of_a_completed_key,
     turnover::complete_and_claim_refuses_a_stale_lease,
-    turnover::complete_and_claim_keeps_the_unkeyed_barrier,
+    turnover::complete_and_claim_keeps_the_unkeyed_barrier [UnkeyedOrder],
     turnover::complete_and_claim_with_limit_zero_only_completes,
-    turnover::complete_and_claim_leaves_prepared_and_dead_entries,
+    turnover::complete_and_claim_leaves_prepared_and_dead_entries [WriteAhead],
 ];
 
 /// The cases run on queues of [`PoisonPolicy::Skip`]: what must not change
@@ -332,9 +361,9 @@ const SKIP_CASES: &[Case] = cases![
     ordering::one_in_flight_per_key,
     ordering::lease_expiry_and_lease_lost,
     ordering::retry_later_waits_and_counts,
-    ordering::fair_across_keys,
-    ordering::has_work_follows_entries,
-    dead_and_prepared::prepared_entry_waits_for_commit,
+    ordering::fair_across_keys[KeyIndependentDelays],
+    ordering::has_work_follows_entries[ExactKeyWork],
+    dead_and_prepared::prepared_entry_waits_for_commit[WriteAhead],
     dead_and_prepared::skip_policy_lets_the_key_flow,
     dead_and_prepared::skip_policy_drop_dead,
     turnover::complete_and_claim_hands_out_the_next_entry_of_a_completed_key,
@@ -354,7 +383,7 @@ fn run_case<B: ModelBackend>(
     runtime: &tokio::runtime::Runtime,
     backend: &mut B,
     policy: Option<PoisonPolicy>,
-    run: fn(Queue) -> BoxFuture<'static, ()>,
+    case: &Case,
 ) -> Outcome {
     let opened = catch_unwind(AssertUnwindSafe(|| {
         runtime.block_on(async {
@@ -376,6 +405,15 @@ fn run_case<B: ModelBackend>(
         }
     };
     let shared: Queue = Arc::clone(&queue) as Queue;
+    let capabilities = shared.capabilities();
+    if !case.needs.iter().all(|need| need.met_by(&capabilities)) {
+        drop(shared);
+        if let Ok(queue) = Arc::try_unwrap(queue) {
+            let _ = catch_unwind(AssertUnwindSafe(|| runtime.block_on(backend.finish(queue))));
+        }
+        return Outcome::Skipped;
+    }
+    let run = case.run;
     let ran = catch_unwind(AssertUnwindSafe(|| {
         // The timer needs the runtime: made inside `block_on`.
         runtime.block_on(async move { tokio::time::timeout(CASE_TIMEOUT, run(shared)).await })
