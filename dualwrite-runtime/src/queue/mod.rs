@@ -18,7 +18,10 @@
 //!
 //! Backends: [`InMemoryQueue`] (tests, and services that accept losing queued
 //! work on restart) and, with the `sqlite` feature (on by default),
-//! [`SqliteQueue`], the embedded durable queue in one SQLite file. Durable
+//! [`SqliteQueue`], the embedded durable queue in one SQLite file; with the
+//! `postgres` feature, `PostgresQueue` (module `postgres`), a durable queue
+//! in PostgreSQL tables shared by many processes, whose docs also weigh
+//! putting its tables in the old database, the new one or a third. Durable
 //! backends implement the same trait.
 //!
 //! # What is shared, and what a backend writes
@@ -71,6 +74,8 @@
 mod admin;
 pub mod entry;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "testing")]
@@ -79,6 +84,8 @@ pub mod testing;
 pub use admin::QueueAdmin;
 pub use entry::{EntryState, QueuedEntry};
 pub use memory::InMemoryQueue;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresQueue, PostgresQueueOptions};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteQueue, SqliteQueueOptions};
 
