@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dualwrite_runtime::queue::postgres::SchemaError;
 use dualwrite_runtime::queue::testing::conformance::check_conformance;
 use dualwrite_runtime::queue::testing::model::{check_backend, ModelBackend, ModelConfig};
+use dualwrite_runtime::queue::SchemaError;
 use dualwrite_runtime::queue::{NewEntry, PoisonPolicy, PostgresQueue};
 use dualwrite_runtime::{Key, QueueError, ReconciliationQueue, Side};
 use sqlx::postgres::{PgPool, PgPoolOptions};

@@ -76,6 +76,8 @@ pub mod entry;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "testing")]
@@ -86,6 +88,8 @@ pub use entry::{EntryState, QueuedEntry};
 pub use memory::InMemoryQueue;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresQueue, PostgresQueueOptions};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use sql::{SchemaError, DEFAULT_TABLE_PREFIX};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteQueue, SqliteQueueOptions};
 

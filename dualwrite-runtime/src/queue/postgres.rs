@@ -4,14 +4,14 @@
 //! # Tables
 //!
 //! Two tables and a sequence, named from a prefix
-//! ([`PostgresQueueOptions::table_prefix`], default `dualwrite_queue_`):
+//! ([`PostgresQueueOptions::table_prefix`], default [`DEFAULT_TABLE_PREFIX`](super::DEFAULT_TABLE_PREFIX)):
 //! `{prefix}meta` (the schema version), `{prefix}entries` (one row per
 //! entry, in the states of [`EntryState`]) and `{prefix}turns` (the order
 //! in which heads of keys are served, so that a busy key cannot starve the
 //! others). The schema is created only on request:
 //! [`PostgresQueue::install_schema`], or
 //! [`PostgresQueueOptions::create_schema`]. Opening tables that do not
-//! exist fails with a [`SchemaError`] naming the missing table and the call
+//! exist fails with a [`SchemaError`](super::SchemaError) naming the missing table and the call
 //! that creates it; tables of a newer schema version are refused.
 //!
 //! # Many processes
@@ -51,43 +51,25 @@
 //!   and a write path that now depends on it being reachable.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::postgres::PgPool;
+use sqlx::{Postgres, Transaction};
 
+use super::sql::DEFAULT_TABLE_PREFIX;
+use super::sql::{
+    decode, entry_columns, head_condition, in_line, interval_micros, next_ready_in, stats_of,
+    to_i64, Decoded, Tables,
+};
 use super::{
-    Claim, ClaimedEntry, DeadLetter, EntryId, EntryState, Lease, NewEntry, PoisonPolicy,
-    QueueError, QueueStats, QueuedEntry, ReconciliationQueue, Turnover,
+    Claim, DeadLetter, EntryId, Lease, NewEntry, PoisonPolicy, QueueError, QueueStats, QueuedEntry,
+    ReconciliationQueue, Turnover,
 };
 use crate::op::Key;
 use crate::vocabulary::Side;
 
-/// The default prefix of the queue's tables.
-pub const DEFAULT_TABLE_PREFIX: &str = "dualwrite_queue_";
-
-/// Opening the queue's tables failed because their schema is missing or
-/// newer than this build understands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchemaError {
-    message: String,
-}
-
-impl SchemaError {
-    /// What is wrong and how to fix it.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for SchemaError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for SchemaError {}
+const SERVER: &str = "PostgreSQL";
 
 fn backend(context: &str, error: sqlx::Error) -> QueueError {
     QueueError::Backend(format!("PostgreSQL queue: {context}: {error}").into())
@@ -131,11 +113,11 @@ impl PostgresQueueOptions {
     ///
     /// # Errors
     ///
-    /// [`QueueError::Backend`] holding a [`SchemaError`] when the tables are
+    /// [`QueueError::Backend`] holding a [`SchemaError`](super::SchemaError) when the tables are
     /// missing (without [`create_schema`](Self::create_schema)) or of a
     /// newer version, or a database error.
     pub async fn open(self) -> Result<PostgresQueue, QueueError> {
-        let tables = Tables::new(&self.prefix)?;
+        let tables = Tables::new(SERVER, &self.prefix, "turns")?;
         if self.create_schema {
             install(&self.pool, &tables).await?;
         }
@@ -166,45 +148,11 @@ impl fmt::Debug for PostgresQueue {
     }
 }
 
-/// The table names of one prefix.
-#[derive(Debug, Clone)]
-struct Tables {
-    prefix: String,
-    meta: String,
-    entries: String,
-    turns: String,
-}
-
-impl Tables {
-    fn new(prefix: &str) -> Result<Tables, QueueError> {
-        let valid = !prefix.is_empty()
-            && prefix.len() <= 40
-            && prefix.starts_with(|c: char| c.is_ascii_lowercase())
-            && prefix
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
-            return Err(QueueError::Backend(
-                format!(
-                    "PostgreSQL queue: invalid table prefix {prefix:?}: use lowercase ASCII letters, digits and '_', starting with a letter, at most 40 characters"
-                )
-                .into(),
-            ));
-        }
-        Ok(Tables {
-            prefix: prefix.to_owned(),
-            meta: format!("{prefix}meta"),
-            entries: format!("{prefix}entries"),
-            turns: format!("{prefix}turns"),
-        })
-    }
-}
-
 async fn install(pool: &PgPool, tables: &Tables) -> Result<(), QueueError> {
     let Tables {
         meta,
         entries,
-        turns,
+        aux: turns,
         ..
     } = tables;
     let mut tx = pool
@@ -260,18 +208,13 @@ async fn check_version(pool: &PgPool, tables: &Tables) -> Result<(), QueueError>
             .bind(vec![
                 tables.meta.clone(),
                 tables.entries.clone(),
-                tables.turns.clone(),
+                tables.aux.clone(),
             ])
             .fetch_all(pool)
             .await
             .map_err(|e| backend("look for the queue's tables", e))?;
-    let schema = |message: String| QueueError::Backend(Box::new(SchemaError { message }));
     if !missing.is_empty() {
-        return Err(schema(format!(
-            "PostgreSQL queue: the schema is not installed: {} missing; create it with PostgresQueue::install_schema(&pool, {:?}) or open with PostgresQueue::options(pool).create_schema(true)",
-            missing.join(", "),
-            tables.prefix
-        )));
+        return Err(tables.missing(SERVER, "PostgresQueue", &missing));
     }
     let version: Option<i64> = sqlx::query_scalar(&format!(
         "SELECT value FROM {} WHERE name = 'schema_version'",
@@ -280,18 +223,7 @@ async fn check_version(pool: &PgPool, tables: &Tables) -> Result<(), QueueError>
     .fetch_optional(pool)
     .await
     .map_err(|e| backend("read the schema version", e))?;
-    match version {
-        Some(version) if version == PostgresQueue::SCHEMA_VERSION => Ok(()),
-        Some(version) if version > PostgresQueue::SCHEMA_VERSION => Err(schema(format!(
-            "PostgreSQL queue: {} has schema version {version}, but this build of dualwrite-runtime understands versions up to {}; it was written by a newer release. Upgrade this service (or use another table prefix); nothing was changed",
-            tables.meta,
-            PostgresQueue::SCHEMA_VERSION
-        ))),
-        other => Err(schema(format!(
-            "PostgreSQL queue: {} holds no valid schema_version (found {other:?}); it is not a dualwrite queue's, or was damaged",
-            tables.meta
-        ))),
-    }
+    tables.check_version(SERVER, version, PostgresQueue::SCHEMA_VERSION)
 }
 
 /// Whether a database error is worth retrying the transaction for.
@@ -302,82 +234,6 @@ fn transient(error: &sqlx::Error) -> bool {
 /// Microseconds since the epoch, in SQL, of a timestamptz column.
 fn micros(column: &str) -> String {
     format!("(extract(epoch from {column}) * 1000000)::bigint")
-}
-
-fn time_of(micros: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
-}
-
-/// A `Duration` as a PostgreSQL interval in microseconds, capped at a
-/// century (so `Duration::MAX` means "practically never").
-fn interval_micros(wait: Duration) -> i64 {
-    const CENTURY: u128 = 100 * 365 * 24 * 3600 * 1_000_000;
-    i64::try_from(wait.as_micros().min(CENTURY)).unwrap_or(i64::MAX)
-}
-
-fn side_of(text: &str) -> Result<Side, String> {
-    match text {
-        "old" => Ok(Side::Old),
-        "new" => Ok(Side::New),
-        other => Err(format!("unknown target {other:?}")),
-    }
-}
-
-/// The columns every entry read selects, in [`Decoded`]'s order.
-fn entry_columns() -> String {
-    format!(
-        "id, namespace, target, key, method, version, payload, state, orphaned, attempts, \
-         last_error, {}, lease_token, {}",
-        micros("enqueued_at"),
-        micros("died_at")
-    )
-}
-
-struct Decoded {
-    id: EntryId,
-    namespace: String,
-    target: Side,
-    key: Key,
-    method: String,
-    version: u32,
-    payload: Vec<u8>,
-    state: EntryState,
-    orphaned: bool,
-    attempts: u32,
-    last_error: String,
-    enqueued_at: SystemTime,
-    token: u64,
-    died_at: Option<SystemTime>,
-}
-
-fn decode(row: &PgRow) -> Result<Decoded, QueueError> {
-    let read = || -> Result<Decoded, String> {
-        let text = |index: usize| row.try_get::<String, _>(index).map_err(|e| e.to_string());
-        let int = |index: usize| row.try_get::<i64, _>(index).map_err(|e| e.to_string());
-        let state = text(7)?;
-        Ok(Decoded {
-            id: EntryId(u64::try_from(int(0)?).map_err(|e| e.to_string())?),
-            namespace: text(1)?,
-            target: side_of(&text(2)?)?,
-            key: Key::from(text(3)?),
-            method: text(4)?,
-            version: u32::try_from(int(5)?).map_err(|e| e.to_string())?,
-            payload: row.try_get::<Vec<u8>, _>(6).map_err(|e| e.to_string())?,
-            state: EntryState::from_stored(&state).ok_or(format!("unknown state {state:?}"))?,
-            orphaned: row.try_get::<bool, _>(8).map_err(|e| e.to_string())?,
-            attempts: u32::try_from(int(9)?).unwrap_or(u32::MAX),
-            last_error: text(10)?,
-            enqueued_at: time_of(int(11)?),
-            token: u64::try_from(int(12)?).map_err(|e| e.to_string())?,
-            died_at: row
-                .try_get::<Option<i64>, _>(13)
-                .map_err(|e| e.to_string())?
-                .map(time_of),
-        })
-    };
-    read().map_err(|problem| {
-        QueueError::Backend(format!("PostgreSQL queue: unreadable queue row: {problem}").into())
-    })
 }
 
 type Tx<'c> = Transaction<'c, Postgres>;
@@ -407,16 +263,16 @@ impl PostgresQueue {
     /// migration to run once, before services open the queue). Safe to run
     /// from several processes at once.
     pub async fn install_schema(pool: &PgPool, prefix: &str) -> Result<(), QueueError> {
-        install(pool, &Tables::new(prefix)?).await
+        install(pool, &Tables::new(SERVER, prefix, "turns")?).await
     }
 
     /// Drops the queue's tables under `prefix`, with every entry in them:
     /// for tests and for decommissioning a migration's queue.
     pub async fn uninstall_schema(pool: &PgPool, prefix: &str) -> Result<(), QueueError> {
-        let tables = Tables::new(prefix)?;
+        let tables = Tables::new(SERVER, prefix, "turns")?;
         sqlx::raw_sql(&format!(
             "DROP TABLE IF EXISTS {} ; DROP TABLE IF EXISTS {}; DROP SEQUENCE IF EXISTS {};",
-            tables.entries, tables.meta, tables.turns
+            tables.entries, tables.meta, tables.aux
         ))
         .execute(pool)
         .await
@@ -466,40 +322,13 @@ impl PostgresQueue {
         }
     }
 
-    /// The SQL condition "entries `{o}` counts for ordering": under the
-    /// skip policy, dead entries are out of line.
-    fn in_line(&self, alias: &str) -> String {
-        match self.poison {
-            PoisonPolicy::Block => "true".to_owned(),
-            PoisonPolicy::Skip => format!("{alias}.state <> 'dead'"),
-        }
-    }
-
-    /// The SQL condition "`e` is the workable head of its key and past
-    /// every unkeyed barrier".
-    fn head_condition(&self) -> String {
-        let entries = &self.tables.entries;
-        let o = self.in_line("o");
-        let k = self.in_line("k");
-        let b = self.in_line("b");
-        format!(
-            "e.state <> 'dead' \
-             AND NOT EXISTS (SELECT 1 FROM {entries} o WHERE o.namespace = e.namespace \
-               AND o.target = e.target AND o.key = e.key AND o.id < e.id AND {o}) \
-             AND NOT (e.key = '*' AND EXISTS (SELECT 1 FROM {entries} k WHERE k.namespace = e.namespace \
-               AND k.target = e.target AND k.key <> '*' AND k.id < e.id AND {k})) \
-             AND NOT (e.key <> '*' AND EXISTS (SELECT 1 FROM {entries} b WHERE b.namespace = e.namespace \
-               AND b.target = e.target AND b.key = '*' AND b.id < e.id AND {b}))"
-        )
-    }
-
     async fn insert(
         &self,
         entry: NewEntry,
         prepared: Option<Duration>,
     ) -> Result<EntryId, QueueError> {
         let entries = self.tables.entries.clone();
-        let turns = self.tables.turns.clone();
+        let turns = self.tables.aux.clone();
         let prefix = self.tables.prefix.clone();
         let (state, wait) = match prepared {
             Some(expiry) => ("prepared", interval_micros(expiry)),
@@ -587,7 +416,7 @@ impl PostgresQueue {
     /// row was deleted.
     async fn remove(&self, what: &str, condition: &str, binds: &[i64]) -> Result<bool, QueueError> {
         let entries = &self.tables.entries;
-        let turns = &self.tables.turns;
+        let turns = &self.tables.aux;
         let sql = format!(
             "WITH gone AS (DELETE FROM {entries} WHERE id = $1 AND {condition} \
                RETURNING id, namespace, target, key), \
@@ -669,7 +498,7 @@ impl PostgresQueue {
     ) -> Result<Vec<Decoded>, QueueError> {
         let sql = format!(
             "SELECT {} FROM {} WHERE {condition} ORDER BY id",
-            entry_columns(),
+            entry_columns(&micros("enqueued_at"), &micros("died_at")),
             self.tables.entries
         );
         let mut query = sqlx::query(&sql);
@@ -680,12 +509,8 @@ impl PostgresQueue {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| backend(what, e))?;
-        rows.iter().map(decode).collect()
+        rows.iter().map(|row| decode(SERVER, row)).collect()
     }
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// `now() + $n` microseconds, in SQL.
@@ -772,7 +597,7 @@ impl ReconciliationQueue for PostgresQueue {
             "SELECT EXISTS (SELECT 1 FROM {} e WHERE e.namespace = $1 AND e.target = $2 \
                AND {keys} AND {} AND $3::text IS NOT NULL)",
             self.tables.entries,
-            self.in_line("e")
+            in_line(self.poison, "e")
         );
         sqlx::query_scalar(&sql)
             .bind(namespace)
@@ -793,7 +618,7 @@ impl ReconciliationQueue for PostgresQueue {
             return Ok(Claim::default());
         }
         let entries = &self.tables.entries;
-        let head = self.head_condition();
+        let head = head_condition(entries, self.poison);
         let counts = format!(
             "SELECT count(*) FILTER (WHERE e.ready_at <= now()), \
                (extract(epoch from (min(e.ready_at) FILTER (WHERE e.ready_at > now()) - now())) \
@@ -808,7 +633,7 @@ impl ReconciliationQueue for PostgresQueue {
                orphaned = (orphaned OR state = 'prepared'), ready_at = {} \
              WHERE id IN (SELECT id FROM picked) RETURNING {}",
             after("$3"),
-            entry_columns()
+            entry_columns(&micros("enqueued_at"), &micros("died_at"))
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let wait = interval_micros(lease);
@@ -834,33 +659,15 @@ impl ReconciliationQueue for PostgresQueue {
                 })
             })
             .await?;
-        let mut claim = Claim::default();
-        for row in &rows {
-            let entry = decode(row)?;
-            claim.entries.push(ClaimedEntry {
-                lease: Lease {
-                    id: entry.id,
-                    token: entry.token,
-                },
-                namespace: entry.namespace,
-                target: entry.target,
-                key: entry.key,
-                method: entry.method,
-                version: entry.version,
-                payload: entry.payload,
-                attempts: entry.attempts,
-                enqueued_at: entry.enqueued_at,
-                last_error: entry.last_error,
-                orphaned: entry.orphaned,
-            });
-        }
-        claim.entries.sort_by_key(|entry| entry.lease.id);
-        claim.next_ready_in = if ready > limit {
-            Some(Duration::ZERO)
-        } else {
-            next.map(|micros| Duration::from_micros(u64::try_from(micros).unwrap_or(0)))
-        };
-        Ok(claim)
+        let mut entries = rows
+            .iter()
+            .map(|row| decode(SERVER, row).map(Decoded::claimed))
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(|entry| entry.lease.id);
+        Ok(Claim {
+            entries,
+            next_ready_in: next_ready_in(ready, limit, next),
+        })
     }
 
     async fn renew(&self, lease: Lease, duration: Duration) -> Result<(), QueueError> {
@@ -937,22 +744,7 @@ impl ReconciliationQueue for PostgresQueue {
         let dead = self
             .fetch_entries("list dead letters", "state = 'dead'", Vec::new())
             .await?;
-        Ok(dead
-            .into_iter()
-            .map(|entry| DeadLetter {
-                id: entry.id,
-                namespace: entry.namespace,
-                target: entry.target,
-                key: entry.key,
-                method: entry.method,
-                version: entry.version,
-                payload: entry.payload,
-                attempts: entry.attempts,
-                error: entry.last_error,
-                enqueued_at: entry.enqueued_at,
-                died_at: entry.died_at.unwrap_or(entry.enqueued_at),
-            })
-            .collect())
+        Ok(dead.into_iter().map(Decoded::dead_letter).collect())
     }
 
     async fn retry_dead(&self, id: EntryId) -> Result<(), QueueError> {
@@ -991,30 +783,7 @@ impl ReconciliationQueue for PostgresQueue {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| backend("stats", e))?;
-        let mut stats = QueueStats::default();
-        for (target, state, count, oldest) in rows {
-            let side = side_of(&target).map_err(|problem| {
-                QueueError::Backend(format!("PostgreSQL queue: stats: {problem}").into())
-            })?;
-            let count = u64::try_from(count).unwrap_or(0);
-            let counts = stats.target_mut(side);
-            match EntryState::from_stored(&state) {
-                Some(EntryState::Dead) => {
-                    counts.dead += count;
-                    if self.poison == PoisonPolicy::Block {
-                        counts.blocked_keys += count;
-                    }
-                    continue;
-                }
-                Some(EntryState::InFlight) => counts.in_flight += count,
-                _ => counts.pending += count,
-            }
-            if let Some(oldest) = oldest.map(time_of) {
-                counts.oldest_pending =
-                    Some(counts.oldest_pending.map_or(oldest, |o| o.min(oldest)));
-            }
-        }
-        Ok(stats)
+        stats_of(SERVER, self.poison, rows)
     }
 
     async fn key_entries(
@@ -1034,20 +803,7 @@ impl ReconciliationQueue for PostgresQueue {
                 ],
             )
             .await?;
-        Ok(entries
-            .into_iter()
-            .map(|entry| QueuedEntry {
-                id: entry.id,
-                state: entry.state,
-                method: entry.method,
-                version: entry.version,
-                payload: entry.payload,
-                attempts: entry.attempts,
-                last_error: entry.last_error,
-                enqueued_at: entry.enqueued_at,
-                orphaned: entry.orphaned,
-            })
-            .collect())
+        Ok(entries.into_iter().map(Decoded::queued).collect())
     }
 
     /// Every call commits its transaction before it returns: nothing to
