@@ -18,7 +18,10 @@
 //!
 //! Backends: [`InMemoryQueue`] (tests, and services that accept losing queued
 //! work on restart) and, with the `sqlite` feature (on by default),
-//! [`SqliteQueue`], the embedded durable queue in one SQLite file. Durable
+//! [`SqliteQueue`], the embedded durable queue in one SQLite file; with the
+//! `postgres` feature, `PostgresQueue` (module `postgres`), a durable queue
+//! in PostgreSQL tables shared by many processes, whose docs also weigh
+//! putting its tables in the old database, the new one or a third. Durable
 //! backends implement the same trait.
 //!
 //! # What is shared, and what a backend writes
@@ -71,6 +74,10 @@
 mod admin;
 pub mod entry;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod sql;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 #[cfg(feature = "sqlite")]
@@ -81,6 +88,10 @@ pub mod testing;
 pub use admin::QueueAdmin;
 pub use entry::{EntryState, QueuedEntry};
 pub use memory::InMemoryQueue;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresQueue, PostgresQueueOptions};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use sql::{SchemaError, DEFAULT_TABLE_PREFIX};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitMqOptions, RabbitMqQueue};
 #[cfg(feature = "sqlite")]
