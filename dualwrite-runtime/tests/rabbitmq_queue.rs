@@ -381,12 +381,19 @@ async fn connection_cut_mid_publish_and_mid_consume_loses_nothing_acknowledged_a
     let applied: Arc<Mutex<BTreeMap<u32, Vec<u32>>>> = Arc::default();
     let call = Duration::from_secs(10);
 
+    // The writers go on past FAULT_WRITES until at least three open
+    // connections have been cut.
+    let enough_cuts = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for key in 0..FAULT_KEYS {
         let queue = queue.clone();
         let acknowledged = acknowledged.clone();
+        let enough_cuts = enough_cuts.clone();
         writers.push(tokio::spawn(async move {
-            for seq in 0..FAULT_WRITES {
+            for seq in 0.. {
+                if seq >= FAULT_WRITES && enough_cuts.load(Ordering::SeqCst) {
+                    break;
+                }
                 let value = format!("{key}/{seq}").into_bytes();
                 // An append that failed was not acknowledged: the writer
                 // retries it (a lost confirm may store it twice).
@@ -452,6 +459,9 @@ async fn connection_cut_mid_publish_and_mid_consume_loses_nothing_acknowledged_a
         tokio::time::sleep(Duration::from_millis(300)).await;
         proxy.cut();
         cuts += 1;
+        if proxy.cut_connections() >= 3 {
+            enough_cuts.store(true, Ordering::SeqCst);
+        }
     }
     for writer in writers {
         writer.await.unwrap();

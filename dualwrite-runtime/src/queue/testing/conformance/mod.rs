@@ -38,6 +38,17 @@
 //! backend without a skip policy still passes). Assert that the list is
 //! empty if the backend does support the policy.
 //!
+//! # Capabilities
+//!
+//! A backend that cannot do part of the contract (a message broker: no
+//! write-ahead, no blocking dead letters, ...) says so in
+//! [`ReconciliationQueue::capabilities`]. A case that needs a part the
+//! queue lacks is not run, and is listed in
+//! [`ConformanceReport::skipped`]; the built-in backends declare every
+//! part, so for them every case runs. Assert the exact skipped list for a
+//! backend that declares less, so that a case it should pass is never
+//! skipped unnoticed.
+//!
 //! # Time
 //!
 //! Time passes for real, and no case assumes that a call returns within a
