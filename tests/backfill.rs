@@ -8,58 +8,12 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use dualwrite_runtime::migrate::{
     Backfill, BackfillOptions, MigrateError, Progress, Verify, VerifyOptions,
 };
-use dualwrite_runtime::records::{
-    PutCondition, Record, RecordError, RecordKey, RecordStore, SqliteTable,
-};
-use migrate_support::{fill, records, rows, Accounts, FailsAfter, Migration};
+use dualwrite_runtime::records::{RecordKey, SqliteTable};
+use migrate_support::{fill, records, rows, Accounts, FailsAfter, Interleaved, Migration};
 use tokio::sync::{mpsc, oneshot};
-
-/// The new store's records, with live writes let in between a batch's read
-/// and its write: before writing a batch it hands the batch's keys to the
-/// test's live writer and waits until that writer has updated and deleted
-/// some of them through the `DualWrite`.
-struct Interleaved {
-    inner: SqliteTable,
-    live: mpsc::Sender<(Vec<i64>, oneshot::Sender<()>)>,
-}
-
-#[async_trait]
-impl RecordStore for Interleaved {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn page(
-        &self,
-        after: Option<&RecordKey>,
-        limit: usize,
-    ) -> Result<Vec<Record>, RecordError> {
-        self.inner.page(after, limit).await
-    }
-    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, RecordError> {
-        self.inner.get(key).await
-    }
-    async fn put(&self, batch: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
-        let keys = batch
-            .iter()
-            .filter_map(|record| match record.key {
-                RecordKey::Int(id) => Some(id),
-                RecordKey::Text(_) => None,
-            })
-            .collect();
-        let (done, wait) = oneshot::channel();
-        if self.live.send((keys, done)).await.is_ok() {
-            let _ = wait.await;
-        }
-        self.inner.put(batch, condition).await
-    }
-    async fn delete(&self, key: &RecordKey) -> Result<bool, RecordError> {
-        self.inner.delete(key).await
-    }
-}
 
 #[derive(Default)]
 struct LiveCounts {

@@ -7,20 +7,19 @@
 //!
 //! `cargo test --features services --test migrate_pg_to_mariadb`
 
+mod migrate_support;
 mod real_servers;
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use dualwrite_runtime::migrate::{
     Backfill, BackfillOptions, DifferenceKind, Normalize, Repair, SyncQueue, Verify, VerifyOptions,
     VerifyReport,
 };
 use dualwrite_runtime::queue::SqliteQueue;
-use dualwrite_runtime::records::{
-    MySqlTable, PgTable, PutCondition, Record, RecordError, RecordKey, RecordStore,
-};
+use dualwrite_runtime::records::{MySqlTable, PgTable, RecordKey};
 use dualwrite_runtime::{DualWrite, RetryPolicy, Stage};
+use migrate_support::Interleaved;
 use real_servers::{
     create_tables, drop_tables, mysql_pool, mysql_url, pg_pool, rows, unique_table, Accounts,
     AccountsOp, MyAccounts, PgAccounts,
@@ -74,48 +73,6 @@ async fn drained(repo: &Repo) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the queue did not drain");
-}
-
-/// The new store's table, with live writes let in between a batch's read
-/// and its write: before writing a batch it hands the batch's keys to the
-/// live writer and waits until that writer has changed some of them.
-struct Interleaved {
-    inner: MySqlTable,
-    live: mpsc::Sender<(Vec<i64>, oneshot::Sender<()>)>,
-}
-
-#[async_trait]
-impl RecordStore for Interleaved {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn page(
-        &self,
-        after: Option<&RecordKey>,
-        limit: usize,
-    ) -> Result<Vec<Record>, RecordError> {
-        self.inner.page(after, limit).await
-    }
-    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, RecordError> {
-        self.inner.get(key).await
-    }
-    async fn put(&self, batch: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
-        let keys = batch
-            .iter()
-            .filter_map(|record| match record.key {
-                RecordKey::Int(id) => Some(id),
-                RecordKey::Text(_) => None,
-            })
-            .collect();
-        let (done, wait) = oneshot::channel();
-        if self.live.send((keys, done)).await.is_ok() {
-            let _ = wait.await;
-        }
-        self.inner.put(batch, condition).await
-    }
-    async fn delete(&self, key: &RecordKey) -> Result<bool, RecordError> {
-        self.inner.delete(key).await
-    }
 }
 
 /// Of each batch, deletes every fifth key and updates the key after it,

@@ -99,15 +99,27 @@ async fn open_side(
     }
     match location {
         Location::Sqlite(path) => open_sqlite(&role, path, spec, access).await,
+        #[cfg(feature = "postgres")]
         Location::Postgres(url) => open_postgres(&role, location, url, spec, access).await,
+        #[cfg(feature = "mysql")]
         Location::Mysql(url) => open_mysql(&role, location, url, spec, access).await,
+        #[cfg(not(feature = "postgres"))]
+        Location::Postgres(_) => Err(not_built(&role, location, "postgres")),
+        #[cfg(not(feature = "mysql"))]
+        Location::Mysql(_) => Err(not_built(&role, location, "mysql")),
     }
 }
 
-/// A table store that failed its check (a missing table or column, a bad
-/// query), named before any work starts.
-fn invalid(role: &str, shown: impl std::fmt::Display, error: RecordError) -> CliError {
-    CliError::store(format!("{role} {shown}: {error}"))
+/// The store, once its check passed; else the check's error (a missing
+/// table or column, a bad query), named before any work starts.
+fn checked(
+    role: &str,
+    shown: impl std::fmt::Display,
+    store: impl RecordStore,
+    check: Result<(), RecordError>,
+) -> Result<Arc<dyn RecordStore>, CliError> {
+    check.map_err(|error| CliError::store(format!("{role} {shown}: {error}")))?;
+    Ok(Arc::new(store))
 }
 
 async fn open_sqlite(
@@ -133,9 +145,8 @@ async fn open_sqlite(
             ))
         })?;
     let store = SqliteTable::with_spec(pool, spec);
-    let checked = store.check().await;
-    checked.map_err(|error| invalid(role, path.display(), error))?;
-    Ok(Arc::new(store))
+    let check = store.check().await;
+    checked(role, path.display(), store, check)
 }
 
 /// How long the tool waits for a server database before it gives up.
@@ -149,6 +160,15 @@ fn unreachable(role: &str, location: &Location, error: sqlx::Error) -> CliError 
     CliError::store(format!("{role} {location}: cannot connect: {error}"))
 }
 
+/// A server URL its driver cannot read (a port that is not a number, an
+/// unknown option).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn malformed(role: &str, location: &Location, error: sqlx::Error) -> CliError {
+    CliError::Usage(crate::error::one_line(&format!(
+        "{role} {location}: {error}"
+    )))
+}
+
 #[cfg(feature = "postgres")]
 async fn open_postgres(
     role: &str,
@@ -158,12 +178,9 @@ async fn open_postgres(
     access: Access,
 ) -> Result<Arc<dyn RecordStore>, CliError> {
     use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    let options: PgConnectOptions = url.parse().map_err(|error| {
-        CliError::Usage(format!(
-            "{role} {location}: {}",
-            crate::error::one_line(&format!("{error}"))
-        ))
-    })?;
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|error| malformed(role, location, error))?;
     // A side that is only read is opened read-only by the server itself.
     let options = match access {
         Access::Read => options.options([("default_transaction_read_only", "on")]),
@@ -176,9 +193,8 @@ async fn open_postgres(
         .await
         .map_err(|error| unreachable(role, location, error))?;
     let store = PgTable::with_spec(pool, spec);
-    let checked = store.check().await;
-    checked.map_err(|error| invalid(role, location, error))?;
-    Ok(Arc::new(store))
+    let check = store.check().await;
+    checked(role, location, store, check)
 }
 
 #[cfg(feature = "mysql")]
@@ -196,12 +212,9 @@ async fn open_mysql(
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mariadb") => format!("mysql://{rest}"),
         _ => url.to_owned(),
     };
-    let options: MySqlConnectOptions = url.parse().map_err(|error| {
-        CliError::Usage(format!(
-            "{role} {location}: {}",
-            crate::error::one_line(&format!("{error}"))
-        ))
-    })?;
+    let options: MySqlConnectOptions = url
+        .parse()
+        .map_err(|error| malformed(role, location, error))?;
     let read_only = access == Access::Read;
     let pool = MySqlPoolOptions::new()
         .max_connections(4)
@@ -221,31 +234,8 @@ async fn open_mysql(
         .await
         .map_err(|error| unreachable(role, location, error))?;
     let store = MySqlTable::with_spec(pool, spec);
-    let checked = store.check().await;
-    checked.map_err(|error| invalid(role, location, error))?;
-    Ok(Arc::new(store))
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn open_postgres(
-    role: &str,
-    location: &Location,
-    _: &str,
-    _: TableSpec,
-    _: Access,
-) -> Result<Arc<dyn RecordStore>, CliError> {
-    Err(not_built(role, location, "postgres"))
-}
-
-#[cfg(not(feature = "mysql"))]
-async fn open_mysql(
-    role: &str,
-    location: &Location,
-    _: &str,
-    _: TableSpec,
-    _: Access,
-) -> Result<Arc<dyn RecordStore>, CliError> {
-    Err(not_built(role, location, "mysql"))
+    let check = store.check().await;
+    checked(role, location, store, check)
 }
 
 #[cfg(not(all(feature = "postgres", feature = "mysql")))]

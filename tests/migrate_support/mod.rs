@@ -18,6 +18,7 @@ use dualwrite_runtime::{dual_write, DualWrite, ReconciliationQueue, RetryPolicy,
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{mpsc, oneshot};
 
 pub const NAMESPACE: &str = "Accounts";
 pub const RECORDS: &str = "accounts";
@@ -249,5 +250,48 @@ impl RecordStore for FailsAfter {
     }
     async fn count(&self) -> Result<Option<u64>, RecordError> {
         self.inner.count().await
+    }
+}
+
+/// The new store's records, with live writes let in between a batch's read
+/// and its write: before writing a batch it hands the batch's keys to the
+/// test's live writer and waits until that writer has updated and deleted
+/// some of them through its `DualWrite`.
+pub struct Interleaved<S> {
+    pub inner: S,
+    pub live: mpsc::Sender<(Vec<i64>, oneshot::Sender<()>)>,
+}
+
+#[async_trait]
+impl<S: RecordStore> RecordStore for Interleaved<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn page(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<Record>, RecordError> {
+        self.inner.page(after, limit).await
+    }
+    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, RecordError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, batch: &[Record], condition: PutCondition) -> Result<u64, RecordError> {
+        let keys = batch
+            .iter()
+            .filter_map(|record| match record.key {
+                RecordKey::Int(id) => Some(id),
+                RecordKey::Text(_) => None,
+            })
+            .collect();
+        let (done, wait) = oneshot::channel();
+        if self.live.send((keys, done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        self.inner.put(batch, condition).await
+    }
+    async fn delete(&self, key: &RecordKey) -> Result<bool, RecordError> {
+        self.inner.delete(key).await
     }
 }

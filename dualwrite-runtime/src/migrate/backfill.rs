@@ -195,18 +195,22 @@ impl Backfill {
             };
             check_order("source", self.source.as_ref(), before.as_ref(), &page)?;
             // The next page is read while this one is written (with live
-            // writes: while this one is read again, which must follow its
-            // write).
+            // writes: while this one is written and then read again; the
+            // re-read must follow the write, the next page need not).
             let next = self.source.page(Some(&last), batch);
             let (written, changed, next) = if self.live.is_some() {
-                let written = self
-                    .target
-                    .put(&page, PutCondition::IfAbsentOrNewer)
-                    .await
-                    .map_err(MigrateError::store("target"))?;
-                let (changed, next) =
-                    tokio::join!(self.changed_since(before.as_ref(), &page), next);
-                (written, changed?, next)
+                let copy = async {
+                    let written = self
+                        .target
+                        .put(&page, PutCondition::IfAbsentOrNewer)
+                        .await
+                        .map_err(MigrateError::store("target"))?;
+                    let changed = self.changed_since(before.as_ref(), &page).await?;
+                    Ok::<_, MigrateError>((written, changed))
+                };
+                let (copied, next) = tokio::join!(copy, next);
+                let (written, changed) = copied?;
+                (written, changed, next)
             } else {
                 let (written, next) =
                     tokio::join!(self.target.put(&page, PutCondition::IfAbsentOrNewer), next);
