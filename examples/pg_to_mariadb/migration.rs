@@ -149,7 +149,10 @@ pub async fn run(config: &Config, prefix: &str) -> Result<Outcome, Box<dyn Error
     )
     .shared_queue(Arc::clone(&queue))
     .stage(Stage::Off)
-    .follower_timeout(Duration::from_millis(500))
+    // A follower write that times out is queued, and until the worker
+    // applies it a shadow read of its key disagrees (which counts against
+    // the move to `live`): generous, for a machine busy with other work.
+    .follower_timeout(Duration::from_secs(2))
     .poll_interval(Duration::from_millis(20))
     .retry(
         RetryPolicy::default()
