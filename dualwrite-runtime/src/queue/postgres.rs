@@ -145,6 +145,10 @@ async fn install(pool: &PgPool, tables: &Tables) -> Result<(), QueueError> {
          CREATE INDEX IF NOT EXISTS {entries}_unkeyed ON {entries} (namespace, target, id) WHERE key = '*';",
         version = PostgresQueue::SCHEMA_VERSION
     );
+    let ddl = format!(
+        "{ddl}\n{}",
+        crate::stage::postgres_stage_ddl(&tables.prefix)
+    );
     sqlx::raw_sql(&ddl)
         .execute(&mut *tx)
         .await
@@ -218,13 +222,25 @@ impl PostgresQueue {
     pub async fn uninstall_schema(pool: &PgPool, prefix: &str) -> Result<(), QueueError> {
         let tables = Tables::new(SERVER, prefix, "turns")?;
         sqlx::raw_sql(&format!(
-            "DROP TABLE IF EXISTS {} ; DROP TABLE IF EXISTS {}; DROP SEQUENCE IF EXISTS {};",
+            "DROP TABLE IF EXISTS {} ; DROP TABLE IF EXISTS {}; DROP SEQUENCE IF EXISTS {}; \
+             DROP TABLE IF EXISTS {prefix}stage; DROP TABLE IF EXISTS {prefix}stage_acks;",
             tables.entries, tables.meta, tables.aux
         ))
         .execute(pool)
         .await
         .map(|_| ())
         .map_err(|e| backend("drop the schema", e))
+    }
+
+    /// The shared stage of `migration`, in this queue's schema and on its
+    /// pool, for [`StageHandle::with_source`](crate::StageHandle::with_source)
+    /// or [`with_fenced_source`](crate::StageHandle::with_fenced_source).
+    pub async fn stage_source(
+        &self,
+        migration: &str,
+    ) -> Result<crate::stage::PostgresStageSource, crate::stage::StageSourceError> {
+        crate::stage::PostgresStageSource::open(self.pool.clone(), &self.tables.prefix, migration)
+            .await
     }
 
     /// The pool the queue uses.
