@@ -21,8 +21,9 @@
 //! [`SqliteQueue`], the embedded durable queue in one SQLite file; with the
 //! `postgres` feature, `PostgresQueue` (module `postgres`), a durable queue
 //! in PostgreSQL tables shared by many processes, whose docs also weigh
-//! putting its tables in the old database, the new one or a third. Durable
-//! backends implement the same trait.
+//! putting its tables in the old database, the new one or a third; with the
+//! `mysql` feature, `MySqlQueue` (module `mysql`), the same in MySQL or
+//! MariaDB. Durable backends implement the same trait.
 //!
 //! # What is shared, and what a backend writes
 //!
@@ -56,8 +57,36 @@
 //! has one writer). A server database keeps the same tables and the same
 //! transitions; its statements differ in dialect (`FOR UPDATE SKIP LOCKED`
 //! for claims, `RETURNING` or not) and its executor is a connection pool.
-//! The statements are not yet behind a dialect trait: with one SQL backend,
-//! the seam would be a guess; the PostgreSQL and MariaDB backends draw it.
+//! The two server backends (features `postgres` and `mysql`) share one
+//! core, `queue/sql.rs`: table names, the schema error, the SQL condition
+//! that says which entry is the head of its key, row decoding, claim hints
+//! and stats; each keeps its dialect (DDL, locks, clock, round trips).
+//!
+//! # Where to put a server queue's tables
+//!
+//! The queue holds the follower writes that failed; it is only useful
+//! while the follower's database is down if it does not live there.
+//!
+//! - **In the old database**: no new server to run. While the old store is
+//!   authoritative (the early stages) it is the right place: a failing new
+//!   store is absorbed. Once the new store is authoritative, the follower
+//!   is the old store, and a failure of the old database takes the queue
+//!   down with it, so follower writes cannot be queued and writes fail
+//!   until it is back. The queue's rows and the worker's claims also load
+//!   the production database being migrated away from, and the queue must
+//!   move before that database is decommissioned.
+//! - **In the new database**: the mirror image: right for the late stages
+//!   (new authoritative) and where the queue should stay after the
+//!   migration; during the early stages an outage of the new database is
+//!   exactly what it cannot absorb.
+//! - **In a third database**: independent of both stores' failures in
+//!   every stage, and its load is isolated from both; at the price of one
+//!   more server to run, back up and watch, whose outage now fails the
+//!   writes that need queueing (writes that need none go on).
+//!
+//! For a migration whose follower outages must never fail writes, use a
+//! third database; where a stage-dependent failure mode is acceptable, the
+//! database of the store that is authoritative during the riskiest stages.
 //!
 //! ```text
 //!  DualWrite (write path) ──append/prepare/commit/abort/has_work──┐
@@ -74,6 +103,8 @@
 mod admin;
 pub mod entry;
 mod memory;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -88,10 +119,12 @@ pub mod testing;
 pub use admin::QueueAdmin;
 pub use entry::{EntryState, QueuedEntry};
 pub use memory::InMemoryQueue;
+#[cfg(feature = "mysql")]
+pub use mysql::{MySqlQueue, MySqlQueueOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresQueue, PostgresQueueOptions};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub use sql::{SchemaError, DEFAULT_TABLE_PREFIX};
+pub use sql::{SchemaError, ServerQueueOptions, DEFAULT_TABLE_PREFIX};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitMqOptions, RabbitMqQueue};
 #[cfg(feature = "sqlite")]

@@ -4,13 +4,13 @@
 //! # Tables
 //!
 //! Two tables and a sequence, named from a prefix
-//! ([`PostgresQueueOptions::table_prefix`], default [`DEFAULT_TABLE_PREFIX`](super::DEFAULT_TABLE_PREFIX)):
+//! ([`table_prefix`](super::ServerQueueOptions::table_prefix), default [`DEFAULT_TABLE_PREFIX`](super::DEFAULT_TABLE_PREFIX)):
 //! `{prefix}meta` (the schema version), `{prefix}entries` (one row per
-//! entry, in the states of [`EntryState`]) and `{prefix}turns` (the order
+//! entry, in the states of [`EntryState`](super::EntryState)) and `{prefix}turns` (the order
 //! in which heads of keys are served, so that a busy key cannot starve the
 //! others). The schema is created only on request:
 //! [`PostgresQueue::install_schema`], or
-//! [`PostgresQueueOptions::create_schema`]. Opening tables that do not
+//! [`create_schema`](super::ServerQueueOptions::create_schema). Opening tables that do not
 //! exist fails with a [`SchemaError`](super::SchemaError) naming the missing table and the call
 //! that creates it; tables of a newer schema version are refused.
 //!
@@ -30,25 +30,8 @@
 //! that fail with a serialization failure or a deadlock (`40001`, `40P01`)
 //! are retried.
 //!
-//! # Where to put the tables
-//!
-//! - **In the old database**: no new server, and the queue is as available
-//!   as the store that is authoritative first. But while the new store is
-//!   authoritative, a failure of the old database stops both the old
-//!   writes (expected) and the queueing of the new store's follower writes
-//!   for it; and the queue's traffic (one row per follower failure, plus
-//!   the worker's claims) lands on the production database being migrated
-//!   away from.
-//! - **In the new database**: the same, mirrored; it also keeps the queue
-//!   after the old database is decommissioned. A follower write that fails
-//!   because the new database is down cannot be queued there either, so
-//!   queueing must not live in the database it queues for: put the queue in
-//!   the new database only while it is the authoritative one, or accept
-//!   that follower outages surface as errors.
-//! - **In a third database**: independent of both stores' failures (a
-//!   follower outage is exactly what the queue absorbs), and its load is
-//!   isolated; at the price of one more server to run, back up and watch,
-//!   and a write path that now depends on it being reachable.
+//! Where to put the tables (old database, new, or a third) is weighed in
+//! the [queue module's docs](super#where-to-put-a-server-queues-tables).
 
 use std::fmt;
 use std::time::Duration;
@@ -57,10 +40,9 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
 
-use super::sql::DEFAULT_TABLE_PREFIX;
 use super::sql::{
     decode, entry_columns, head_condition, in_line, interval_micros, next_ready_in, stats_of,
-    to_i64, Decoded, Tables,
+    to_i64, Decoded, ServerQueueOptions, Tables,
 };
 use super::{
     Claim, DeadLetter, EntryId, Lease, NewEntry, PoisonPolicy, QueueError, QueueStats, QueuedEntry,
@@ -76,39 +58,9 @@ fn backend(context: &str, error: sqlx::Error) -> QueueError {
 }
 
 /// How to open a [`PostgresQueue`]; from [`PostgresQueue::options`].
-#[derive(Debug, Clone)]
-pub struct PostgresQueueOptions {
-    pool: PgPool,
-    prefix: String,
-    poison: PoisonPolicy,
-    create_schema: bool,
-}
+pub type PostgresQueueOptions = ServerQueueOptions<PgPool>;
 
 impl PostgresQueueOptions {
-    /// The prefix of the table names (default [`DEFAULT_TABLE_PREFIX`]):
-    /// lowercase ASCII letters, digits and `_`, starting with a letter, at
-    /// most 40 characters.
-    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// What a dead letter does to its key's later entries (default
-    /// [`PoisonPolicy::Block`]). Every process sharing the tables must use
-    /// the same policy.
-    pub fn poison_policy(mut self, poison: PoisonPolicy) -> Self {
-        self.poison = poison;
-        self
-    }
-
-    /// Whether opening creates the tables when they do not exist (default
-    /// `false`: a missing schema is an error). Creating runs DDL on the
-    /// database; opt in only where the service may do that.
-    pub fn create_schema(mut self, create: bool) -> Self {
-        self.create_schema = create;
-        self
-    }
-
     /// Opens the queue: checks the prefix and the schema version.
     ///
     /// # Errors
@@ -193,6 +145,10 @@ async fn install(pool: &PgPool, tables: &Tables) -> Result<(), QueueError> {
          CREATE INDEX IF NOT EXISTS {entries}_unkeyed ON {entries} (namespace, target, id) WHERE key = '*';",
         version = PostgresQueue::SCHEMA_VERSION
     );
+    let ddl = format!(
+        "{ddl}\n{}",
+        crate::stage::postgres_stage_ddl(&tables.prefix)
+    );
     sqlx::raw_sql(&ddl)
         .execute(&mut *tx)
         .await
@@ -242,7 +198,7 @@ impl PostgresQueue {
     /// The schema version this build writes and reads.
     pub const SCHEMA_VERSION: i64 = 1;
 
-    /// Opens the queue in the tables of [`DEFAULT_TABLE_PREFIX`], which
+    /// Opens the queue in the tables of [`DEFAULT_TABLE_PREFIX`](super::DEFAULT_TABLE_PREFIX), which
     /// must exist ([`install_schema`](Self::install_schema)).
     pub async fn connect(pool: PgPool) -> Result<PostgresQueue, QueueError> {
         Self::options(pool).open().await
@@ -251,12 +207,7 @@ impl PostgresQueue {
     /// Options to open the queue with: table prefix, poison policy, schema
     /// creation.
     pub fn options(pool: PgPool) -> PostgresQueueOptions {
-        PostgresQueueOptions {
-            pool,
-            prefix: DEFAULT_TABLE_PREFIX.to_owned(),
-            poison: PoisonPolicy::default(),
-            create_schema: false,
-        }
+        ServerQueueOptions::new(pool)
     }
 
     /// Creates the queue's tables under `prefix` if they do not exist (the
@@ -271,13 +222,25 @@ impl PostgresQueue {
     pub async fn uninstall_schema(pool: &PgPool, prefix: &str) -> Result<(), QueueError> {
         let tables = Tables::new(SERVER, prefix, "turns")?;
         sqlx::raw_sql(&format!(
-            "DROP TABLE IF EXISTS {} ; DROP TABLE IF EXISTS {}; DROP SEQUENCE IF EXISTS {};",
+            "DROP TABLE IF EXISTS {} ; DROP TABLE IF EXISTS {}; DROP SEQUENCE IF EXISTS {}; \
+             DROP TABLE IF EXISTS {prefix}stage; DROP TABLE IF EXISTS {prefix}stage_acks;",
             tables.entries, tables.meta, tables.aux
         ))
         .execute(pool)
         .await
         .map(|_| ())
         .map_err(|e| backend("drop the schema", e))
+    }
+
+    /// The shared stage of `migration`, in this queue's schema and on its
+    /// pool, for [`StageHandle::with_source`](crate::StageHandle::with_source)
+    /// or [`with_fenced_source`](crate::StageHandle::with_fenced_source).
+    pub async fn stage_source(
+        &self,
+        migration: &str,
+    ) -> Result<crate::stage::PostgresStageSource, crate::stage::StageSourceError> {
+        crate::stage::PostgresStageSource::open(self.pool.clone(), &self.tables.prefix, migration)
+            .await
     }
 
     /// The pool the queue uses.
@@ -498,7 +461,7 @@ impl PostgresQueue {
     ) -> Result<Vec<Decoded>, QueueError> {
         let sql = format!(
             "SELECT {} FROM {} WHERE {condition} ORDER BY id",
-            entry_columns(&micros("enqueued_at"), &micros("died_at")),
+            entry_columns(&micros("enqueued_at"), &micros("died_at"), str::to_owned),
             self.tables.entries
         );
         let mut query = sqlx::query(&sql);
@@ -633,7 +596,7 @@ impl ReconciliationQueue for PostgresQueue {
                orphaned = (orphaned OR state = 'prepared'), ready_at = {} \
              WHERE id IN (SELECT id FROM picked) RETURNING {}",
             after("$3"),
-            entry_columns(&micros("enqueued_at"), &micros("died_at"))
+            entry_columns(&micros("enqueued_at"), &micros("died_at"), str::to_owned)
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let wait = interval_micros(lease);

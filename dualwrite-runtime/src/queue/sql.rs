@@ -179,11 +179,17 @@ pub(super) fn head_condition(entries: &str, poison: PoisonPolicy) -> String {
 
 /// The columns every entry read selects, in [`Decoded`]'s order, given the
 /// expressions of `enqueued_at` and `died_at` in microseconds since the
-/// epoch.
-pub(super) fn entry_columns(enqueued_at: &str, died_at: &str) -> String {
+/// epoch, and how a text column is read (`text(column)`).
+pub(super) fn entry_columns(enqueued_at: &str, died_at: &str, text: fn(&str) -> String) -> String {
     format!(
-        "id, namespace, target, key, method, version, payload, state, orphaned, attempts, \
-         last_error, {enqueued_at}, lease_token, {died_at}"
+        "id, {}, {}, {}, {}, version, payload, {}, orphaned, attempts, {}, {enqueued_at}, \
+         lease_token, {died_at}",
+        text("namespace"),
+        text("target"),
+        text("key"),
+        text("method"),
+        text("state"),
+        text("last_error"),
     )
 }
 
@@ -356,4 +362,50 @@ pub(super) fn stats_of(
         }
     }
     Ok(stats)
+}
+
+/// How to open a server queue on a pool `P`: `PostgresQueueOptions` (a
+/// PostgreSQL pool) or `MySqlQueueOptions` (a MySQL pool), from the queue's
+/// `options(pool)`; their `open()` opens it.
+#[derive(Debug, Clone)]
+pub struct ServerQueueOptions<P> {
+    pub(super) pool: P,
+    pub(super) prefix: String,
+    pub(super) poison: PoisonPolicy,
+    pub(super) create_schema: bool,
+}
+
+impl<P> ServerQueueOptions<P> {
+    pub(super) fn new(pool: P) -> Self {
+        ServerQueueOptions {
+            pool,
+            prefix: DEFAULT_TABLE_PREFIX.to_owned(),
+            poison: PoisonPolicy::default(),
+            create_schema: false,
+        }
+    }
+
+    /// The prefix of the table names (default [`DEFAULT_TABLE_PREFIX`]):
+    /// lowercase ASCII letters, digits and `_`, starting with a letter, at
+    /// most 40 characters.
+    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// What a dead letter does to its key's later entries (default
+    /// [`PoisonPolicy::Block`]). Every process sharing the tables must use
+    /// the same policy.
+    pub fn poison_policy(mut self, poison: PoisonPolicy) -> Self {
+        self.poison = poison;
+        self
+    }
+
+    /// Whether opening creates the tables when they do not exist (default
+    /// `false`: a missing schema is an error). Creating runs DDL on the
+    /// database; opt in only where the service may do that.
+    pub fn create_schema(mut self, create: bool) -> Self {
+        self.create_schema = create;
+        self
+    }
 }

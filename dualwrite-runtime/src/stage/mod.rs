@@ -26,6 +26,8 @@
 //! [`StageHandle::force`] overrides them with a reason.
 
 mod handle;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod source;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -34,6 +36,10 @@ mod window;
 pub use crate::observe::StageChange;
 pub use handle::Fence;
 pub use handle::{StageError, StageHandle};
+#[cfg(feature = "postgres")]
+pub(crate) use postgres::stage_ddl as postgres_stage_ddl;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStageSource;
 pub use source::{
     Acknowledgement, SourceStatus, StageRecord, StageSource, StageSourceError, StoredStage,
 };

@@ -191,3 +191,50 @@ impl<S: StageSource + ?Sized> StageSource for std::sync::Arc<S> {
         (**self).acknowledgements().await
     }
 }
+
+/// The columns of a stored stage as a SQL source reads them, checked and
+/// turned into a [`StoredStage`] (shared by the SQLite and server sources).
+pub(super) struct StageColumns {
+    pub(super) stage: String,
+    pub(super) rollout_stage: Option<String>,
+    pub(super) basis_points: Option<i64>,
+    pub(super) version: i64,
+    pub(super) reason: Option<String>,
+    pub(super) changed_at: Option<SystemTime>,
+    pub(super) moving_to: Option<String>,
+}
+
+impl StageColumns {
+    /// The stage they hold; a column that names no stage is an error of the
+    /// source `described`.
+    pub(super) fn decode(self, described: &str) -> Result<StoredStage, StageSourceError> {
+        use std::str::FromStr;
+        let error = |what: &str, error: crate::vocabulary::ParseStageError| {
+            StageSourceError::new(described, format!("could not {what}: {error}"))
+        };
+        let stage = Stage::from_str(&self.stage).map_err(|e| error("read the stage", e))?;
+        let rollout = match self.rollout_stage {
+            None => None,
+            Some(text) => {
+                let stage = Stage::from_str(&text).map_err(|e| error("read the rollout", e))?;
+                let basis_points = self.basis_points.unwrap_or(0).clamp(0, 10_000) as u16;
+                Rollout::from_parts(stage, basis_points)
+            }
+        };
+        let moving_to = self
+            .moving_to
+            .map(|text| Stage::from_str(&text))
+            .transpose()
+            .map_err(|e| error("read the move under way", e))?;
+        Ok(StoredStage {
+            record: StageRecord {
+                stage,
+                rollout,
+                reason: self.reason,
+                moving_to,
+            },
+            version: u64::try_from(self.version).unwrap_or(0),
+            changed_at: self.changed_at,
+        })
+    }
+}

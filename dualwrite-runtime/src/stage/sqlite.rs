@@ -18,16 +18,16 @@
 //! guardrails only apply to moves made through a [`StageHandle`](super::StageHandle).
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
-use super::source::{Acknowledgement, StageRecord, StageSource, StageSourceError, StoredStage};
+use super::source::{
+    Acknowledgement, StageColumns, StageRecord, StageSource, StageSourceError, StoredStage,
+};
 use super::Stage;
-use crate::rollout::Rollout;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS dualwrite_stage (
     migration TEXT PRIMARY KEY NOT NULL,
@@ -156,39 +156,20 @@ impl StageSource for SqliteStageSource {
             return Ok(None);
         };
         let read = |error: sqlx::Error| self.error("read the stage row", error);
-        let stage: String = row.try_get(0).map_err(read)?;
-        let stage = Stage::from_str(&stage).map_err(|error| self.error("read the stage", error))?;
-        let rollout_stage: Option<String> = row.try_get(1).map_err(read)?;
-        let basis_points: Option<i64> = row.try_get(2).map_err(read)?;
-        let rollout = match rollout_stage {
-            None => None,
-            Some(text) => {
-                let stage = Stage::from_str(&text)
-                    .map_err(|error| self.error("read the rollout", error))?;
-                let basis_points = basis_points.unwrap_or(0).clamp(0, 10_000) as u16;
-                Rollout::from_parts(stage, basis_points)
-            }
-        };
-        let version: i64 = row.try_get(3).map_err(read)?;
-        let reason: Option<String> = row.try_get(4).map_err(read)?;
         let changed_at: i64 = row.try_get(5).map_err(read)?;
-        let moving_to: Option<String> = row.try_get(6).map_err(read)?;
-        let moving_to = moving_to
-            .map(|text| Stage::from_str(&text))
-            .transpose()
-            .map_err(|error| self.error("read the move under way", error))?;
-        Ok(Some(StoredStage {
-            record: StageRecord {
-                stage,
-                rollout,
-                reason,
-                moving_to,
-            },
-            version: u64::try_from(version).unwrap_or(0),
+        StageColumns {
+            stage: row.try_get(0).map_err(read)?,
+            rollout_stage: row.try_get(1).map_err(read)?,
+            basis_points: row.try_get(2).map_err(read)?,
+            version: row.try_get(3).map_err(read)?,
+            reason: row.try_get(4).map_err(read)?,
             changed_at: u64::try_from(changed_at)
                 .ok()
                 .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
-        }))
+            moving_to: row.try_get(6).map_err(read)?,
+        }
+        .decode(&self.describe())
+        .map(Some)
     }
 
     async fn store(

@@ -1,0 +1,823 @@
+//! The reconciliation queue in MySQL or MariaDB tables, shared by every
+//! process that opens the same tables (feature `mysql`). Needs InnoDB and
+//! `FOR UPDATE SKIP LOCKED` (MySQL 8.0, MariaDB 10.6 or later).
+//!
+//! # Tables
+//!
+//! Three tables, named from a prefix
+//! ([`table_prefix`](super::ServerQueueOptions::table_prefix), default
+//! [`DEFAULT_TABLE_PREFIX`](super::DEFAULT_TABLE_PREFIX)): `{prefix}meta`
+//! (the schema version), `{prefix}entries` (one row per entry) and
+//! `{prefix}lines` (one row per namespace and target, which appends lock).
+//! The schema is created only on request: [`MySqlQueue::install_schema`],
+//! or [`create_schema`](super::ServerQueueOptions::create_schema); opening tables that do not
+//! exist fails with a [`SchemaError`](super::SchemaError) naming the missing
+//! tables and the call that creates them, and tables of a newer schema
+//! version are refused.
+//!
+//! # Many processes
+//!
+//! The same design as the PostgreSQL queue (`queue::postgres`): claims lease
+//! heads of keys with `FOR UPDATE SKIP LOCKED` in `READ COMMITTED`
+//! transactions, so claimers never wait for each other's rows and never
+//! lease two entries of one key; times are the database's (`NOW(6)`, kept
+//! as microseconds since the epoch); deadlocks and lock wait timeouts
+//! (errors 1213 and 1205) are retried. Appends of one namespace and target
+//! are serialised on their `lines` row, so that `AUTO_INCREMENT` ids, which
+//! decide the order, follow the order appends commit in (InnoDB hands ids
+//! out at insert, not at commit). That bounds one namespace's append rate
+//! to one transaction at a time on the server; the PostgreSQL queue, with
+//! advisory locks per key, does not have this bound.
+//!
+//! Where to put the tables (old database, new, or a third) is weighed in
+//! the [queue module's docs](super#where-to-put-a-server-queues-tables).
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::mysql::{MySqlConnection, MySqlDatabaseError, MySqlPool};
+use sqlx::Acquire;
+
+use super::sql::{
+    decode, entry_columns, head_condition, in_line, interval_micros, next_ready_in, stats_of,
+    to_i64, Decoded, ServerQueueOptions, Tables,
+};
+use super::{
+    Claim, DeadLetter, EntryId, Lease, NewEntry, PoisonPolicy, QueueError, QueueStats, QueuedEntry,
+    ReconciliationQueue, Turnover,
+};
+use crate::op::Key;
+use crate::vocabulary::Side;
+
+const SERVER: &str = "MySQL";
+
+/// The database clock, in microseconds since the epoch.
+const NOW: &str = "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)";
+
+/// The longest namespace and key the tables hold (characters).
+const MAX_NAMESPACE: usize = 190;
+const MAX_KEY: usize = 512;
+/// Longer errors are cut to this many characters (the column is `TEXT`).
+const MAX_ERROR: usize = 16_000;
+
+fn backend(context: &str, error: sqlx::Error) -> QueueError {
+    QueueError::Backend(format!("{SERVER} queue: {context}: {error}").into())
+}
+
+/// How to open a [`MySqlQueue`]; from [`MySqlQueue::options`].
+pub type MySqlQueueOptions = ServerQueueOptions<MySqlPool>;
+
+impl MySqlQueueOptions {
+    /// Opens the queue: checks the prefix and the schema version.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Backend`] holding a [`SchemaError`](super::SchemaError)
+    /// when the tables are missing (without
+    /// [`create_schema`](Self::create_schema)) or of a newer version, or a
+    /// database error.
+    pub async fn open(self) -> Result<MySqlQueue, QueueError> {
+        let tables = Tables::new(SERVER, &self.prefix, "lines")?;
+        if self.create_schema {
+            install(&self.pool, &tables).await?;
+        }
+        check_version(&self.pool, &tables).await?;
+        Ok(MySqlQueue {
+            pool: self.pool,
+            tables,
+            poison: self.poison,
+        })
+    }
+}
+
+/// A durable reconciliation queue in MySQL or MariaDB, shared by every
+/// process opening the same tables (see the [module docs](self)).
+#[derive(Clone)]
+pub struct MySqlQueue {
+    pool: MySqlPool,
+    tables: Tables,
+    poison: PoisonPolicy,
+}
+
+impl fmt::Debug for MySqlQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MySqlQueue")
+            .field("prefix", &self.tables.prefix)
+            .field("poison", &self.poison)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn install(pool: &MySqlPool, tables: &Tables) -> Result<(), QueueError> {
+    let Tables {
+        meta,
+        entries,
+        aux: lines,
+        ..
+    } = tables;
+    let version = MySqlQueue::SCHEMA_VERSION;
+    // `CREATE TABLE IF NOT EXISTS` is safe to race; each statement commits.
+    let ddl = [
+        format!(
+            "CREATE TABLE IF NOT EXISTS {meta} (name VARCHAR(64) NOT NULL PRIMARY KEY, value BIGINT NOT NULL) \
+             ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+        ),
+        format!("INSERT IGNORE INTO {meta} (name, value) VALUES ('schema_version', {version})"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {lines} (namespace VARCHAR({MAX_NAMESPACE}) NOT NULL, \
+             target VARCHAR(3) NOT NULL, PRIMARY KEY (namespace, target)) \
+             ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {entries} (
+               id          BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+               namespace   VARCHAR({MAX_NAMESPACE}) NOT NULL,
+               target      VARCHAR(3) NOT NULL CHECK (target IN ('old', 'new')),
+               `key`       VARCHAR({MAX_KEY}) NOT NULL,
+               method      VARCHAR(190) NOT NULL,
+               version     BIGINT NOT NULL CHECK (version BETWEEN 0 AND 4294967295),
+               payload     LONGBLOB NOT NULL,
+               state       VARCHAR(8) NOT NULL CHECK (state IN ('prepared', 'pending', 'leased', 'dead')),
+               orphaned    BOOLEAN NOT NULL DEFAULT FALSE,
+               attempts    BIGINT NOT NULL DEFAULT 0,
+               last_error  TEXT NOT NULL,
+               enqueued_at BIGINT NOT NULL,
+               ready_at    BIGINT NOT NULL,
+               turn        BIGINT NOT NULL,
+               lease_token BIGINT NOT NULL DEFAULT 0,
+               died_at     BIGINT NULL,
+               KEY {entries}_line (namespace, target, `key`, id),
+               KEY {entries}_turn (namespace, turn)
+             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+        ),
+    ];
+    for statement in ddl {
+        sqlx::query(&statement)
+            .execute(pool)
+            .await
+            .map_err(|e| backend("create the schema", e))?;
+    }
+    Ok(())
+}
+
+async fn check_version(pool: &MySqlPool, tables: &Tables) -> Result<(), QueueError> {
+    let mut missing = Vec::new();
+    for table in [&tables.meta, &tables.entries, &tables.aux] {
+        let found: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = ?",
+        )
+        .bind(table)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| backend("look for the queue's tables", e))?;
+        if found == 0 {
+            missing.push(table.clone());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(tables.missing(SERVER, "MySqlQueue", &missing));
+    }
+    let version: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT value FROM {} WHERE name = 'schema_version'",
+        tables.meta
+    ))
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| backend("read the schema version", e))?;
+    tables.check_version(SERVER, version, MySqlQueue::SCHEMA_VERSION)
+}
+
+/// Whether a database error is worth retrying the transaction for.
+fn transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|db| matches!(db.number(), 1213 | 1205)),
+        _ => false,
+    }
+}
+
+/// A bound value of a statement.
+#[derive(Debug, Clone)]
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
+    for arg in args {
+        query = match arg {
+            Arg::Int(value) => query.bind(*value),
+            Arg::Text(value) => query.bind(value.as_str()),
+        };
+    }
+    query
+}
+
+/// `?, ?, ...` for `count` values.
+fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
+}
+
+type Work<'t, T> = futures::future::BoxFuture<'t, Result<T, sqlx::Error>>;
+
+impl MySqlQueue {
+    /// The schema version this build writes and reads.
+    pub const SCHEMA_VERSION: i64 = 1;
+
+    /// Opens the queue in the tables of
+    /// [`DEFAULT_TABLE_PREFIX`](super::DEFAULT_TABLE_PREFIX), which must
+    /// exist ([`install_schema`](Self::install_schema)).
+    pub async fn connect(pool: MySqlPool) -> Result<MySqlQueue, QueueError> {
+        Self::options(pool).open().await
+    }
+
+    /// Options to open the queue with: table prefix, poison policy, schema
+    /// creation.
+    pub fn options(pool: MySqlPool) -> MySqlQueueOptions {
+        ServerQueueOptions::new(pool)
+    }
+
+    /// Creates the queue's tables under `prefix` if they do not exist (the
+    /// migration to run once, before services open the queue).
+    pub async fn install_schema(pool: &MySqlPool, prefix: &str) -> Result<(), QueueError> {
+        install(pool, &Tables::new(SERVER, prefix, "lines")?).await
+    }
+
+    /// Drops the queue's tables under `prefix`, with every entry in them:
+    /// for tests and for decommissioning a migration's queue.
+    pub async fn uninstall_schema(pool: &MySqlPool, prefix: &str) -> Result<(), QueueError> {
+        let tables = Tables::new(SERVER, prefix, "lines")?;
+        sqlx::query(&format!(
+            "DROP TABLE IF EXISTS {}, {}, {}",
+            tables.entries, tables.meta, tables.aux
+        ))
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| backend("drop the schema", e))
+    }
+
+    /// The pool the queue uses.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// The prefix of the queue's tables.
+    pub fn table_prefix(&self) -> &str {
+        &self.tables.prefix
+    }
+
+    /// Runs `work` in a `READ COMMITTED` transaction, again when it fails
+    /// with a deadlock or a lock wait timeout.
+    async fn transaction<T, F>(&self, what: &str, work: F) -> Result<T, QueueError>
+    where
+        F: for<'t> Fn(&'t mut MySqlConnection) -> Work<'t, T>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = async {
+                let mut conn = self.pool.acquire().await?;
+                // Applies to the next transaction of this connection only.
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .execute(&mut *conn)
+                    .await?;
+                let mut tx = conn.begin().await?;
+                let value = work(tx.acquire().await?).await?;
+                tx.commit().await?;
+                Ok::<T, sqlx::Error>(value)
+            }
+            .await;
+            match result {
+                Ok(value) => return Ok(value),
+                Err(error) if transient(&error) && attempt < 10 => {
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
+                }
+                Err(error) => return Err(backend(what, error)),
+            }
+        }
+    }
+
+    /// Runs one statement with `args` in a transaction; returns the rows
+    /// it changed.
+    async fn execute(&self, what: &str, sql: String, args: Vec<Arg>) -> Result<u64, QueueError> {
+        self.transaction(what, move |conn| {
+            let (sql, args) = (sql.clone(), args.clone());
+            Box::pin(async move {
+                Ok(bind_all(sqlx::query(&sql), &args)
+                    .execute(conn)
+                    .await?
+                    .rows_affected())
+            })
+        })
+        .await
+    }
+
+    async fn insert(
+        &self,
+        entry: NewEntry,
+        prepared: Option<Duration>,
+    ) -> Result<EntryId, QueueError> {
+        if entry.namespace.chars().count() > MAX_NAMESPACE {
+            return Err(QueueError::Backend(
+                format!(
+                    "{SERVER} queue: namespace {:?} is longer than {MAX_NAMESPACE} characters",
+                    entry.namespace
+                )
+                .into(),
+            ));
+        }
+        if entry.key.as_str().chars().count() > MAX_KEY {
+            return Err(QueueError::Backend(
+                format!("{SERVER} queue: a key of namespace {:?} is longer than {MAX_KEY} characters; the queue's tables hold keys up to that length", entry.namespace).into(),
+            ));
+        }
+        let (state, wait) = match prepared {
+            Some(expiry) => ("prepared", interval_micros(expiry)),
+            None => ("pending", 0),
+        };
+        let lock = format!(
+            "INSERT INTO {} (namespace, target) VALUES (?, ?) ON DUPLICATE KEY UPDATE namespace = namespace",
+            self.tables.aux
+        );
+        let insert = format!(
+            "INSERT INTO {} (namespace, target, `key`, method, version, payload, state, orphaned, \
+               last_error, enqueued_at, ready_at, turn) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}, {NOW} + ?, {NOW})",
+            self.tables.entries
+        );
+        let last_error: String = entry.reason.chars().take(MAX_ERROR).collect();
+        self.transaction("append", move |conn| {
+            let (lock, insert, entry, last_error) = (
+                lock.clone(),
+                insert.clone(),
+                entry.clone(),
+                last_error.clone(),
+            );
+            Box::pin(async move {
+                sqlx::query(&lock)
+                    .bind(&entry.namespace)
+                    .bind(entry.target.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                let done = sqlx::query(&insert)
+                    .bind(&entry.namespace)
+                    .bind(entry.target.as_str())
+                    .bind(entry.key.as_str())
+                    .bind(&entry.method)
+                    .bind(i64::from(entry.version))
+                    .bind(&entry.payload)
+                    .bind(state)
+                    .bind(entry.uncertain)
+                    .bind(&last_error)
+                    .bind(wait)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(EntryId(done.last_insert_id()))
+            })
+        })
+        .await
+    }
+
+    /// Deletes the entry `id` when it meets `condition` (its `?`s bound to
+    /// `args`) and gives the next entry of its key a fresh turn, so that it
+    /// waits behind the heads of other keys; returns whether a row was
+    /// deleted.
+    async fn remove(
+        &self,
+        what: &str,
+        id: EntryId,
+        condition: &str,
+        args: Vec<Arg>,
+    ) -> Result<bool, QueueError> {
+        let entries = &self.tables.entries;
+        let find = format!(
+            "SELECT {}, {}, {} FROM {entries} WHERE id = ? AND {condition} FOR UPDATE",
+            as_text("namespace"),
+            as_text("target"),
+            as_text("key")
+        );
+        let delete = format!("DELETE FROM {entries} WHERE id = ?");
+        let next = format!(
+            "SELECT MIN(id) FROM {entries} WHERE namespace = ? AND target = ? AND `key` = ? AND id > ?"
+        );
+        let bump =
+            format!("UPDATE {entries} SET turn = {NOW} WHERE id = ? AND state <> 'prepared'");
+        let id = to_i64(id.0);
+        self.transaction(what, move |conn| {
+            let (find, delete, next, bump, args) = (
+                find.clone(),
+                delete.clone(),
+                next.clone(),
+                bump.clone(),
+                args.clone(),
+            );
+            Box::pin(async move {
+                let line: Option<(String, String, String)> =
+                    bind_all(sqlx::query(&find).bind(id), &args)
+                        .try_map(|row: sqlx::mysql::MySqlRow| {
+                            use sqlx::Row;
+                            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+                        })
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                let Some((namespace, target, key)) = line else {
+                    return Ok(false);
+                };
+                sqlx::query(&delete).bind(id).execute(&mut *conn).await?;
+                let successor: Option<i64> = sqlx::query_scalar(&next)
+                    .bind(&namespace)
+                    .bind(&target)
+                    .bind(&key)
+                    .bind(id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if let Some(successor) = successor {
+                    sqlx::query(&bump)
+                        .bind(successor)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    /// Applies `set` (its `?`s bound to `args`) to the entry leased with
+    /// `lease`; [`QueueError::LeaseLost`] when the claim is no longer held.
+    async fn settle(
+        &self,
+        what: &str,
+        lease: Lease,
+        set: &str,
+        mut args: Vec<Arg>,
+    ) -> Result<(), QueueError> {
+        let sql = format!(
+            "UPDATE {} SET {set} WHERE id = ? AND lease_token = ? AND state = 'leased'",
+            self.tables.entries
+        );
+        args.push(Arg::Int(to_i64(lease.id.0)));
+        args.push(Arg::Int(to_i64(lease.token)));
+        if self.execute(what, sql, args).await? == 0 {
+            return Err(QueueError::LeaseLost(lease.id));
+        }
+        Ok(())
+    }
+
+    async fn fetch_entries(
+        &self,
+        what: &str,
+        condition: &str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<Decoded>, QueueError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {condition} ORDER BY id",
+            entry_columns("enqueued_at", "died_at", as_text),
+            self.tables.entries
+        );
+        let rows = bind_all(sqlx::query(&sql), &args)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| backend(what, e))?;
+        rows.iter().map(|row| decode(SERVER, row)).collect()
+    }
+}
+
+/// A text column read as text: the tables' binary collation (keys compare
+/// byte for byte) makes the driver see `VARBINARY` otherwise.
+fn as_text(column: &str) -> String {
+    format!("CAST(`{column}` AS CHAR)")
+}
+
+fn cut(error: &str) -> String {
+    error.chars().take(MAX_ERROR).collect()
+}
+
+#[async_trait]
+impl ReconciliationQueue for MySqlQueue {
+    async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
+        self.insert(entry, None).await
+    }
+
+    async fn prepare(&self, entry: NewEntry, expiry: Duration) -> Result<EntryId, QueueError> {
+        self.insert(entry, Some(expiry)).await
+    }
+
+    async fn commit(&self, id: EntryId) -> Result<(), QueueError> {
+        let sql = format!(
+            "UPDATE {} SET state = 'pending', ready_at = {NOW} WHERE id = ? AND state = 'prepared'",
+            self.tables.entries
+        );
+        self.execute("commit", sql, vec![Arg::Int(to_i64(id.0))])
+            .await?;
+        Ok(())
+    }
+
+    async fn commit_uncertain(&self, id: EntryId) -> Result<(), QueueError> {
+        let sql = format!(
+            "UPDATE {} SET ready_at = LEAST(ready_at, {NOW}) WHERE id = ? AND state = 'prepared'",
+            self.tables.entries
+        );
+        self.execute("commit_uncertain", sql, vec![Arg::Int(to_i64(id.0))])
+            .await?;
+        Ok(())
+    }
+
+    async fn abort(&self, id: EntryId) -> Result<(), QueueError> {
+        self.remove(
+            "abort",
+            id,
+            "(state = 'prepared' OR (state = 'leased' AND orphaned))",
+            Vec::new(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError> {
+        let entries = &self.tables.entries;
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {entries} l WHERE l.namespace = e.namespace \
+               AND l.target = e.target AND l.id > e.id \
+               AND (l.key = e.key OR e.key = '*' OR l.key = '*')) \
+             FROM {entries} e WHERE e.id = ? AND e.lease_token = ? AND e.state = 'leased'"
+        );
+        let later: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(to_i64(lease.id.0))
+            .bind(to_i64(lease.token))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend("has_later_entries", e))?;
+        later
+            .map(|later| later != 0)
+            .ok_or(QueueError::LeaseLost(lease.id))
+    }
+
+    async fn settle_orphan(&self, id: EntryId) -> Result<(), QueueError> {
+        // MySQL assigns left to right, each seeing the ones before: read
+        // `state` before changing it.
+        let sql = format!(
+            "UPDATE {} SET orphaned = FALSE, \
+               ready_at = CASE WHEN state = 'prepared' THEN {NOW} ELSE ready_at END, \
+               state = CASE WHEN state = 'prepared' THEN 'pending' ELSE state END \
+             WHERE id = ?",
+            self.tables.entries
+        );
+        self.execute("settle_orphan", sql, vec![Arg::Int(to_i64(id.0))])
+            .await?;
+        Ok(())
+    }
+
+    async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
+        let keys = if key.is_unkeyed() {
+            "(? IS NOT NULL)"
+        } else {
+            "(e.key = ? OR e.key = '*')"
+        };
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} e WHERE e.namespace = ? AND e.target = ? \
+               AND {keys} AND {})",
+            self.tables.entries,
+            in_line(self.poison, "e")
+        );
+        let busy: i64 = sqlx::query_scalar(&sql)
+            .bind(namespace)
+            .bind(target.as_str())
+            .bind(key.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| backend("has_work", e))?;
+        Ok(busy != 0)
+    }
+
+    async fn claim(
+        &self,
+        namespace: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Claim, QueueError> {
+        if limit == 0 {
+            return Ok(Claim::default());
+        }
+        let entries = &self.tables.entries;
+        let head = head_condition(entries, self.poison);
+        let counts = format!(
+            "SELECT COUNT(CASE WHEN e.ready_at <= {NOW} THEN 1 END), \
+               MIN(CASE WHEN e.ready_at > {NOW} THEN e.ready_at END) - {NOW} \
+             FROM {entries} e WHERE e.namespace = ? AND {head}"
+        );
+        let pick = format!(
+            "SELECT e.id FROM {entries} e WHERE e.namespace = ? AND e.ready_at <= {NOW} AND {head} \
+             ORDER BY e.turn, e.id LIMIT ? FOR UPDATE SKIP LOCKED"
+        );
+        let columns = entry_columns("enqueued_at", "died_at", as_text);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let wait = interval_micros(lease);
+        let namespace = namespace.to_owned();
+        let tables = entries.clone();
+        let (ready, next, rows) = self
+            .transaction("claim", move |conn| {
+                let (counts, pick, columns, namespace, entries) = (
+                    counts.clone(),
+                    pick.clone(),
+                    columns.clone(),
+                    namespace.clone(),
+                    tables.clone(),
+                );
+                Box::pin(async move {
+                    let (ready, next): (i64, Option<i64>) = sqlx::query_as(&counts)
+                        .bind(&namespace)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    let ids: Vec<i64> = sqlx::query_scalar(&pick)
+                        .bind(&namespace)
+                        .bind(limit)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    if ids.is_empty() {
+                        return Ok((ready, next, Vec::new()));
+                    }
+                    let listed = placeholders(ids.len());
+                    // `orphaned` first: it reads the state before the lease.
+                    let lease = format!(
+                        "UPDATE {entries} SET orphaned = (orphaned OR state = 'prepared'), \
+                           state = 'leased', lease_token = lease_token + 1, ready_at = {NOW} + ? \
+                         WHERE id IN ({listed})"
+                    );
+                    let mut query = sqlx::query(&lease).bind(wait);
+                    for id in &ids {
+                        query = query.bind(*id);
+                    }
+                    query.execute(&mut *conn).await?;
+                    let read = format!("SELECT {columns} FROM {entries} WHERE id IN ({listed})");
+                    let mut query = sqlx::query(&read);
+                    for id in &ids {
+                        query = query.bind(*id);
+                    }
+                    let rows = query.fetch_all(&mut *conn).await?;
+                    Ok((ready, next, rows))
+                })
+            })
+            .await?;
+        let mut entries = rows
+            .iter()
+            .map(|row| decode(SERVER, row).map(Decoded::claimed))
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(|entry| entry.lease.id);
+        Ok(Claim {
+            entries,
+            next_ready_in: next_ready_in(ready, limit, next),
+        })
+    }
+
+    async fn renew(&self, lease: Lease, duration: Duration) -> Result<(), QueueError> {
+        let set = format!("ready_at = {NOW} + ?");
+        self.settle(
+            "renew",
+            lease,
+            &set,
+            vec![Arg::Int(interval_micros(duration))],
+        )
+        .await
+    }
+
+    async fn complete(&self, lease: Lease) -> Result<(), QueueError> {
+        let removed = self
+            .remove(
+                "complete",
+                lease.id,
+                "lease_token = ? AND state = 'leased'",
+                vec![Arg::Int(to_i64(lease.token))],
+            )
+            .await?;
+        if removed {
+            Ok(())
+        } else {
+            Err(QueueError::LeaseLost(lease.id))
+        }
+    }
+
+    /// The completions in the order given (so that of a lease given twice,
+    /// the first completion is the one that succeeds), then the claim.
+    async fn complete_and_claim(
+        &self,
+        completed: &[Lease],
+        namespace: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Turnover {
+        let mut results = Vec::with_capacity(completed.len());
+        for done in completed {
+            results.push(self.complete(*done).await);
+        }
+        Turnover {
+            completed: results,
+            claim: self.claim(namespace, limit, lease).await,
+        }
+    }
+
+    async fn retry_later(
+        &self,
+        lease: Lease,
+        error: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let set = format!(
+            "state = 'pending', attempts = attempts + 1, last_error = ?, ready_at = {NOW} + ?"
+        );
+        let args = vec![Arg::Text(cut(error)), Arg::Int(interval_micros(delay))];
+        self.settle("retry_later", lease, &set, args).await
+    }
+
+    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
+        let set = format!("state = 'pending', ready_at = {NOW}");
+        self.settle("release", lease, &set, Vec::new()).await
+    }
+
+    async fn dead_letter(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
+        let set =
+            format!("state = 'dead', attempts = attempts + 1, last_error = ?, died_at = {NOW}");
+        self.settle("dead_letter", lease, &set, vec![Arg::Text(cut(error))])
+            .await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        let dead = self
+            .fetch_entries("list dead letters", "state = 'dead'", Vec::new())
+            .await?;
+        Ok(dead.into_iter().map(Decoded::dead_letter).collect())
+    }
+
+    async fn retry_dead(&self, id: EntryId) -> Result<(), QueueError> {
+        let sql = format!(
+            "UPDATE {} SET state = 'pending', attempts = 0, ready_at = {NOW}, died_at = NULL \
+             WHERE id = ? AND state = 'dead'",
+            self.tables.entries
+        );
+        match self
+            .execute("retry_dead", sql, vec![Arg::Int(to_i64(id.0))])
+            .await?
+        {
+            0 => Err(QueueError::NotDead(id)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn drop_dead(&self, id: EntryId) -> Result<(), QueueError> {
+        if self
+            .remove("drop_dead", id, "state = 'dead'", Vec::new())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(QueueError::NotDead(id))
+        }
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let sql = format!(
+            "SELECT {}, {}, COUNT(*), MIN(enqueued_at) FROM {} GROUP BY target, state",
+            as_text("target"),
+            as_text("state"),
+            self.tables.entries
+        );
+        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| backend("stats", e))?;
+        stats_of(SERVER, self.poison, rows)
+    }
+
+    async fn key_entries(
+        &self,
+        namespace: &str,
+        target: Side,
+        key: &Key,
+    ) -> Result<Vec<QueuedEntry>, QueueError> {
+        let entries = self
+            .fetch_entries(
+                "key_entries",
+                "namespace = ? AND target = ? AND `key` = ?",
+                vec![
+                    Arg::Text(namespace.to_owned()),
+                    Arg::Text(target.as_str().to_owned()),
+                    Arg::Text(key.as_str().to_owned()),
+                ],
+            )
+            .await?;
+        Ok(entries.into_iter().map(Decoded::queued).collect())
+    }
+
+    /// Every call commits its transaction before it returns: nothing to
+    /// wait for.
+    async fn flush(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
