@@ -36,7 +36,7 @@ const MAX_PARAMETERS: usize = 65_535;
 /// [`Value::Bytes`]; text types, `ENUM`, `SET`, `JSON`, and, as exact
 /// text, `DECIMAL` (its scale kept: `12.50`), `DATETIME` and `TIMESTAMP`
 /// (`2026-01-02 03:04:05.000000`; a `TIMESTAMP` in UTC) and `DATE` as [`Value::Text`]: the
-/// spelling [`PgTable`](super::PgTable) reads PostgreSQL's types in, so
+/// spelling `PgTable` (feature `postgres`) reads PostgreSQL's types in, so
 /// records move between the two unchanged. Writes bind values as they are
 /// and let MySQL convert text into the column's type. Another type is an
 /// error naming the column.
