@@ -75,6 +75,18 @@ impl WriteGuard<'_> {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             Owed::Nothing,
         );
+        // The common case, a write that finished: nothing to settle, and
+        // nothing (no key shown, no clones) to prepare for it.
+        if matches!(
+            owed,
+            Owed::Nothing
+                | Owed::Authoritative {
+                    prepared: None,
+                    op: None
+                }
+        ) {
+            return None;
+        }
         let shared = Arc::clone(&self.owner);
         let (namespace, method, key) = (self.namespace, self.method, self.key.clone());
         let shown = self.shown_key();
