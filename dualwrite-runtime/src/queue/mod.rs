@@ -107,10 +107,10 @@ mod memory;
 pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-mod sql;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "testing")]
@@ -123,10 +123,10 @@ pub use memory::InMemoryQueue;
 pub use mysql::{MySqlQueue, MySqlQueueOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresQueue, PostgresQueueOptions};
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-pub use sql::{SchemaError, ServerQueueOptions, DEFAULT_TABLE_PREFIX};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitMqOptions, RabbitMqQueue};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use sql::{SchemaError, ServerQueueOptions, DEFAULT_TABLE_PREFIX};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteQueue, SqliteQueueOptions};
 
