@@ -7,17 +7,18 @@
 //! - With the cross-instance mode (`KeySync`) they agree after the drain,
 //!   with nothing left queued or dead.
 //! - Without it the same load leaves them disagreeing. Checked by running
-//!   it 10 times here: about half the loads ended with one or two of the 4
-//!   keys different (the rest happened to end in an order both stores
-//!   saw); so the test asserts it, running the load up to eight times
-//!   before it calls the absence of divergence a failure.
+//!   it 10 times here with a shared SQLite queue file: about half the loads
+//!   ended with one or two of the 4 keys different (the rest happened to
+//!   end in an order both stores saw); with the shared PostgreSQL queue it
+//!   took 4 to 7 loads in two runs. So the test asserts it, running the
+//!   load up to sixteen times before it calls the absence of divergence a
+//!   failure.
 //!
 //! `cargo test --features services --test cross_instance_processes`
 //! (servers: see `tests/real_servers/mod.rs`).
 
 mod real_servers;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,7 @@ fn child_instance_writes_overlapping_keys() {
     let instance: i64 = instance.parse().unwrap();
     let table = std::env::var(TABLE).unwrap();
     let my_url = std::env::var(MY_URL).unwrap();
-    let queue = PathBuf::from(std::env::var(QUEUE).unwrap());
+    let queue = QueueAt::with_prefix(&std::env::var(QUEUE).unwrap());
     let key_sync = std::env::var(KEY_SYNC).unwrap() == "1";
     let seconds: u64 = std::env::var(SECONDS).unwrap().parse().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -92,7 +93,7 @@ fn child_instance_writes_overlapping_keys() {
 async fn instance_repo(
     table: &str,
     my_url: &str,
-    queue: &Path,
+    queue: &QueueAt,
     key_sync: bool,
 ) -> dualwrite_runtime::DualWrite<PgAccounts, MyAccounts> {
     instance(table, my_url, queue, key_sync).await
@@ -108,15 +109,10 @@ async fn run_load(key_sync: bool) -> (Rows, Rows, dualwrite_runtime::QueueStats)
     create_tables(&pg, &my, &table).await;
     let proxy = FaultProxy::start_to("127.0.0.1:3306").await.unwrap();
     let my_url = via(&mysql_url(), proxy.addr());
-    let dir = std::env::temp_dir().join(format!("dualwrite-xi-{table}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let queue = dir.join("queue.db");
-    // Created once, before the children open it.
-    drop(
-        dualwrite_runtime::queue::SqliteQueue::open(&queue)
-            .await
-            .unwrap(),
-    );
+    // The shared queue's tables, created once, before the children open
+    // them.
+    let queue = QueueAt::of(&table);
+    queue.install().await;
 
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..INSTANCES)
@@ -132,7 +128,7 @@ async fn run_load(key_sync: bool) -> (Rows, Rows, dualwrite_runtime::QueueStats)
                 .env(CHILD, instance.to_string())
                 .env(TABLE, &table)
                 .env(MY_URL, &my_url)
-                .env(QUEUE, &queue)
+                .env(QUEUE, &queue.prefix)
                 .env(KEY_SYNC, if key_sync { "1" } else { "0" })
                 .env(SECONDS, "4")
                 .stdout(Stdio::null())
@@ -180,7 +176,7 @@ async fn run_load(key_sync: bool) -> (Rows, Rows, dualwrite_runtime::QueueStats)
     let stats = repo.queue().stats().await.unwrap();
     let (old, new) = rows(&pg, &my, &table).await;
     drop_tables(&pg, &my, &table).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    queue.uninstall().await;
     (old, new, stats)
 }
 
@@ -198,7 +194,7 @@ async fn three_instance_processes_with_key_sync_leave_the_stores_agreeing_row_by
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instance_processes_without_the_mode_leave_the_stores_disagreeing() {
-    for attempt in 1..=8 {
+    for attempt in 1..=16 {
         let (old, new, stats) = run_load(false).await;
         assert!(stats.is_empty(), "drained: {stats:?}");
         let keys = differing(&old, &new);
@@ -207,5 +203,5 @@ async fn three_instance_processes_without_the_mode_leave_the_stores_disagreeing(
             return;
         }
     }
-    panic!("eight loads without the cross-instance mode all left the stores agreeing");
+    panic!("sixteen loads without the cross-instance mode all left the stores agreeing");
 }

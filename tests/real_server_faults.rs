@@ -2,7 +2,9 @@
 //! old, MariaDB new behind the loopback fault proxy, writes under load
 //! while the follower is down, flapping or slow, in each delivery mode
 //! (`sync`, `journaled`, and the cross-instance `key_sync`); and a worker
-//! process killed mid-batch. In each: nothing acknowledged is lost (both
+//! process killed mid-batch; and the queue's PostgreSQL briefly unreachable
+//! (behind a second proxy), alone in `journaled` delivery and together with
+//! the follower in `sync`. In each: nothing acknowledged is lost (both
 //! stores end holding exactly what the acknowledged writes left), nothing
 //! is left queued or dead, and the stores agree row by row.
 //!
@@ -11,7 +13,6 @@
 mod real_servers;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,7 @@ struct Setup {
     my: sqlx::MySqlPool,
     table: String,
     proxy: FaultProxy,
-    dir: PathBuf,
+    queue: QueueAt,
 }
 
 impl Setup {
@@ -66,24 +67,20 @@ impl Setup {
         let table = unique_table(prefix);
         create_tables(&pg, &my, &table).await;
         let proxy = FaultProxy::start_to("127.0.0.1:3306").await.unwrap();
-        let dir = std::env::temp_dir().join(format!("dualwrite-faults-{table}"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let queue = QueueAt::of(&table);
+        queue.install().await;
         Setup {
             pg,
             my,
             table,
             proxy,
-            dir,
+            queue,
         }
-    }
-
-    fn queue(&self) -> PathBuf {
-        self.dir.join("queue.db")
     }
 
     async fn repo(&self, mode: Mode) -> DualWrite<PgAccounts, MyAccounts> {
         let url = via(&mysql_url(), self.proxy.addr());
-        instance_in(&self.table, &url, &self.queue(), mode).await
+        instance_in(&self.table, &url, &self.queue, mode).await
     }
 
     /// Checks both stores against what the acknowledged writes left.
@@ -102,7 +99,7 @@ impl Setup {
 
     async fn clean(self) {
         drop_tables(&self.pg, &self.my, &self.table).await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.queue.uninstall().await;
     }
 }
 
@@ -185,6 +182,100 @@ fault_matrix! {
     key_sync_follower_slow_loses_nothing: Mode::KeySync, Fault::Slow;
 }
 
+/// Four writers on keys of their own while the queue's database (and in
+/// `sync`, the follower too) is refused for 1.5 s. A write the queue cannot
+/// take is refused (the methods are `fail_closed`) and so not
+/// acknowledged; after the outage each writer writes its refused keys again
+/// until acknowledged, so what the stores must hold is known.
+async fn queue_unreachable_under_load(mode: Mode, follower_down_too: bool) {
+    let setup = Setup::new("queue_down").await;
+    let queue_proxy = FaultProxy::start_to("127.0.0.1:5432").await.unwrap();
+    let queue = setup.queue.via(via(&pg_url(), queue_proxy.addr()));
+    let url = via(&mysql_url(), setup.proxy.addr());
+    let repo = instance_in(&setup.table, &url, &queue, mode).await;
+    let worker = repo.spawn_worker();
+    let writers: Vec<_> = (0..4_i64)
+        .map(|writer| {
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                let mut left = BTreeMap::new();
+                let mut refused = std::collections::BTreeSet::new();
+                let mut refusals = 0_usize;
+                let started = Instant::now();
+                let mut step = 0_i64;
+                while started.elapsed() < Duration::from_millis(2_200) {
+                    let key = writer * 100 + step % 7;
+                    let owner = format!("w{writer}");
+                    let written = if step % 5 == 4 {
+                        repo.delete_account(key).await
+                    } else {
+                        repo.put_account(key, owner.clone(), step).await
+                    };
+                    match written {
+                        Ok(()) if step % 5 == 4 => {
+                            left.remove(&key);
+                            refused.remove(&key);
+                        }
+                        Ok(()) => {
+                            left.insert(key, (owner, step));
+                            refused.remove(&key);
+                        }
+                        Err(_) => {
+                            refused.insert(key);
+                            refusals += 1;
+                        }
+                    }
+                    step += 1;
+                }
+                (left, refused, refusals)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Refused: new connections fail, and the pools' open ones are cut.
+    queue_proxy.refuse().await;
+    queue_proxy.cut();
+    if follower_down_too {
+        setup.proxy.refuse().await;
+        setup.proxy.cut();
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    queue_proxy.heal().await.unwrap();
+    setup.proxy.heal().await.unwrap();
+    let mut expected = Rows::new();
+    let mut refusals = 0;
+    for writer in writers {
+        let (left, refused, refused_writes) = writer.await.unwrap();
+        expected.extend(left);
+        refusals += refused_writes;
+        for key in refused {
+            let owner = format!("again{key}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while repo.put_account(key, owner.clone(), -1).await.is_err() {
+                assert!(Instant::now() < deadline, "key {key} still refused");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            expected.insert(key, (owner, -1));
+        }
+    }
+    assert!(refusals > 0, "the outage refused no write");
+    drained(&repo).await;
+    let report = worker.shutdown().await.expect("the queue flushes");
+    assert_eq!(report.dead_lettered, 0, "{report:?}");
+    setup.check(&expected).await;
+    setup.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journaled_queue_database_briefly_unreachable_loses_nothing() {
+    queue_unreachable_under_load(Mode::Journaled, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_queue_database_unreachable_with_the_follower_down_loses_nothing() {
+    queue_unreachable_under_load(Mode::Sync, true).await;
+}
+
 const CHILD_TABLE: &str = "DUALWRITE_FAULTS_TABLE";
 const CHILD_QUEUE: &str = "DUALWRITE_FAULTS_QUEUE";
 const CHILD_MYSQL: &str = "DUALWRITE_FAULTS_MYSQL";
@@ -197,7 +288,7 @@ fn child_worker_drains_until_killed() {
     let Ok(table) = std::env::var(CHILD_TABLE) else {
         return;
     };
-    let queue = PathBuf::from(std::env::var(CHILD_QUEUE).unwrap());
+    let queue = QueueAt::with_prefix(&std::env::var(CHILD_QUEUE).unwrap());
     let url = std::env::var(CHILD_MYSQL).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -236,7 +327,7 @@ async fn a_worker_process_killed_mid_batch_loses_nothing() {
             "--test-threads=1",
         ])
         .env(CHILD_TABLE, &setup.table)
-        .env(CHILD_QUEUE, setup.queue())
+        .env(CHILD_QUEUE, &setup.queue.prefix)
         .env(CHILD_MYSQL, via(&mysql_url(), setup.proxy.addr()))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

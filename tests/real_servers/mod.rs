@@ -1,6 +1,8 @@
 //! What the tests against the local PostgreSQL (old) and MariaDB (new)
 //! servers share: an accounts repository with a sqlx implementation per
-//! server, tables unique to the test, the queue, and the row-by-row check.
+//! server, tables unique to the test, the instances' shared queue (a
+//! `PostgresQueue` in tables of the test's own prefix), and the row-by-row
+//! check.
 //!
 //! Servers: `DUALWRITE_PG_URL` (default postgres://postgres@127.0.0.1:5432/test)
 //! and `DUALWRITE_MYSQL_URL` (default mysql://root@127.0.0.1:3306/test).
@@ -10,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dualwrite_runtime::queue::SqliteQueue;
+use dualwrite_runtime::queue::PostgresQueue;
 use dualwrite_runtime::records::{MySqlTable, PgTable};
 use dualwrite_runtime::{dual_write, Builder, Delivery, DualWrite, KeySync, RetryPolicy, Stage};
 use sqlx::mysql::MySqlPoolOptions;
@@ -27,12 +29,21 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// A write the queue cannot take is refused (`fail_closed`), so that a test
+/// with the queue's database unreachable knows which writes were
+/// acknowledged.
+impl From<dualwrite_runtime::QueueRefused> for StoreError {
+    fn from(error: dualwrite_runtime::QueueRefused) -> Self {
+        StoreError(error.to_string())
+    }
+}
+
 #[dual_write]
 pub trait Accounts: Send + Sync {
-    #[dual_write(write, key = id)]
+    #[dual_write(write, key = id, fail_closed)]
     async fn put_account(&self, id: i64, owner: String, cents: i64) -> Result<(), StoreError>;
 
-    #[dual_write(write, key = id)]
+    #[dual_write(write, key = id, fail_closed)]
     async fn delete_account(&self, id: i64) -> Result<(), StoreError>;
 
     #[dual_write(read)]
@@ -218,6 +229,64 @@ pub fn differing(old: &Rows, new: &Rows) -> Vec<i64> {
         .collect()
 }
 
+/// The instances' shared queue: PostgreSQL tables named with `prefix`,
+/// reached at `url` (the server, or a fault proxy in front of it).
+#[derive(Debug, Clone)]
+pub struct QueueAt {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl QueueAt {
+    /// The queue of the test using `table`, on the PostgreSQL server.
+    pub fn of(table: &str) -> QueueAt {
+        QueueAt::with_prefix(&format!("{table}_q_"))
+    }
+
+    /// The queue with tables named `prefix...`, on the PostgreSQL server.
+    pub fn with_prefix(prefix: &str) -> QueueAt {
+        QueueAt {
+            url: pg_url(),
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The same tables reached at `url` instead.
+    pub fn via(&self, url: String) -> QueueAt {
+        QueueAt {
+            url,
+            prefix: self.prefix.clone(),
+        }
+    }
+
+    /// Creates the queue's tables (once, before any instance opens them).
+    pub async fn install(&self) {
+        PostgresQueue::install_schema(&pg_pool().await, &self.prefix)
+            .await
+            .unwrap();
+    }
+
+    pub async fn uninstall(&self) {
+        let _ = PostgresQueue::uninstall_schema(&pg_pool().await, &self.prefix).await;
+    }
+
+    /// A handle of one instance, on a pool of its own that gives up on a
+    /// connection quickly (the queue may be behind a refusing proxy).
+    pub async fn open(&self) -> PostgresQueue {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_millis(800))
+            .connect(&self.url)
+            .await
+            .unwrap_or_else(|error| panic!("the queue's PostgreSQL at {}: {error}", self.url));
+        PostgresQueue::options(pool)
+            .table_prefix(self.prefix.clone())
+            .open()
+            .await
+            .unwrap()
+    }
+}
+
 /// How an instance delivers to the follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -230,12 +299,12 @@ pub enum Mode {
 }
 
 /// One instance's wrapper: PostgreSQL old, MariaDB new at `my_url`, the
-/// queue in the SQLite file `queue`, in `DualWrite`; with `key_sync`, the
+/// shared queue `queue`, in `DualWrite`; with `key_sync`, the
 /// cross-instance mode over the same tables.
 pub async fn instance(
     table: &str,
     my_url: &str,
-    queue: &std::path::Path,
+    queue: &QueueAt,
     key_sync: bool,
 ) -> DualWrite<PgAccounts, MyAccounts> {
     let mode = if key_sync { Mode::KeySync } else { Mode::Sync };
@@ -246,7 +315,7 @@ pub async fn instance(
 pub async fn instance_in(
     table: &str,
     my_url: &str,
-    queue: &std::path::Path,
+    queue: &QueueAt,
     mode: Mode,
 ) -> DualWrite<PgAccounts, MyAccounts> {
     let pg = pg_pool().await;
@@ -261,7 +330,7 @@ pub async fn instance_in(
             table: table.to_owned(),
         },
     )
-    .queue(SqliteQueue::open(queue).await.unwrap())
+    .queue(queue.open().await)
     .stage(Stage::DualWrite)
     .follower_timeout(Duration::from_millis(500))
     // Short, so a killed worker's leases expire within a test.
