@@ -152,7 +152,10 @@ async fn install(pool: &MySqlPool, tables: &Tables) -> Result<(), QueueError> {
              ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
         ),
     ];
-    for statement in ddl {
+    for statement in ddl
+        .into_iter()
+        .chain(crate::stage::mysql_stage_ddl(&tables.prefix))
+    {
         sqlx::query(&statement)
             .execute(pool)
             .await
@@ -254,13 +257,24 @@ impl MySqlQueue {
     pub async fn uninstall_schema(pool: &MySqlPool, prefix: &str) -> Result<(), QueueError> {
         let tables = Tables::new(SERVER, prefix, "lines")?;
         sqlx::query(&format!(
-            "DROP TABLE IF EXISTS {}, {}, {}",
+            "DROP TABLE IF EXISTS {}, {}, {}, {prefix}stage, {prefix}stage_acks",
             tables.entries, tables.meta, tables.aux
         ))
         .execute(pool)
         .await
         .map(|_| ())
         .map_err(|e| backend("drop the schema", e))
+    }
+
+    /// The shared stage of `migration`, in this queue's schema and on its
+    /// pool, for [`StageHandle::with_source`](crate::StageHandle::with_source)
+    /// or [`with_fenced_source`](crate::StageHandle::with_fenced_source).
+    pub async fn stage_source(
+        &self,
+        migration: &str,
+    ) -> Result<crate::stage::MySqlStageSource, crate::stage::StageSourceError> {
+        crate::stage::MySqlStageSource::open(self.pool.clone(), &self.tables.prefix, migration)
+            .await
     }
 
     /// The pool the queue uses.

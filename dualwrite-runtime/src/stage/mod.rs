@@ -26,6 +26,8 @@
 //! [`StageHandle::force`] overrides them with a reason.
 
 mod handle;
+#[cfg(feature = "mysql")]
+mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod source;
@@ -36,6 +38,10 @@ mod window;
 pub use crate::observe::StageChange;
 pub use handle::Fence;
 pub use handle::{StageError, StageHandle};
+#[cfg(feature = "mysql")]
+pub(crate) use mysql::stage_ddl as mysql_stage_ddl;
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlStageSource;
 #[cfg(feature = "postgres")]
 pub(crate) use postgres::stage_ddl as postgres_stage_ddl;
 #[cfg(feature = "postgres")]
