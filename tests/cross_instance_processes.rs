@@ -6,13 +6,15 @@
 //!
 //! - With the cross-instance mode (`KeySync`) they agree after the drain,
 //!   with nothing left queued or dead.
-//! - Without it the same load leaves them disagreeing. Checked by running
-//!   it 10 times here with a shared SQLite queue file: about half the loads
-//!   ended with one or two of the 4 keys different (the rest happened to
-//!   end in an order both stores saw); with the shared PostgreSQL queue it
-//!   took 4 to 7 loads in two runs. So the test asserts it, running the
-//!   load up to sixteen times before it calls the absence of divergence a
-//!   failure.
+//! - Without it the same load leaves them disagreeing. The load ends in a
+//!   race: at one wall-clock instant every instance writes each of 16 keys
+//!   once more, while the follower's latency jitters. Checked by running
+//!   the test 6 times: every load diverged on its first attempt, on 3 to 9
+//!   of the 16 keys (before the race was added, with the instances simply
+//!   stopping after a few seconds, the last one wrote alone and in order,
+//!   and loads agreed often enough that 16 in a row once did). The test
+//!   still runs the load up to 8 times before it calls the absence of
+//!   divergence a failure.
 //!
 //! `cargo test --features services --test cross_instance_processes`
 //! (servers: see `tests/real_servers/mod.rs`).
@@ -20,7 +22,7 @@
 mod real_servers;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dualwrite_runtime::fault_proxy::FaultProxy;
 use real_servers::*;
@@ -30,15 +32,24 @@ const TABLE: &str = "DUALWRITE_XI_TABLE";
 const MY_URL: &str = "DUALWRITE_XI_MYSQL";
 const QUEUE: &str = "DUALWRITE_XI_QUEUE";
 const KEY_SYNC: &str = "DUALWRITE_XI_KEY_SYNC";
-const SECONDS: &str = "DUALWRITE_XI_SECONDS";
+/// When the instances stop their load and race, in milliseconds since the
+/// Unix epoch: one instant for all of them, so that their last writes of a
+/// key cross (processes started a few milliseconds apart would otherwise
+/// end one after another, the last alone and in order).
+const RACE_AT: &str = "DUALWRITE_XI_RACE_AT";
 
 /// How many distinct keys the instances share.
 const KEYS: i64 = 4;
+/// How many keys the final race writes (the load's and more): each is one
+/// more chance for the instances' writes to cross.
+const RACE_KEYS: i64 = 16;
 const INSTANCES: usize = 3;
 
 /// Runs in a child process only (the parent passes `--ignored`): writes
-/// overlapping keys for a while with a worker running, then shuts the
-/// worker down.
+/// overlapping keys with a worker running until the shared instant, then
+/// writes every key once more at that instant (the race: three instances'
+/// last writes of each key at once, while the follower's latency jitters),
+/// then shuts the worker down.
 #[test]
 #[ignore = "the child half of the cross-instance tests"]
 fn child_instance_writes_overlapping_keys() {
@@ -50,7 +61,8 @@ fn child_instance_writes_overlapping_keys() {
     let my_url = std::env::var(MY_URL).unwrap();
     let queue = QueueAt::with_prefix(&std::env::var(QUEUE).unwrap());
     let key_sync = std::env::var(KEY_SYNC).unwrap() == "1";
-    let seconds: u64 = std::env::var(SECONDS).unwrap().parse().unwrap();
+    let race_at: u64 = std::env::var(RACE_AT).unwrap().parse().unwrap();
+    let race_at = UNIX_EPOCH + Duration::from_millis(race_at);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -59,7 +71,10 @@ fn child_instance_writes_overlapping_keys() {
     runtime.block_on(async {
         let repo = instance_repo(&table, &my_url, &queue, key_sync).await;
         let worker = repo.spawn_worker();
-        let until = Instant::now() + Duration::from_secs(seconds);
+        let until = Instant::now()
+            + race_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
         let mut step: i64 = 0;
         // Two writers per instance: more interleavings within one process
         // too (those the local guard orders).
@@ -84,6 +99,23 @@ fn child_instance_writes_overlapping_keys() {
         }
         for writer in writers {
             step += writer.await.unwrap();
+        }
+        // The race: every key written by every instance at one instant.
+        if let Ok(wait) = (race_at + Duration::from_millis(100)).duration_since(SystemTime::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let racers: Vec<_> = (0..RACE_KEYS)
+            .map(|key| {
+                let repo = repo.clone();
+                tokio::spawn(async move {
+                    repo.put_account(key, format!("race{instance}"), 1_000_000 + instance)
+                        .await
+                        .expect("PostgreSQL takes every write");
+                })
+            })
+            .collect();
+        for racer in racers {
+            racer.await.unwrap();
         }
         let report = worker.shutdown().await.expect("the queue flushes");
         eprintln!("instance {instance}: {step} steps, worker {report:?}");
@@ -114,6 +146,10 @@ async fn run_load(key_sync: bool) -> (Rows, Rows, dualwrite_runtime::QueueStats)
     let queue = QueueAt::of(&table);
     queue.install().await;
 
+    // Four seconds of load from when the children are spawned (they take
+    // a moment to connect).
+    let race_at = SystemTime::now() + Duration::from_secs(4);
+    let race_at = race_at.duration_since(UNIX_EPOCH).unwrap().as_millis();
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..INSTANCES)
         .map(|instance| {
@@ -130,7 +166,7 @@ async fn run_load(key_sync: bool) -> (Rows, Rows, dualwrite_runtime::QueueStats)
                 .env(MY_URL, &my_url)
                 .env(QUEUE, &queue.prefix)
                 .env(KEY_SYNC, if key_sync { "1" } else { "0" })
-                .env(SECONDS, "4")
+                .env(RACE_AT, race_at.to_string())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -194,7 +230,7 @@ async fn three_instance_processes_with_key_sync_leave_the_stores_agreeing_row_by
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instance_processes_without_the_mode_leave_the_stores_disagreeing() {
-    for attempt in 1..=16 {
+    for attempt in 1..=8 {
         let (old, new, stats) = run_load(false).await;
         assert!(stats.is_empty(), "drained: {stats:?}");
         let keys = differing(&old, &new);
@@ -203,5 +239,5 @@ async fn three_instance_processes_without_the_mode_leave_the_stores_disagreeing(
             return;
         }
     }
-    panic!("sixteen loads without the cross-instance mode all left the stores agreeing");
+    panic!("eight loads without the cross-instance mode all left the stores agreeing");
 }
