@@ -56,11 +56,12 @@ async fn live_writer(
     }
 }
 
-async fn backfill_under_live_writes(
+/// A backfill of the old store's accounts to the new in pages of 50, each
+/// written only after the returned receiver's live writer has had its turn.
+fn interleaved_backfill(
     migration: &Migration,
     live_writes: bool,
-) -> (dualwrite_runtime::migrate::BackfillReport, LiveCounts) {
-    fill(&migration.old, 0..1_000).await;
+) -> (Backfill, mpsc::Receiver<(Vec<i64>, oneshot::Sender<()>)>) {
     let (sender, receiver) = mpsc::channel(1);
     let target = Interleaved {
         inner: records(&migration.new),
@@ -74,6 +75,15 @@ async fn backfill_under_live_writes(
     if live_writes {
         backfill = backfill.live_writes(migration.link());
     }
+    (backfill, receiver)
+}
+
+async fn backfill_under_live_writes(
+    migration: &Migration,
+    live_writes: bool,
+) -> (dualwrite_runtime::migrate::BackfillReport, LiveCounts) {
+    fill(&migration.old, 0..1_000).await;
+    let (backfill, receiver) = interleaved_backfill(migration, live_writes);
     let counts = LiveCounts::default();
     let (report, ()) = tokio::join!(
         async move {
@@ -226,4 +236,96 @@ async fn a_missing_table_is_named_before_any_work() {
         SqliteTable::new(migration.old.clone(), "accounts", "id").columns(&["owner", "balance"]);
     let error = column.check().await.expect_err("no such column");
     assert!(error.to_string().contains("balance"), "{error}");
+}
+
+/// Serves the interleaving store: of each page of the first `below` keys,
+/// deletes the first key through the wrapper and gives its owner (a unique
+/// column here) to a key far beyond, so that the page's copy of the first
+/// key, read before, clashes in the new store with the row now holding
+/// that owner.
+async fn owner_mover(
+    migration: &Migration,
+    mut batches: mpsc::Receiver<(Vec<i64>, oneshot::Sender<()>)>,
+    below: i64,
+) -> usize {
+    let mut moved = 0;
+    while let Some((keys, done)) = batches.recv().await {
+        // A page, not the record-by-record retry of one.
+        if let (true, Some(&first)) = (keys.len() > 1, keys.first()) {
+            if first < below {
+                migration.repo.delete_account(first).await.expect("deleted");
+                migration
+                    .repo
+                    .put_account(first + 10_000, format!("owner-{first}"), 1, 100)
+                    .await
+                    .expect("the old store takes it");
+                moved += 1;
+            }
+        }
+        let _ = done.send(());
+    }
+    moved
+}
+
+/// Both stores' `owner` made unique, the old filled with 200 accounts,
+/// and a backfill of pages of 50 beside [`owner_mover`].
+async fn backfill_beside_moved_unique_values(
+    migration: &Migration,
+    live_writes: bool,
+) -> (
+    Result<dualwrite_runtime::migrate::BackfillReport, MigrateError>,
+    usize,
+) {
+    for pool in [&migration.old, &migration.new] {
+        sqlx::query("CREATE UNIQUE INDEX accounts_owner ON accounts (owner)")
+            .execute(pool)
+            .await
+            .expect("the index is made");
+    }
+    fill(&migration.old, 0..200).await;
+    let (backfill, receiver) = interleaved_backfill(migration, live_writes);
+    tokio::join!(
+        async move {
+            let report = backfill.run().await;
+            drop(backfill); // ends the live writer
+            report
+        },
+        owner_mover(migration, receiver, 200),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_copy_clashing_on_a_unique_column_is_synced_instead_and_the_stores_end_equal() {
+    let migration = Migration::new("unique-live").await;
+    let worker = migration.repo.spawn_worker();
+    let (report, moved) = backfill_beside_moved_unique_values(&migration, true).await;
+    let report = report.expect("a clash is no reason to stop");
+    assert_eq!(moved, 4, "one per page of the first 200 keys");
+    assert_eq!(report.conflicted, 4, "{report:?}");
+    migration.drained().await;
+    let old_rows = rows(&migration.old).await;
+    assert_eq!(old_rows.len(), 200, "4 deleted, 4 moved");
+    assert_eq!(old_rows, rows(&migration.new).await, "row by row");
+    let stats = migration.queue.stats().await.expect("stats");
+    assert!(stats.is_empty(), "synced, nothing dead: {stats:?}");
+    worker.shutdown().await.expect("the worker stops");
+}
+
+/// Without live writes there is no one to sync the key: the backfill stops
+/// and names the records, rather than skip them or write over another row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_live_writes_a_clash_on_a_unique_column_stops_the_backfill_by_name() {
+    let migration = Migration::new("unique-plain").await;
+    let (report, _) = backfill_beside_moved_unique_values(&migration, false).await;
+    let error = report.expect_err("the copy of key 0 clashes");
+    assert!(
+        matches!(error, MigrateError::Store { role: "target", .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("could not write record(s) 0, 1, 2"),
+        "{message}"
+    );
+    assert!(message.contains("UNIQUE"), "{message}");
 }

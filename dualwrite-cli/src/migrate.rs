@@ -113,8 +113,8 @@ pub(crate) async fn backfill(
         output::json_line(&report)?;
     } else {
         println!(
-            "backfill: read {}, wrote {}, skipped {} (the new store held the same or a newer copy), resynced {} (changed while copied) in {:.1}s, {:.0} records/s",
-            report.read, report.written, report.skipped, report.resynced, report.elapsed_seconds, report.records_per_second
+            "backfill: read {}, wrote {}, skipped {} (the new store held the same or a newer copy), resynced {} (changed while copied), {} clashed on a unique column (stale copies, synced from the old store) in {:.1}s, {:.0} records/s",
+            report.read, report.written, report.skipped, report.resynced, report.conflicted, report.elapsed_seconds, report.records_per_second
         );
     }
     Ok(Outcome::Clean)

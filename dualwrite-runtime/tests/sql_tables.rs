@@ -2,7 +2,8 @@
 //! `postgres` and `mysql`): the column types a real schema has (decimals,
 //! zoned timestamps, enums, optional fields) read as the same values on
 //! both, a record read from one writes to the other unchanged, "newer"
-//! holds, and a missing table is named.
+//! holds, a record clashing with another row on a unique column is refused
+//! by name without changing any row, and a missing table is named.
 //!
 //! `cargo test -p dualwrite-runtime --features postgres,mysql --test sql_tables`
 //! (PostgreSQL at `DUALWRITE_PG_URL`, default postgres://postgres@127.0.0.1:5432/test;
@@ -51,7 +52,7 @@ async fn orders_tables() -> (PgTable, MySqlTable, String) {
     .await
     .unwrap();
     sqlx::query(&format!(
-        "CREATE TABLE {name} (id BIGINT PRIMARY KEY, email TEXT NOT NULL, total NUMERIC(12,2) NOT NULL, \
+        "CREATE TABLE {name} (id BIGINT PRIMARY KEY, email TEXT NOT NULL UNIQUE, total NUMERIC(12,2) NOT NULL, \
          status {status} NOT NULL, note TEXT, placed_at TIMESTAMPTZ NOT NULL, version BIGINT NOT NULL)"
     ))
     .execute(&pg)
@@ -59,7 +60,7 @@ async fn orders_tables() -> (PgTable, MySqlTable, String) {
     .unwrap();
     let my = mysql().await;
     sqlx::query(&format!(
-        "CREATE TABLE {name} (id BIGINT PRIMARY KEY, email VARCHAR(200) NOT NULL, total DECIMAL(12,2) NOT NULL, \
+        "CREATE TABLE {name} (id BIGINT PRIMARY KEY, email VARCHAR(200) NOT NULL UNIQUE, total DECIMAL(12,2) NOT NULL, \
          status ENUM('pending', 'paid', 'shipped') NOT NULL, note TEXT NULL, placed_at DATETIME(6) NOT NULL, \
          version BIGINT NOT NULL)"
     ))
@@ -223,6 +224,56 @@ async fn only_absent_or_older_records_are_replaced_on_both_servers() {
         let after = store.page(Some(&RecordKey::Int(1)), 1).await.unwrap();
         assert_eq!(after[0].key, RecordKey::Int(2));
         assert_eq!(store.count().await.unwrap(), Some(3));
+    }
+    drop_tables(&pg, &my, &name).await;
+}
+
+/// MySQL's `ON DUPLICATE KEY UPDATE` fires on a clash with any unique
+/// column: a new key carrying an email another row holds would rewrite that
+/// row. Both servers must instead refuse the write, name the record, and
+/// keep nothing of it, under either condition.
+#[tokio::test]
+async fn a_record_clashing_on_another_unique_column_is_refused_and_changes_no_row() {
+    let (pg, my, name) = orders_tables().await;
+    for store in [&pg as &dyn RecordStore, &my as &dyn RecordStore] {
+        for condition in [PutCondition::IfAbsentOrNewer, PutCondition::Always] {
+            let _ = store.delete(&RecordKey::Int(1)).await.unwrap();
+            let _ = store.delete(&RecordKey::Int(2)).await.unwrap();
+            store
+                .put(&[order(1, "1.00", 5), order(2, "2.00", 5)], condition)
+                .await
+                .unwrap();
+            let before = store.page(None, 10).await.unwrap();
+            let context = format!("{} {condition:?}", store.describe());
+
+            // A new key holding key 1's email, alone and beside a good one.
+            let clash = order(3, "3.00", 9).with("email", "c1@example.com");
+            for batch in [
+                vec![clash.clone()],
+                vec![order(4, "4.00", 9), clash.clone()],
+            ] {
+                let error = store.put(&batch, condition).await.unwrap_err();
+                let keys = error
+                    .conflicting_keys()
+                    .unwrap_or_else(|| panic!("{context}: {error}"));
+                assert!(keys.contains(&RecordKey::Int(3)), "{context}: {error}");
+                assert!(error.to_string().contains('3'), "{context}: {error}");
+                assert_eq!(
+                    store.page(None, 10).await.unwrap(),
+                    before,
+                    "{context}: no row changed"
+                );
+            }
+            // An existing key taking key 1's email.
+            let moved = order(2, "2.50", 9).with("email", "c1@example.com");
+            let error = store.put(&[moved], condition).await.unwrap_err();
+            assert!(error.conflicting_keys().is_some(), "{context}: {error}");
+            assert_eq!(
+                store.page(None, 10).await.unwrap(),
+                before,
+                "{context}: no row changed"
+            );
+        }
     }
     drop_tables(&pg, &my, &name).await;
 }

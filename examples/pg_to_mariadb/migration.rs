@@ -201,8 +201,8 @@ pub async fn run(config: &Config, prefix: &str) -> Result<Outcome, Box<dyn Error
         .run()
         .await?;
         println!(
-            "  {records}: {} read, {} written, {} already there, {} re-synced (changed while copied)",
-            report.read, report.written, report.skipped, report.resynced
+            "  {records}: {} read, {} written, {} already there, {} re-synced (changed while copied or clashed on the unique email)",
+            report.read, report.written, report.skipped, report.resynced + report.conflicted
         );
         backfilled.push(report);
     }

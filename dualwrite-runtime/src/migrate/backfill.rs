@@ -58,6 +58,13 @@ pub struct BackfillReport {
     /// queued for a key-level sync (only with
     /// [`live_writes`](Backfill::live_writes)).
     pub resynced: u64,
+    /// Records the target refused because they clashed with another of
+    /// its rows on a unique column other than the key (the copy was stale:
+    /// a live write had moved the value), each queued for a key-level sync
+    /// instead (only with [`live_writes`](Backfill::live_writes); without
+    /// it a clash stops the backfill, naming the records).
+    #[serde(default)]
+    pub conflicted: u64,
     /// The last key copied.
     pub last_key: Option<RecordKey>,
     /// The key this run resumed after, if it resumed.
@@ -81,8 +88,13 @@ pub struct BackfillReport {
 /// [`live_writes`](Self::live_writes), the backfill reads each batch's range
 /// again after writing it and queues a key-level sync for every key that
 /// changed meanwhile; the service's worker applies it after the key's own
-/// queued writes, from the authoritative store. Without it, run the
-/// backfill only while nothing writes the keys, or verify and repair after.
+/// queued writes, from the authoritative store. A stale copy can also clash
+/// with another row of the target on a unique column other than the key
+/// (a live write moved an email from this key to another one): with
+/// `live_writes` such records are synced the same way instead of written
+/// ([`BackfillReport::conflicted`]). Without it, run the backfill only
+/// while nothing writes the keys, or verify and repair after; a clash then
+/// stops it, naming the records.
 ///
 /// # Cancel safety
 ///
@@ -104,6 +116,8 @@ struct State {
     written: u64,
     skipped: u64,
     resynced: u64,
+    #[serde(default)]
+    conflicted: u64,
 }
 
 impl Backfill {
@@ -174,6 +188,7 @@ impl Backfill {
             written: 0,
             skipped: 0,
             resynced: 0,
+            conflicted: 0,
         });
         let total = self
             .source
@@ -198,30 +213,35 @@ impl Backfill {
             // writes: while this one is written and then read again; the
             // re-read must follow the write, the next page need not).
             let next = self.source.page(Some(&last), batch);
-            let (written, changed, next) = if self.live.is_some() {
+            let (written, clashing, changed, next) = if self.live.is_some() {
                 let copy = async {
-                    let written = self
-                        .target
-                        .put(&page, PutCondition::IfAbsentOrNewer)
-                        .await
-                        .map_err(MigrateError::store("target"))?;
+                    let (written, clashing) = self.write_page(&page).await?;
                     let changed = self.changed_since(before.as_ref(), &page).await?;
-                    Ok::<_, MigrateError>((written, changed))
+                    Ok::<_, MigrateError>((written, clashing, changed))
                 };
                 let (copied, next) = tokio::join!(copy, next);
-                let (written, changed) = copied?;
-                (written, changed, next)
+                let (written, clashing, changed) = copied?;
+                (written, clashing, changed, next)
             } else {
                 let (written, next) =
                     tokio::join!(self.target.put(&page, PutCondition::IfAbsentOrNewer), next);
                 (
                     written.map_err(MigrateError::store("target"))?,
                     Vec::new(),
+                    Vec::new(),
                     next,
                 )
             };
             if let Some(live) = &self.live {
-                for key in changed {
+                for key in &clashing {
+                    live.queue_sync(
+                        key,
+                        "the backfill's copy clashed with another row of the target on a unique column",
+                    )
+                    .await?;
+                    state.conflicted += 1;
+                }
+                for key in changed.into_iter().filter(|key| !clashing.contains(key)) {
                     live.queue_sync(&key, "changed in the source while the backfill copied it")
                         .await?;
                     state.resynced += 1;
@@ -230,7 +250,7 @@ impl Backfill {
             let read = page.len() as u64;
             state.read += read;
             state.written += written.min(read);
-            state.skipped += read.saturating_sub(written);
+            state.skipped += read.saturating_sub(written + clashing.len() as u64);
             state.cursor = Some(last);
             checkpoint.save(&state, false)?;
             meter.report(state.read, state.cursor.as_ref());
@@ -243,11 +263,47 @@ impl Backfill {
             written: state.written,
             skipped: state.skipped,
             resynced: state.resynced,
+            conflicted: state.conflicted,
             last_key: state.cursor,
             resumed_after,
             elapsed_seconds: meter.elapsed().as_secs_f64(),
             records_per_second: meter.rate(state.read),
         })
+    }
+
+    /// Writes `page` to the target (with live writes), and returns how many
+    /// records it wrote and the keys of those it refused on a unique
+    /// column other than the key. Such a clash means the copy is stale: a
+    /// live write moved the value (an email) to another key after the page
+    /// was read, and the row holding it is that key's. The clashing keys
+    /// are left to a key-level sync, which copies the source's record as it
+    /// is then; a clash that outlives that is retried by the worker until
+    /// the other key's sync frees the value.
+    async fn write_page(&self, page: &[Record]) -> Result<(u64, Vec<RecordKey>), MigrateError> {
+        let refused = match self.target.put(page, PutCondition::IfAbsentOrNewer).await {
+            Ok(written) => return Ok((written, Vec::new())),
+            Err(error) if error.conflicting_keys().is_some() => error,
+            Err(error) => return Err(MigrateError::store("target")(error)),
+        };
+        tracing::debug!(error = %refused, "a backfill page clashed on a unique column; writing it record by record");
+        // Nothing of the page was kept: one record at a time, to find the
+        // ones that clash (the database may not say which).
+        let mut written = 0;
+        let mut clashing = Vec::new();
+        for record in page {
+            match self
+                .target
+                .put(std::slice::from_ref(record), PutCondition::IfAbsentOrNewer)
+                .await
+            {
+                Ok(count) => written += count,
+                Err(error) if error.conflicting_keys().is_some() => {
+                    clashing.push(record.key.clone())
+                }
+                Err(error) => return Err(MigrateError::store("target")(error)),
+            }
+        }
+        Ok((written, clashing))
     }
 
     /// The keys of `copied` (a page read after `after`) whose source record

@@ -6,7 +6,11 @@ use sqlx::types::chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use sqlx::types::Decimal;
 use sqlx::{Column, MySql, Row, TypeInfo};
 
-use super::table::{batched_put, bind_key_fn, bind_value_fn, sql_record_store, TIMESTAMP_FORMAT};
+use std::collections::BTreeSet;
+
+use super::table::{
+    batched_put, bind_key_fn, bind_value_fn, shown_keys, sql_record_store, TIMESTAMP_FORMAT,
+};
 use super::{Dialect, SqlDatabase, SqlTable};
 use crate::records::{PutCondition, Record, RecordError, Value};
 
@@ -56,6 +60,52 @@ batched_put!(MySql, MAX_PARAMETERS);
 
 bind_key_fn!(MySql, MySqlArguments);
 bind_value_fn!();
+
+/// Fails, naming them, if records of `batch` are not in the table after
+/// their upsert: MySQL's `ON DUPLICATE KEY UPDATE` resolves a clash on
+/// *any* unique column, so a new key whose email another row holds would
+/// update that row instead. The upsert's assignments change a row only
+/// when its key is the record's (see `Dialect::on_conflict`), so such a
+/// record leaves every row as it was and is missing here; the error rolls
+/// the whole write back.
+async fn check_written(
+    table: &super::table::Table,
+    transaction: &mut sqlx::Transaction<'_, MySql>,
+    into: &str,
+    batch: &[Record],
+) -> Result<(), RecordError> {
+    let wanted: BTreeSet<String> = batch.iter().map(|record| record.key.to_string()).collect();
+    let sql = table.statements.present_keys(into, batch.len());
+    let mut query = sqlx::query(&sql);
+    for record in batch {
+        query = bind_key(query, &record.key);
+    }
+    let present: BTreeSet<String> = query
+        .fetch_all(&mut **transaction)
+        .await
+        .map_err(|error| table.failed("read back written keys", error))?
+        .iter()
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()
+        .map_err(|error| table.failed("read back written keys", error))?;
+    // By count: a case-insensitive key column finds `a` for a record `A`.
+    if present.len() >= wanted.len() {
+        return Ok(());
+    }
+    let missing: Vec<&Record> = batch
+        .iter()
+        .filter(|record| !present.contains(&record.key.to_string()))
+        .collect();
+    Err(RecordError::conflict(
+        format!(
+            "{}: could not write record(s) {}",
+            table.describe(),
+            shown_keys(missing.iter().copied())
+        ),
+        "they clash with other rows on a unique column other than the key (MySQL would have updated those rows instead); nothing of the write was kept",
+        missing.iter().map(|record| record.key.clone()).collect(),
+    ))
+}
 
 /// MySQL counts an inserted row once, a changed row twice and a row left as
 /// it was not at all, so a batch that both inserts and changes rows is

@@ -75,7 +75,7 @@ sql_record_store!(Postgres, PgRow, "PostgreSQL", {
                     .bind(rows)
                     .execute(&mut *transaction)
                     .await
-                    .map_err(|error| self.table.failed("write records", error))?
+                    .map_err(|error| self.table.write_failed(error, batch))?
                     .rows_affected();
             }
         }

@@ -49,6 +49,17 @@ batched_put!(Sqlite, MAX_PARAMETERS);
 bind_key_fn!(Sqlite, SqliteArguments<'q>);
 bind_value_fn!();
 
+/// SQLite's upsert resolves only the key's conflicts; a clash on another
+/// unique column fails the statement, so every record it took is written.
+async fn check_written(
+    _table: &super::table::Table,
+    _transaction: &mut sqlx::Transaction<'_, Sqlite>,
+    _into: &str,
+    _batch: &[Record],
+) -> Result<(), RecordError> {
+    Ok(())
+}
+
 /// SQLite counts each row inserted or replaced once.
 fn written(affected: u64, _batch: usize) -> u64 {
     affected

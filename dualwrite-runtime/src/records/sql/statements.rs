@@ -62,32 +62,33 @@ impl Dialect {
         }
         match self {
             Dialect::MySql => {
-                let newer = newer_only.map(|version| {
+                // `ON DUPLICATE KEY UPDATE` fires on a clash with *any*
+                // unique column: every assignment first checks that the
+                // row is the record's own (not another key's holding the
+                // same email), and with a version, that the row's is older.
+                let mut guard = format!("{key} = VALUES({key})");
+                if let Some(version) = newer_only {
                     let version = self.quote(version);
-                    format!("{version} < VALUES({version})")
-                });
+                    guard.push_str(&format!(
+                        " AND ({version} IS NULL OR {version} < VALUES({version}))"
+                    ));
+                }
                 // The version column is assigned last: MySQL evaluates the
                 // assignments left to right, and the others compare with
                 // its old value.
-                let mut sets: Vec<String> = columns
+                let mut ordered: Vec<&String> = columns
                     .iter()
                     .filter(|column| Some(column.as_str()) != newer_only)
+                    .collect();
+                let version = newer_only.and_then(|version| columns.iter().find(|c| *c == version));
+                ordered.extend(version);
+                let sets: Vec<String> = ordered
+                    .into_iter()
                     .map(|column| {
                         let column = self.quote(column);
-                        match &newer {
-                            Some(newer) => {
-                                format!("{column} = IF({newer}, VALUES({column}), {column})")
-                            }
-                            None => format!("{column} = VALUES({column})"),
-                        }
+                        format!("{column} = IF({guard}, VALUES({column}), {column})")
                     })
                     .collect();
-                if let Some(version) = newer_only {
-                    let version = self.quote(version);
-                    sets.push(format!(
-                        "{version} = GREATEST({version}, VALUES({version}))"
-                    ));
-                }
                 format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", "))
             }
             _ => {
@@ -260,6 +261,20 @@ impl Statements {
         (names, conflict)
     }
 
+    /// The keys among `count` bound ones that `table` holds, as text.
+    #[cfg(any(test, feature = "mysql"))]
+    pub(crate) fn present_keys(&self, table: &str, count: usize) -> String {
+        let slots = (1..=count)
+            .map(|slot| self.dialect.placeholder(slot))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "SELECT CAST({key} AS CHAR) FROM {} WHERE {key} IN ({slots})",
+            self.dialect.quote(table),
+            key = self.key
+        )
+    }
+
     /// Binds: the key.
     pub(crate) fn delete(&self, table: &str) -> String {
         format!(
@@ -338,13 +353,29 @@ mod tests {
     }
 
     #[test]
-    fn mysql_compares_versions_before_assigning_the_version_last() {
+    fn mysql_changes_only_the_records_own_row_and_assigns_the_version_last() {
         let statements = Statements::new(Dialect::MySql, accounts());
+        let guard =
+            "`id` = VALUES(`id`) AND (`updated_at` IS NULL OR `updated_at` < VALUES(`updated_at`))";
         assert_eq!(
             statements.put("accounts", &columns(), 1, PutCondition::IfAbsentOrNewer),
+            format!(
+                "INSERT INTO `accounts` (`id`, `email`, `updated_at`) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE \
+                 `email` = IF({guard}, VALUES(`email`), `email`), \
+                 `updated_at` = IF({guard}, VALUES(`updated_at`), `updated_at`)"
+            )
+        );
+        // Forced: the row must still be the record's own, not the row of
+        // another key that holds the same unique email.
+        assert_eq!(
+            statements.put("accounts", &columns(), 1, PutCondition::Always),
             "INSERT INTO `accounts` (`id`, `email`, `updated_at`) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE \
-             `email` = IF(`updated_at` < VALUES(`updated_at`), VALUES(`email`), `email`), \
-             `updated_at` = GREATEST(`updated_at`, VALUES(`updated_at`))"
+             `email` = IF(`id` = VALUES(`id`), VALUES(`email`), `email`), \
+             `updated_at` = IF(`id` = VALUES(`id`), VALUES(`updated_at`), `updated_at`)"
+        );
+        assert_eq!(
+            statements.present_keys("accounts", 2),
+            "SELECT CAST(`id` AS CHAR) FROM `accounts` WHERE `id` IN (?, ?)"
         );
     }
 

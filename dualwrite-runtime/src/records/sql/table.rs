@@ -12,6 +12,24 @@ use crate::records::{Record, RecordError, RecordKey, Value};
 #[allow(dead_code)] // read by the PostgreSQL and MySQL executors only
 pub(super) const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
+/// The keys of `records`, for a message: the first few, then how many more.
+pub(super) fn shown_keys<'r>(records: impl IntoIterator<Item = &'r Record>) -> String {
+    const SHOWN: usize = 10;
+    let keys: Vec<String> = records
+        .into_iter()
+        .map(|record| record.key.to_string())
+        .collect();
+    if keys.len() > SHOWN {
+        format!(
+            "{} and {} more",
+            keys[..SHOWN].join(", "),
+            keys.len() - SHOWN
+        )
+    } else {
+        keys.join(", ")
+    }
+}
+
 /// What a record missing a written column writes.
 pub(crate) static NULL: Value = Value::Null;
 
@@ -41,6 +59,30 @@ impl Table {
 
     pub(super) fn failed(&self, what: &str, error: sqlx::Error) -> RecordError {
         RecordError::new(format!("{}: could not {what}", self.describe()), error)
+    }
+
+    /// A failed write of `batch`: a [conflict](RecordError::conflict) naming
+    /// the batch's keys when the database refused it on a unique column
+    /// (the key's own conflicts are resolved by the upsert, so another
+    /// one's).
+    pub(super) fn write_failed(&self, error: sqlx::Error, batch: &[Record]) -> RecordError {
+        let unique = error
+            .as_database_error()
+            .is_some_and(|error| error.is_unique_violation());
+        if unique {
+            let keys = batch.iter().map(|record| record.key.clone()).collect();
+            RecordError::conflict(
+                format!(
+                    "{}: could not write record(s) {}",
+                    self.describe(),
+                    shown_keys(batch)
+                ),
+                error,
+                keys,
+            )
+        } else {
+            self.failed("write records", error)
+        }
     }
 
     /// The record of a row whose columns decoded to `columns`, in order.
@@ -281,8 +323,9 @@ macro_rules! batched_put {
                     let affected = query
                         .execute(&mut *transaction)
                         .await
-                        .map_err(|error| self.table.failed("write records", error))?
+                        .map_err(|error| self.table.write_failed(error, batch))?
                         .rows_affected();
+                    check_written(&self.table, &mut transaction, table, batch).await?;
                     total += written(affected, batch.len());
                 }
                 transaction
