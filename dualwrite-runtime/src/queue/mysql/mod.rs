@@ -32,12 +32,15 @@
 //! Where to put the tables (old database, new, or a third) is weighed in
 //! the [queue module's docs](super#where-to-put-a-server-queues-tables).
 
+mod schema;
+mod statements;
+mod writes;
+
 use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::mysql::{MySqlConnection, MySqlDatabaseError, MySqlPool};
-use sqlx::Acquire;
+use sqlx::mysql::MySqlPool;
 
 use super::sql::{
     decode, entry_columns, head_condition, in_line, interval_micros, next_ready_in, stats_of,
@@ -49,6 +52,8 @@ use super::{
 };
 use crate::op::Key;
 use crate::vocabulary::Side;
+use schema::{check_version, install};
+use statements::{as_text, backend, cut, placeholders, Arg};
 
 const SERVER: &str = "MySQL";
 
@@ -60,10 +65,6 @@ const MAX_NAMESPACE: usize = 190;
 const MAX_KEY: usize = 512;
 /// Longer errors are cut to this many characters (the column is `TEXT`).
 const MAX_ERROR: usize = 16_000;
-
-fn backend(context: &str, error: sqlx::Error) -> QueueError {
-    QueueError::Backend(format!("{SERVER} queue: {context}: {error}").into())
-}
 
 /// How to open a [`MySqlQueue`]; from [`MySqlQueue::options`].
 pub type MySqlQueueOptions = ServerQueueOptions<MySqlPool>;
@@ -109,130 +110,7 @@ impl fmt::Debug for MySqlQueue {
     }
 }
 
-async fn install(pool: &MySqlPool, tables: &Tables) -> Result<(), QueueError> {
-    let Tables {
-        meta,
-        entries,
-        aux: lines,
-        ..
-    } = tables;
-    let version = MySqlQueue::SCHEMA_VERSION;
-    // `CREATE TABLE IF NOT EXISTS` is safe to race; each statement commits.
-    let ddl = [
-        format!(
-            "CREATE TABLE IF NOT EXISTS {meta} (name VARCHAR(64) NOT NULL PRIMARY KEY, value BIGINT NOT NULL) \
-             ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
-        ),
-        format!("INSERT IGNORE INTO {meta} (name, value) VALUES ('schema_version', {version})"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {lines} (namespace VARCHAR({MAX_NAMESPACE}) NOT NULL, \
-             target VARCHAR(3) NOT NULL, PRIMARY KEY (namespace, target)) \
-             ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {entries} (
-               id          BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-               namespace   VARCHAR({MAX_NAMESPACE}) NOT NULL,
-               target      VARCHAR(3) NOT NULL CHECK (target IN ('old', 'new')),
-               `key`       VARCHAR({MAX_KEY}) NOT NULL,
-               method      VARCHAR(190) NOT NULL,
-               version     BIGINT NOT NULL CHECK (version BETWEEN 0 AND 4294967295),
-               payload     LONGBLOB NOT NULL,
-               state       VARCHAR(8) NOT NULL CHECK (state IN ('prepared', 'pending', 'leased', 'dead')),
-               orphaned    BOOLEAN NOT NULL DEFAULT FALSE,
-               attempts    BIGINT NOT NULL DEFAULT 0,
-               last_error  TEXT NOT NULL,
-               enqueued_at BIGINT NOT NULL,
-               ready_at    BIGINT NOT NULL,
-               turn        BIGINT NOT NULL,
-               lease_token BIGINT NOT NULL DEFAULT 0,
-               died_at     BIGINT NULL,
-               KEY {entries}_line (namespace, target, `key`, id),
-               KEY {entries}_turn (namespace, turn)
-             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
-        ),
-    ];
-    for statement in ddl
-        .into_iter()
-        .chain(crate::stage::mysql_stage_ddl(&tables.prefix))
-    {
-        sqlx::query(&statement)
-            .execute(pool)
-            .await
-            .map_err(|e| backend("create the schema", e))?;
-    }
-    Ok(())
-}
-
-async fn check_version(pool: &MySqlPool, tables: &Tables) -> Result<(), QueueError> {
-    let mut missing = Vec::new();
-    for table in [&tables.meta, &tables.entries, &tables.aux] {
-        let found: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.tables \
-             WHERE table_schema = DATABASE() AND table_name = ?",
-        )
-        .bind(table)
-        .fetch_one(pool)
-        .await
-        .map_err(|e| backend("look for the queue's tables", e))?;
-        if found == 0 {
-            missing.push(table.clone());
-        }
-    }
-    if !missing.is_empty() {
-        return Err(tables.missing(SERVER, "MySqlQueue", &missing));
-    }
-    let version: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT value FROM {} WHERE name = 'schema_version'",
-        tables.meta
-    ))
-    .fetch_optional(pool)
-    .await
-    .map_err(|e| backend("read the schema version", e))?;
-    tables.check_version(SERVER, version, MySqlQueue::SCHEMA_VERSION)
-}
-
-/// Whether a database error is worth retrying the transaction for.
-fn transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<MySqlDatabaseError>()
-            .is_some_and(|db| matches!(db.number(), 1213 | 1205)),
-        _ => false,
-    }
-}
-
-/// A bound value of a statement.
-#[derive(Debug, Clone)]
-enum Arg {
-    Int(i64),
-    Text(String),
-}
-
-fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
-    args: &'q [Arg],
-) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
-    for arg in args {
-        query = match arg {
-            Arg::Int(value) => query.bind(*value),
-            Arg::Text(value) => query.bind(value.as_str()),
-        };
-    }
-    query
-}
-
-/// `?, ?, ...` for `count` values.
-fn placeholders(count: usize) -> String {
-    vec!["?"; count].join(", ")
-}
-
-type Work<'t, T> = futures::future::BoxFuture<'t, Result<T, sqlx::Error>>;
-
 impl MySqlQueue {
-    /// The schema version this build writes and reads.
-    pub const SCHEMA_VERSION: i64 = 1;
-
     /// Opens the queue in the tables of
     /// [`DEFAULT_TABLE_PREFIX`](super::DEFAULT_TABLE_PREFIX), which must
     /// exist ([`install_schema`](Self::install_schema)).
@@ -244,26 +122,6 @@ impl MySqlQueue {
     /// creation.
     pub fn options(pool: MySqlPool) -> MySqlQueueOptions {
         ServerQueueOptions::new(pool)
-    }
-
-    /// Creates the queue's tables under `prefix` if they do not exist (the
-    /// migration to run once, before services open the queue).
-    pub async fn install_schema(pool: &MySqlPool, prefix: &str) -> Result<(), QueueError> {
-        install(pool, &Tables::new(SERVER, prefix, "lines")?).await
-    }
-
-    /// Drops the queue's tables under `prefix`, with every entry in them:
-    /// for tests and for decommissioning a migration's queue.
-    pub async fn uninstall_schema(pool: &MySqlPool, prefix: &str) -> Result<(), QueueError> {
-        let tables = Tables::new(SERVER, prefix, "lines")?;
-        sqlx::query(&format!(
-            "DROP TABLE IF EXISTS {}, {}, {}, {prefix}stage, {prefix}stage_acks",
-            tables.entries, tables.meta, tables.aux
-        ))
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .map_err(|e| backend("drop the schema", e))
     }
 
     /// The shared stage of `migration`, in this queue's schema and on its
@@ -286,232 +144,6 @@ impl MySqlQueue {
     pub fn table_prefix(&self) -> &str {
         &self.tables.prefix
     }
-
-    /// Runs `work` in a `READ COMMITTED` transaction, again when it fails
-    /// with a deadlock or a lock wait timeout.
-    async fn transaction<T, F>(&self, what: &str, work: F) -> Result<T, QueueError>
-    where
-        F: for<'t> Fn(&'t mut MySqlConnection) -> Work<'t, T>,
-    {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let result = async {
-                let mut conn = self.pool.acquire().await?;
-                // Applies to the next transaction of this connection only.
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .execute(&mut *conn)
-                    .await?;
-                let mut tx = conn.begin().await?;
-                let value = work(tx.acquire().await?).await?;
-                tx.commit().await?;
-                Ok::<T, sqlx::Error>(value)
-            }
-            .await;
-            match result {
-                Ok(value) => return Ok(value),
-                Err(error) if transient(&error) && attempt < 10 => {
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
-                }
-                Err(error) => return Err(backend(what, error)),
-            }
-        }
-    }
-
-    /// Runs one statement with `args` in a transaction; returns the rows
-    /// it changed.
-    async fn execute(&self, what: &str, sql: String, args: Vec<Arg>) -> Result<u64, QueueError> {
-        self.transaction(what, move |conn| {
-            let (sql, args) = (sql.clone(), args.clone());
-            Box::pin(async move {
-                Ok(bind_all(sqlx::query(&sql), &args)
-                    .execute(conn)
-                    .await?
-                    .rows_affected())
-            })
-        })
-        .await
-    }
-
-    async fn insert(
-        &self,
-        entry: NewEntry,
-        prepared: Option<Duration>,
-    ) -> Result<EntryId, QueueError> {
-        if entry.namespace.chars().count() > MAX_NAMESPACE {
-            return Err(QueueError::Backend(
-                format!(
-                    "{SERVER} queue: namespace {:?} is longer than {MAX_NAMESPACE} characters",
-                    entry.namespace
-                )
-                .into(),
-            ));
-        }
-        if entry.key.as_str().chars().count() > MAX_KEY {
-            return Err(QueueError::Backend(
-                format!("{SERVER} queue: a key of namespace {:?} is longer than {MAX_KEY} characters; the queue's tables hold keys up to that length", entry.namespace).into(),
-            ));
-        }
-        let (state, wait) = match prepared {
-            Some(expiry) => ("prepared", interval_micros(expiry)),
-            None => ("pending", 0),
-        };
-        let lock = format!(
-            "INSERT INTO {} (namespace, target) VALUES (?, ?) ON DUPLICATE KEY UPDATE namespace = namespace",
-            self.tables.aux
-        );
-        let insert = format!(
-            "INSERT INTO {} (namespace, target, `key`, method, version, payload, state, orphaned, \
-               last_error, enqueued_at, ready_at, turn) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}, {NOW} + ?, {NOW})",
-            self.tables.entries
-        );
-        let last_error: String = entry.reason.chars().take(MAX_ERROR).collect();
-        self.transaction("append", move |conn| {
-            let (lock, insert, entry, last_error) = (
-                lock.clone(),
-                insert.clone(),
-                entry.clone(),
-                last_error.clone(),
-            );
-            Box::pin(async move {
-                sqlx::query(&lock)
-                    .bind(&entry.namespace)
-                    .bind(entry.target.as_str())
-                    .execute(&mut *conn)
-                    .await?;
-                let done = sqlx::query(&insert)
-                    .bind(&entry.namespace)
-                    .bind(entry.target.as_str())
-                    .bind(entry.key.as_str())
-                    .bind(&entry.method)
-                    .bind(i64::from(entry.version))
-                    .bind(&entry.payload)
-                    .bind(state)
-                    .bind(entry.uncertain)
-                    .bind(&last_error)
-                    .bind(wait)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(EntryId(done.last_insert_id()))
-            })
-        })
-        .await
-    }
-
-    /// Deletes the entry `id` when it meets `condition` (its `?`s bound to
-    /// `args`) and gives the next entry of its key a fresh turn, so that it
-    /// waits behind the heads of other keys; returns whether a row was
-    /// deleted.
-    async fn remove(
-        &self,
-        what: &str,
-        id: EntryId,
-        condition: &str,
-        args: Vec<Arg>,
-    ) -> Result<bool, QueueError> {
-        let entries = &self.tables.entries;
-        let find = format!(
-            "SELECT {}, {}, {} FROM {entries} WHERE id = ? AND {condition} FOR UPDATE",
-            as_text("namespace"),
-            as_text("target"),
-            as_text("key")
-        );
-        let delete = format!("DELETE FROM {entries} WHERE id = ?");
-        let next = format!(
-            "SELECT MIN(id) FROM {entries} WHERE namespace = ? AND target = ? AND `key` = ? AND id > ?"
-        );
-        let bump =
-            format!("UPDATE {entries} SET turn = {NOW} WHERE id = ? AND state <> 'prepared'");
-        let id = to_i64(id.0);
-        self.transaction(what, move |conn| {
-            let (find, delete, next, bump, args) = (
-                find.clone(),
-                delete.clone(),
-                next.clone(),
-                bump.clone(),
-                args.clone(),
-            );
-            Box::pin(async move {
-                let line: Option<(String, String, String)> =
-                    bind_all(sqlx::query(&find).bind(id), &args)
-                        .try_map(|row: sqlx::mysql::MySqlRow| {
-                            use sqlx::Row;
-                            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
-                        })
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                let Some((namespace, target, key)) = line else {
-                    return Ok(false);
-                };
-                sqlx::query(&delete).bind(id).execute(&mut *conn).await?;
-                let successor: Option<i64> = sqlx::query_scalar(&next)
-                    .bind(&namespace)
-                    .bind(&target)
-                    .bind(&key)
-                    .bind(id)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                if let Some(successor) = successor {
-                    sqlx::query(&bump)
-                        .bind(successor)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                Ok(true)
-            })
-        })
-        .await
-    }
-
-    /// Applies `set` (its `?`s bound to `args`) to the entry leased with
-    /// `lease`; [`QueueError::LeaseLost`] when the claim is no longer held.
-    async fn settle(
-        &self,
-        what: &str,
-        lease: Lease,
-        set: &str,
-        mut args: Vec<Arg>,
-    ) -> Result<(), QueueError> {
-        let sql = format!(
-            "UPDATE {} SET {set} WHERE id = ? AND lease_token = ? AND state = 'leased'",
-            self.tables.entries
-        );
-        args.push(Arg::Int(to_i64(lease.id.0)));
-        args.push(Arg::Int(to_i64(lease.token)));
-        if self.execute(what, sql, args).await? == 0 {
-            return Err(QueueError::LeaseLost(lease.id));
-        }
-        Ok(())
-    }
-
-    async fn fetch_entries(
-        &self,
-        what: &str,
-        condition: &str,
-        args: Vec<Arg>,
-    ) -> Result<Vec<Decoded>, QueueError> {
-        let sql = format!(
-            "SELECT {} FROM {} WHERE {condition} ORDER BY id",
-            entry_columns("enqueued_at", "died_at", as_text),
-            self.tables.entries
-        );
-        let rows = bind_all(sqlx::query(&sql), &args)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| backend(what, e))?;
-        rows.iter().map(|row| decode(SERVER, row)).collect()
-    }
-}
-
-/// A text column read as text: the tables' binary collation (keys compare
-/// byte for byte) makes the driver see `VARBINARY` otherwise.
-fn as_text(column: &str) -> String {
-    format!("CAST(`{column}` AS CHAR)")
-}
-
-fn cut(error: &str) -> String {
-    error.chars().take(MAX_ERROR).collect()
 }
 
 #[async_trait]
