@@ -33,12 +33,15 @@
 //! Where to put the tables (old database, new, or a third) is weighed in
 //! the [queue module's docs](super#where-to-put-a-server-queues-tables).
 
+mod schema;
+mod statements;
+mod writes;
+
 use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgPool;
-use sqlx::{Postgres, Transaction};
 
 use super::sql::{
     decode, entry_columns, head_condition, in_line, interval_micros, next_ready_in, stats_of,
@@ -50,12 +53,10 @@ use super::{
 };
 use crate::op::Key;
 use crate::vocabulary::Side;
+use schema::{check_version, install};
+use statements::{after, backend, micros, Failure};
 
 const SERVER: &str = "PostgreSQL";
-
-fn backend(context: &str, error: sqlx::Error) -> QueueError {
-    QueueError::Backend(format!("PostgreSQL queue: {context}: {error}").into())
-}
 
 /// How to open a [`PostgresQueue`]; from [`PostgresQueue::options`].
 pub type PostgresQueueOptions = ServerQueueOptions<PgPool>;
@@ -100,104 +101,7 @@ impl fmt::Debug for PostgresQueue {
     }
 }
 
-async fn install(pool: &PgPool, tables: &Tables) -> Result<(), QueueError> {
-    let Tables {
-        meta,
-        entries,
-        aux: turns,
-        ..
-    } = tables;
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(|e| backend("begin the schema transaction", e))?;
-    // Two processes installing at once: the second waits, then finds it done.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(format!("dualwrite schema {meta}"))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("lock the schema", e))?;
-    let ddl = format!(
-        "CREATE TABLE IF NOT EXISTS {meta} (name text PRIMARY KEY, value bigint NOT NULL);
-         INSERT INTO {meta} (name, value) VALUES ('schema_version', {version})
-           ON CONFLICT (name) DO NOTHING;
-         CREATE SEQUENCE IF NOT EXISTS {turns};
-         CREATE TABLE IF NOT EXISTS {entries} (
-           id          bigserial PRIMARY KEY,
-           namespace   text NOT NULL,
-           target      text NOT NULL CHECK (target IN ('old', 'new')),
-           key         text NOT NULL,
-           method      text NOT NULL,
-           version     bigint NOT NULL CHECK (version BETWEEN 0 AND 4294967295),
-           payload     bytea NOT NULL,
-           state       text NOT NULL CHECK (state IN ('prepared', 'pending', 'leased', 'dead')),
-           orphaned    boolean NOT NULL DEFAULT false,
-           attempts    bigint NOT NULL DEFAULT 0,
-           last_error  text NOT NULL DEFAULT '',
-           enqueued_at timestamptz NOT NULL DEFAULT now(),
-           ready_at    timestamptz NOT NULL,
-           turn        bigint NOT NULL,
-           lease_token bigint NOT NULL DEFAULT 0,
-           died_at     timestamptz
-         );
-         CREATE INDEX IF NOT EXISTS {entries}_line ON {entries} (namespace, target, key, id);
-         CREATE INDEX IF NOT EXISTS {entries}_turn ON {entries} (namespace, turn) WHERE state <> 'dead';
-         CREATE INDEX IF NOT EXISTS {entries}_unkeyed ON {entries} (namespace, target, id) WHERE key = '*';",
-        version = PostgresQueue::SCHEMA_VERSION
-    );
-    let ddl = format!(
-        "{ddl}\n{}",
-        crate::stage::postgres_stage_ddl(&tables.prefix)
-    );
-    sqlx::raw_sql(&ddl)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("create the schema", e))?;
-    tx.commit()
-        .await
-        .map_err(|e| backend("commit the schema", e))
-}
-
-async fn check_version(pool: &PgPool, tables: &Tables) -> Result<(), QueueError> {
-    let missing: Vec<String> =
-        sqlx::query_scalar("SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NULL")
-            .bind(vec![
-                tables.meta.clone(),
-                tables.entries.clone(),
-                tables.aux.clone(),
-            ])
-            .fetch_all(pool)
-            .await
-            .map_err(|e| backend("look for the queue's tables", e))?;
-    if !missing.is_empty() {
-        return Err(tables.missing(SERVER, "PostgresQueue", &missing));
-    }
-    let version: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT value FROM {} WHERE name = 'schema_version'",
-        tables.meta
-    ))
-    .fetch_optional(pool)
-    .await
-    .map_err(|e| backend("read the schema version", e))?;
-    tables.check_version(SERVER, version, PostgresQueue::SCHEMA_VERSION)
-}
-
-/// Whether a database error is worth retrying the transaction for.
-fn transient(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001") | Some("40P01")))
-}
-
-/// Microseconds since the epoch, in SQL, of a timestamptz column.
-fn micros(column: &str) -> String {
-    format!("(extract(epoch from {column}) * 1000000)::bigint")
-}
-
-type Tx<'c> = Transaction<'c, Postgres>;
-
 impl PostgresQueue {
-    /// The schema version this build writes and reads.
-    pub const SCHEMA_VERSION: i64 = 1;
-
     /// Opens the queue in the tables of [`DEFAULT_TABLE_PREFIX`](super::DEFAULT_TABLE_PREFIX), which
     /// must exist ([`install_schema`](Self::install_schema)).
     pub async fn connect(pool: PgPool) -> Result<PostgresQueue, QueueError> {
@@ -208,28 +112,6 @@ impl PostgresQueue {
     /// creation.
     pub fn options(pool: PgPool) -> PostgresQueueOptions {
         ServerQueueOptions::new(pool)
-    }
-
-    /// Creates the queue's tables under `prefix` if they do not exist (the
-    /// migration to run once, before services open the queue). Safe to run
-    /// from several processes at once.
-    pub async fn install_schema(pool: &PgPool, prefix: &str) -> Result<(), QueueError> {
-        install(pool, &Tables::new(SERVER, prefix, "turns")?).await
-    }
-
-    /// Drops the queue's tables under `prefix`, with every entry in them:
-    /// for tests and for decommissioning a migration's queue.
-    pub async fn uninstall_schema(pool: &PgPool, prefix: &str) -> Result<(), QueueError> {
-        let tables = Tables::new(SERVER, prefix, "turns")?;
-        sqlx::raw_sql(&format!(
-            "DROP TABLE IF EXISTS {} ; DROP TABLE IF EXISTS {}; DROP SEQUENCE IF EXISTS {}; \
-             DROP TABLE IF EXISTS {prefix}stage; DROP TABLE IF EXISTS {prefix}stage_acks;",
-            tables.entries, tables.meta, tables.aux
-        ))
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .map_err(|e| backend("drop the schema", e))
     }
 
     /// The shared stage of `migration`, in this queue's schema and on its
@@ -252,233 +134,6 @@ impl PostgresQueue {
     pub fn table_prefix(&self) -> &str {
         &self.tables.prefix
     }
-
-    /// Runs `work` in a transaction, again when it fails with a
-    /// serialization failure or a deadlock.
-    async fn transaction<'a, T, F>(&self, what: &str, work: F) -> Result<T, QueueError>
-    where
-        F: Fn(Tx<'static>) -> futures::future::BoxFuture<'a, (Tx<'static>, Result<T, Failure>)>,
-    {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let tx = self
-                .pool
-                .begin()
-                .await
-                .map_err(|e| backend(&format!("begin ({what})"), e))?;
-            let (tx, result) = work(tx).await;
-            let result = match result {
-                Ok(value) => tx.commit().await.map(|()| value).map_err(Failure::Database),
-                Err(failure) => {
-                    let _ = tx.rollback().await;
-                    Err(failure)
-                }
-            };
-            match result {
-                Ok(value) => return Ok(value),
-                Err(Failure::Database(error)) if transient(&error) && attempt < 10 => {
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
-                }
-                Err(Failure::Database(error)) => return Err(backend(what, error)),
-            }
-        }
-    }
-
-    async fn insert(
-        &self,
-        entry: NewEntry,
-        prepared: Option<Duration>,
-    ) -> Result<EntryId, QueueError> {
-        let entries = self.tables.entries.clone();
-        let turns = self.tables.aux.clone();
-        let prefix = self.tables.prefix.clone();
-        let (state, wait) = match prepared {
-            Some(expiry) => ("prepared", interval_micros(expiry)),
-            None => ("pending", 0),
-        };
-        let entry = &entry;
-        let (entries, turns, prefix) = (&entries, &turns, &prefix);
-        self.transaction("append", move |mut tx| {
-            Box::pin(async move {
-                let result: Result<_, Failure> = async {
-                let line = format!("{prefix}/{}/{}", entry.namespace, entry.target.as_str());
-                let lock = if entry.is_unkeyed() {
-                    "SELECT pg_advisory_xact_lock(hashtext($1), 0)"
-                } else {
-                    "SELECT pg_advisory_xact_lock_shared(hashtext($1), 0), \
-                     pg_advisory_xact_lock(hashtext($1), hashtext($2))"
-                };
-                sqlx::query(lock)
-                    .bind(&line)
-                    .bind(entry.key.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                let id: i64 = sqlx::query_scalar(&format!(
-                    "INSERT INTO {entries} (namespace, target, key, method, version, payload, state, \
-                       orphaned, last_error, ready_at, turn) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10::float8 / 1000000), nextval('{turns}')) \
-                     RETURNING id"
-                ))
-                .bind(&entry.namespace)
-                .bind(entry.target.as_str())
-                .bind(entry.key.as_str())
-                .bind(&entry.method)
-                .bind(i64::from(entry.version))
-                .bind(&entry.payload)
-                .bind(state)
-                .bind(entry.uncertain)
-                .bind(&entry.reason)
-                .bind(wait)
-                .fetch_one(&mut *tx)
-                .await?;
-                Ok(EntryId(u64::try_from(id).unwrap_or(0)))
-                }
-                .await;
-                (tx, result)
-            })
-        })
-        .await
-    }
-
-    /// Runs one statement outside an explicit transaction, retried like
-    /// [`transaction`](Self::transaction); returns the rows it affected.
-    async fn execute(
-        &self,
-        what: &str,
-        sql: &str,
-        binds: &[i64],
-        text: Option<&str>,
-    ) -> Result<u64, QueueError> {
-        let sql = sql.to_owned();
-        let binds = binds.to_vec();
-        let text = text.map(str::to_owned);
-        let (sql, binds, text) = (&sql, &binds, &text);
-        self.transaction(what, move |mut tx| {
-            Box::pin(async move {
-                let result: Result<_, Failure> = async {
-                    let mut query = sqlx::query(sql);
-                    for bind in binds {
-                        query = query.bind(*bind);
-                    }
-                    if let Some(text) = text {
-                        query = query.bind(text);
-                    }
-                    Ok(query.execute(&mut *tx).await?.rows_affected())
-                }
-                .await;
-                (tx, result)
-            })
-        })
-        .await
-    }
-
-    /// Deletes the entry selected by `condition` (on `id = $1`, further
-    /// parameters after) and gives the next entry of its key a fresh turn,
-    /// so that it waits behind the heads of other keys; returns whether a
-    /// row was deleted.
-    async fn remove(&self, what: &str, condition: &str, binds: &[i64]) -> Result<bool, QueueError> {
-        let entries = &self.tables.entries;
-        let turns = &self.tables.aux;
-        let sql = format!(
-            "WITH gone AS (DELETE FROM {entries} WHERE id = $1 AND {condition} \
-               RETURNING id, namespace, target, key), \
-             next AS (SELECT min(n.id) AS id FROM {entries} n, gone \
-               WHERE n.namespace = gone.namespace AND n.target = gone.target AND n.key = gone.key \
-               AND n.id > gone.id), \
-             bump AS (UPDATE {entries} SET turn = nextval('{turns}') \
-               WHERE id = (SELECT id FROM next) AND state <> 'prepared' RETURNING 1) \
-             SELECT count(*) FROM gone"
-        );
-        let binds = binds.to_vec();
-        let (sql, binds) = (&sql, &binds);
-        let removed = self
-            .transaction(what, move |mut tx| {
-                Box::pin(async move {
-                    let result: Result<_, Failure> = async {
-                        let mut query = sqlx::query_scalar::<_, i64>(sql);
-                        for bind in binds {
-                            query = query.bind(*bind);
-                        }
-                        Ok(query.fetch_one(&mut *tx).await?)
-                    }
-                    .await;
-                    (tx, result)
-                })
-            })
-            .await?;
-        Ok(removed > 0)
-    }
-}
-
-/// Why a transaction's work failed: the database (retried when transient).
-enum Failure {
-    Database(sqlx::Error),
-}
-
-impl From<sqlx::Error> for Failure {
-    fn from(error: sqlx::Error) -> Self {
-        Failure::Database(error)
-    }
-}
-
-impl PostgresQueue {
-    /// Applies `set` to the entry leased with `lease`; [`QueueError::LeaseLost`]
-    /// when the claim is no longer held. `$1` is the id, `$2` the token,
-    /// `$3` an interval in microseconds, `$4` a text.
-    async fn settle(
-        &self,
-        what: &str,
-        lease: Lease,
-        set: &str,
-        micros: i64,
-        text: &str,
-    ) -> Result<(), QueueError> {
-        let sql = format!(
-            "UPDATE {} SET {set} WHERE id = $1 AND lease_token = $2 AND state = 'leased' \
-             AND $3::bigint IS NOT NULL AND $4::text IS NOT NULL",
-            self.tables.entries
-        );
-        let changed = self
-            .execute(
-                what,
-                &sql,
-                &[to_i64(lease.id.0), to_i64(lease.token), micros],
-                Some(text),
-            )
-            .await?;
-        if changed == 0 {
-            return Err(QueueError::LeaseLost(lease.id));
-        }
-        Ok(())
-    }
-
-    async fn fetch_entries(
-        &self,
-        what: &str,
-        condition: &str,
-        binds: Vec<String>,
-    ) -> Result<Vec<Decoded>, QueueError> {
-        let sql = format!(
-            "SELECT {} FROM {} WHERE {condition} ORDER BY id",
-            entry_columns(&micros("enqueued_at"), &micros("died_at"), str::to_owned),
-            self.tables.entries
-        );
-        let mut query = sqlx::query(&sql);
-        for bind in &binds {
-            query = query.bind(bind);
-        }
-        let rows = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| backend(what, e))?;
-        rows.iter().map(|row| decode(SERVER, row)).collect()
-    }
-}
-
-/// `now() + $n` microseconds, in SQL.
-fn after(param: &str) -> String {
-    format!("now() + make_interval(secs => {param}::float8 / 1000000)")
 }
 
 #[async_trait]
