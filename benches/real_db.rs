@@ -325,7 +325,9 @@ async fn main() {
     line("key_sync_p99_vs_sync", this / floor, this, floor, "ms");
 
     let _ = keyed_worker.shutdown().await;
-    down_worker.stop();
+    // Waited for, so that its thread is not still running when main returns
+    // and the runtime shuts down under it.
+    let _ = down_worker.shutdown().await;
     drop_tables(&pg, &my, &table).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,8 +3,8 @@
 //! while the follower is down, flapping or slow, in each delivery mode
 //! (`sync`, `journaled`, and the cross-instance `key_sync`); and a worker
 //! process killed mid-batch; and the queue's PostgreSQL briefly unreachable
-//! (behind a second proxy), alone in `journaled` delivery and together with
-//! the follower in `sync`. In each: nothing acknowledged is lost (both
+//! (behind a second proxy), alone and together with the follower, in each
+//! delivery mode. In each: nothing acknowledged is lost (both
 //! stores end holding exactly what the acknowledged writes left), nothing
 //! is left queued or dead, and the stores agree row by row.
 //!
@@ -266,14 +266,22 @@ async fn queue_unreachable_under_load(mode: Mode, follower_down_too: bool) {
     setup.clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn journaled_queue_database_briefly_unreachable_loses_nothing() {
-    queue_unreachable_under_load(Mode::Journaled, false).await;
+macro_rules! queue_unreachable_matrix {
+    ($($name:ident: $mode:expr, $follower_down_too:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            queue_unreachable_under_load($mode, $follower_down_too).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_queue_database_unreachable_with_the_follower_down_loses_nothing() {
-    queue_unreachable_under_load(Mode::Sync, true).await;
+queue_unreachable_matrix! {
+    sync_queue_database_briefly_unreachable_loses_nothing: Mode::Sync, false;
+    sync_queue_database_unreachable_with_the_follower_down_loses_nothing: Mode::Sync, true;
+    journaled_queue_database_briefly_unreachable_loses_nothing: Mode::Journaled, false;
+    journaled_queue_database_unreachable_with_the_follower_down_loses_nothing: Mode::Journaled, true;
+    key_sync_queue_database_briefly_unreachable_loses_nothing: Mode::KeySync, false;
+    key_sync_queue_database_unreachable_with_the_follower_down_loses_nothing: Mode::KeySync, true;
 }
 
 const CHILD_TABLE: &str = "DUALWRITE_FAULTS_TABLE";
