@@ -31,17 +31,33 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The services' default server-queue prefix
+/// (`dualwrite_runtime::queue::DEFAULT_TABLE_PREFIX`, which exists only with
+/// a server feature; a test checks they agree).
+pub(crate) const QUEUE_PREFIX: &str = "dualwrite_queue_";
+
 /// Options every subcommand shares; each can also come from the
 /// environment.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// The reconciliation queue: `sqlite:<path>` (`postgres:` and `mysql:`
-    /// are not supported yet). The file must exist: the tool never creates
-    /// one.
+    /// The reconciliation queue: `sqlite:<path>`, or the `postgres://` or
+    /// `mysql://` (`mariadb://`) database holding a shared queue's tables.
+    /// It must exist: the tool never creates a queue file or tables.
     #[arg(long, global = true, env = "DUALWRITE_QUEUE", value_name = "URL")]
     pub queue: Option<Location>,
 
-    /// The shared stage source, if it is not the queue's file.
+    /// The table prefix of a PostgreSQL or MySQL queue (and of its stage
+    /// tables), as the services open it.
+    #[arg(
+        long,
+        global = true,
+        env = "DUALWRITE_QUEUE_PREFIX",
+        default_value = QUEUE_PREFIX,
+        value_name = "PREFIX"
+    )]
+    pub queue_prefix: String,
+
+    /// The shared stage source, if it is not the queue's file or database.
     #[arg(
         long,
         global = true,

@@ -86,7 +86,7 @@ pub(crate) async fn run(global: &GlobalArgs, command: &DeadCommand) -> Result<Ou
             "`dead drop` loses those writes for good: their store never gets them; pass --yes to confirm".to_owned(),
         ));
     }
-    let queue = open::queue(global.queue.as_ref()).await?;
+    let queue = open::queue(global).await?;
     let result = act(global, command, &queue.admin).await;
     queue.close().await;
     result
@@ -258,7 +258,7 @@ pub(crate) async fn run_queue(
         target,
         key,
     } = command;
-    let queue = open::queue(global.queue.as_ref()).await?;
+    let queue = open::queue(global).await?;
     let entries = queue
         .admin
         .key_entries(namespace, *target, &Key::from_display(key))

@@ -9,7 +9,7 @@ use std::str::FromStr;
 /// | URL | meaning |
 /// |---|---|
 /// | `sqlite:/var/lib/orders/queue.db`, `sqlite://relative.db`, `sqlite:///absolute.db` | a SQLite file |
-/// | `postgres://..`, `postgresql://..` | PostgreSQL: a record store of `backfill`, `verify`, `repair` (feature `postgres`); not yet a queue |
+/// | `postgres://..`, `postgresql://..` | PostgreSQL: a record store of `backfill`, `verify`, `repair`, or the database of a shared queue and its stage (feature `postgres`) |
 /// | `mysql://..`, `mariadb://..` | MySQL or MariaDB: the same (feature `mysql`) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {

@@ -43,7 +43,7 @@ async fn live(
     match (&live.namespace, &live.records) {
         (None, None) => Ok(None),
         (Some(namespace), Some(records)) => {
-            let queue = open::queue(global.queue.as_ref()).await?;
+            let queue = open::queue(global).await?;
             let link = SyncQueue::new(queue.shared(), namespace, records).target(live.target);
             Ok(Some((queue, link)))
         }

@@ -78,12 +78,7 @@ struct MoveView {
 }
 
 pub(crate) async fn run(global: &GlobalArgs, command: &StageCommand) -> Result<Outcome, CliError> {
-    let stage_file = StageFile::find(
-        global.stage_source.as_ref(),
-        global.queue.as_ref(),
-        &global.migration,
-    )
-    .await?;
+    let stage_file = StageFile::find(global).await?;
     match command {
         StageCommand::Get => get(global, &stage_file).await,
         StageCommand::Set(args) => set(global, &stage_file, args).await,
@@ -148,9 +143,9 @@ async fn set(
         Some(_) => None,
         None => {
             check_mismatch_rate(from, to, args)?;
-            Some(open::queue(global.queue.as_ref()).await.map_err(|error| match error {
+            Some(open::queue(global).await.map_err(|error| match error {
                 CliError::Usage(_) => CliError::Usage(
-                    "moving the stage without --force needs the queue, to check its backlog: pass --queue sqlite:<path> or set DUALWRITE_QUEUE".to_owned(),
+                    "moving the stage without --force needs the queue, to check its backlog: pass --queue (sqlite:<path>, postgres:// or mysql://) or set DUALWRITE_QUEUE".to_owned(),
                 ),
                 other => other,
             })?)

@@ -55,7 +55,7 @@ impl From<&TargetStats> for TargetView {
 }
 
 pub(crate) async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<Outcome, CliError> {
-    let queue = open::queue(global.queue.as_ref()).await?;
+    let queue = open::queue(global).await?;
     let result = watch(global, args, &queue).await;
     queue.close().await;
     result
@@ -66,12 +66,7 @@ async fn watch(
     args: &StatusArgs,
     queue: &OpenQueue,
 ) -> Result<Outcome, CliError> {
-    let stage_file = StageFile::find(
-        global.stage_source.as_ref(),
-        global.queue.as_ref(),
-        &global.migration,
-    )
-    .await?;
+    let stage_file = StageFile::find(global).await?;
     let in_place = args.watch && !global.json && std::io::stdout().is_terminal();
     let mut refreshes = 0u64;
     loop {

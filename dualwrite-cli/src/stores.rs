@@ -149,9 +149,107 @@ async fn open_sqlite(
     checked(role, path.display(), store, check)
 }
 
+/// A pool on the PostgreSQL database at `url`, connected (or the error
+/// naming `role` and the URL).
+#[cfg(feature = "postgres")]
+pub(crate) async fn pg_pool(
+    role: &str,
+    location: &Location,
+    url: &str,
+    access: Access,
+) -> Result<sqlx::PgPool, CliError> {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|error| malformed(role, location, error))?;
+    // A side that is only read is opened read-only by the server itself.
+    let options = match access {
+        Access::Read => options.options([("default_transaction_read_only", "on")]),
+        Access::Write => options,
+    };
+    reachable(
+        role,
+        location,
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+    )
+    .await?;
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|error| unreachable(role, location, error))
+}
+
+/// A pool on the MySQL or MariaDB database at `url` (`mariadb://` too).
+#[cfg(feature = "mysql")]
+pub(crate) async fn mysql_pool(
+    role: &str,
+    location: &Location,
+    url: &str,
+    access: Access,
+) -> Result<sqlx::MySqlPool, CliError> {
+    use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+    use sqlx::Executor;
+    // `mariadb://` is the same server protocol.
+    let url = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mariadb") => format!("mysql://{rest}"),
+        _ => url.to_owned(),
+    };
+    let options: MySqlConnectOptions = url
+        .parse()
+        .map_err(|error| malformed(role, location, error))?;
+    reachable(
+        role,
+        location,
+        <sqlx::MySqlConnection as sqlx::Connection>::connect_with(&options),
+    )
+    .await?;
+    let read_only = access == Access::Read;
+    MySqlPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        // A side that is only read is opened read-only by the server itself.
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                if read_only {
+                    connection
+                        .execute("SET SESSION TRANSACTION READ ONLY")
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(|error| unreachable(role, location, error))
+}
+
 /// How long the tool waits for a server database before it gives up.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects once, for the server's own reason when it cannot be reached
+/// (a pool only reports that it timed out, after retrying for the whole
+/// timeout).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn reachable<C: sqlx::Connection>(
+    role: &str,
+    location: &Location,
+    connect: impl std::future::Future<Output = Result<C, sqlx::Error>>,
+) -> Result<(), CliError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(unreachable(role, location, error)),
+        Err(_) => Err(CliError::store(format!(
+            "{role} {location}: cannot connect: no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
 
 /// The server's error, for a database that could not be reached or refused
 /// the login (the URL is shown without its password).
@@ -177,21 +275,7 @@ async fn open_postgres(
     spec: TableSpec,
     access: Access,
 ) -> Result<Arc<dyn RecordStore>, CliError> {
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    let options: PgConnectOptions = url
-        .parse()
-        .map_err(|error| malformed(role, location, error))?;
-    // A side that is only read is opened read-only by the server itself.
-    let options = match access {
-        Access::Read => options.options([("default_transaction_read_only", "on")]),
-        Access::Write => options,
-    };
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(CONNECT_TIMEOUT)
-        .connect_with(options)
-        .await
-        .map_err(|error| unreachable(role, location, error))?;
+    let pool = pg_pool(role, location, url, access).await?;
     let store = PgTable::with_spec(pool, spec);
     let check = store.check().await;
     checked(role, location, store, check)
@@ -205,34 +289,7 @@ async fn open_mysql(
     spec: TableSpec,
     access: Access,
 ) -> Result<Arc<dyn RecordStore>, CliError> {
-    use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-    use sqlx::Executor;
-    // `mariadb://` is the same server protocol.
-    let url = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mariadb") => format!("mysql://{rest}"),
-        _ => url.to_owned(),
-    };
-    let options: MySqlConnectOptions = url
-        .parse()
-        .map_err(|error| malformed(role, location, error))?;
-    let read_only = access == Access::Read;
-    let pool = MySqlPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(CONNECT_TIMEOUT)
-        // A side that is only read is opened read-only by the server itself.
-        .after_connect(move |connection, _| {
-            Box::pin(async move {
-                if read_only {
-                    connection
-                        .execute("SET SESSION TRANSACTION READ ONLY")
-                        .await?;
-                }
-                Ok(())
-            })
-        })
-        .connect_with(options)
-        .await
-        .map_err(|error| unreachable(role, location, error))?;
+    let pool = mysql_pool(role, location, url, access).await?;
     let store = MySqlTable::with_spec(pool, spec);
     let check = store.check().await;
     checked(role, location, store, check)

@@ -10,17 +10,7 @@
 mod support;
 
 use sqlx::{MySqlPool, PgPool};
-use support::{block_on, run, Ran};
-
-fn pg_url() -> String {
-    std::env::var("DUALWRITE_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-fn mysql_url() -> String {
-    std::env::var("DUALWRITE_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
-}
+use support::{block_on, mysql_url, pg_url, run, Ran};
 
 /// The two servers, with a table of the same name (unique to this run) on
 /// each: 300 accounts in PostgreSQL, none in MariaDB.

@@ -19,11 +19,24 @@ pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
         .block_on(future)
 }
 
+/// The local PostgreSQL of the service-backed tests (`DUALWRITE_PG_URL`).
+pub fn pg_url() -> String {
+    std::env::var("DUALWRITE_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The local MariaDB of the service-backed tests (`DUALWRITE_MYSQL_URL`).
+pub fn mysql_url() -> String {
+    std::env::var("DUALWRITE_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+}
+
 /// The `dualwrite` binary, with no DUALWRITE_* variables inherited.
 pub fn dualwrite() -> assert_cmd::Command {
     let mut command = assert_cmd::Command::cargo_bin("dualwrite").expect("the binary is built");
     for variable in [
         "DUALWRITE_QUEUE",
+        "DUALWRITE_QUEUE_PREFIX",
         "DUALWRITE_STAGE_SOURCE",
         "DUALWRITE_MIGRATION",
     ] {
