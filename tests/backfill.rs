@@ -23,11 +23,7 @@ struct LiveCounts {
 
 /// Serves the interleaving store: of each batch, deletes every fifth key
 /// and updates (to a newer version) the key after it, through the wrapper.
-async fn live_writer(
-    migration: &Migration,
-    mut batches: mpsc::Receiver<(Vec<i64>, oneshot::Sender<()>)>,
-    counts: &LiveCounts,
-) {
+async fn live_writer(migration: &Migration, mut batches: LiveBatches, counts: &LiveCounts) {
     let version = AtomicI64::new(100);
     while let Some((keys, done)) = batches.recv().await {
         for (index, id) in keys.iter().enumerate() {
@@ -56,12 +52,13 @@ async fn live_writer(
     }
 }
 
+/// The pages the interleaving store hands the live writer, each with the
+/// signal that lets its write go ahead.
+type LiveBatches = mpsc::Receiver<(Vec<i64>, oneshot::Sender<()>)>;
+
 /// A backfill of the old store's accounts to the new in pages of 50, each
 /// written only after the returned receiver's live writer has had its turn.
-fn interleaved_backfill(
-    migration: &Migration,
-    live_writes: bool,
-) -> (Backfill, mpsc::Receiver<(Vec<i64>, oneshot::Sender<()>)>) {
+fn interleaved_backfill(migration: &Migration, live_writes: bool) -> (Backfill, LiveBatches) {
     let (sender, receiver) = mpsc::channel(1);
     let target = Interleaved {
         inner: records(&migration.new),
@@ -243,11 +240,7 @@ async fn a_missing_table_is_named_before_any_work() {
 /// column here) to a key far beyond, so that the page's copy of the first
 /// key, read before, clashes in the new store with the row now holding
 /// that owner.
-async fn owner_mover(
-    migration: &Migration,
-    mut batches: mpsc::Receiver<(Vec<i64>, oneshot::Sender<()>)>,
-    below: i64,
-) -> usize {
+async fn owner_mover(migration: &Migration, mut batches: LiveBatches, below: i64) -> usize {
     let mut moved = 0;
     while let Some((keys, done)) = batches.recv().await {
         // A page, not the record-by-record retry of one.
