@@ -279,6 +279,17 @@ pub struct StatusArgs {
     /// Stop `--watch` after this many refreshes.
     #[arg(long, value_name = "N", requires = "watch")]
     pub count: Option<u64>,
+    /// A service instance's Prometheus endpoint (`http://host:9000/metrics`),
+    /// repeated (or comma-separated in the variable) for every instance: the
+    /// mismatch rate is summed over them, since they started, or over each
+    /// `--watch` interval.
+    #[arg(
+        long,
+        env = "DUALWRITE_METRICS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub metrics: Vec<String>,
 }
 
 /// `dead` subcommands.
@@ -359,11 +370,23 @@ pub struct StageSetArgs {
     pub reason: Option<String>,
     /// For a move that makes the new store serve reads: the share of
     /// compared reads that disagreed recently (0 to 1), as the dashboard
-    /// shows it. The services count comparisons in their own memory, so the
-    /// tool cannot see them.
-    #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
+    /// shows it (or measure it with `--metrics`).
+    #[arg(long, value_name = "FRACTION", value_parser = parse_fraction, conflicts_with = "metrics")]
     pub observed_mismatch_rate: Option<f64>,
-    /// The bound `--observed-mismatch-rate` is held to (the services'
+    /// Instead of `--observed-mismatch-rate`: every service instance's
+    /// Prometheus endpoint (repeated, or comma-separated in the variable);
+    /// the rate is measured over `--metrics-window`.
+    #[arg(
+        long,
+        env = "DUALWRITE_METRICS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub metrics: Vec<String>,
+    /// How long `--metrics` watches the comparisons before the move.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub metrics_window: Duration,
+    /// The bound the observed mismatch rate is held to (the services'
     /// default guardrail: 0.01).
     #[arg(long, value_name = "FRACTION", default_value = "0.01", value_parser = parse_fraction)]
     pub max_mismatch_rate: f64,

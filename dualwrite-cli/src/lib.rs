@@ -157,6 +157,7 @@ mod args;
 mod dead;
 mod error;
 mod location;
+mod metrics;
 mod migrate;
 mod open;
 mod output;

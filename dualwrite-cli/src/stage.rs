@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::args::{GlobalArgs, StageCommand, StageSetArgs};
 use crate::error::{CliError, Outcome};
+use crate::metrics;
 use crate::open::{self, StageFile};
 use crate::output;
 
@@ -142,7 +143,7 @@ async fn set(
     let queue = match &forced {
         Some(_) => None,
         None => {
-            check_mismatch_rate(from, to, args)?;
+            check_mismatch_rate(from, to, args).await?;
             Some(open::queue(global).await.map_err(|error| match error {
                 CliError::Usage(_) => CliError::Usage(
                     "moving the stage without --force needs the queue, to check its backlog: pass --queue (sqlite:<path>, postgres:// or mysql://) or set DUALWRITE_QUEUE".to_owned(),
@@ -171,14 +172,34 @@ async fn set(
 }
 
 /// The mismatch-rate guardrail, judged from the rate the operator read off
-/// the dashboard: only the services see their comparisons.
-fn check_mismatch_rate(from: Stage, to: Stage, args: &StageSetArgs) -> Result<(), CliError> {
+/// the dashboard, or measured from the instances' metrics: only the
+/// services see their comparisons.
+async fn check_mismatch_rate(from: Stage, to: Stage, args: &StageSetArgs) -> Result<(), CliError> {
     if to.serving() != Side::New || to <= from {
         return Ok(());
     }
-    match args.observed_mismatch_rate {
+    let rate = match (args.observed_mismatch_rate, args.metrics.is_empty()) {
+        (Some(rate), _) => Some(rate),
+        (None, true) => None,
+        (None, false) => {
+            let before = metrics::scrape(&args.metrics).await?;
+            tokio::time::sleep(args.metrics_window).await;
+            let window = metrics::scrape(&args.metrics).await?.since(before);
+            match window.rate() {
+                Some(rate) => Some(rate),
+                None => {
+                    return Err(CliError::refused(format!(
+                        "refusing to move from `{from}` to `{to}`: no compared reads in the last {} on {} instance(s), so the mismatch-rate guardrail has nothing to judge; shadow reads for longer (or a longer --metrics-window), or --force --reason",
+                        humantime::format_duration(args.metrics_window),
+                        args.metrics.len()
+                    )))
+                }
+            }
+        }
+    };
+    match rate {
         None => Err(CliError::refused(format!(
-            "refusing to move from `{from}` to `{to}`: the new store would serve reads, and the mismatch-rate guardrail needs the services' comparisons, which this tool cannot see; pass the rate the dashboard shows with --observed-mismatch-rate, or --force --reason"
+            "refusing to move from `{from}` to `{to}`: the new store would serve reads, and the mismatch-rate guardrail needs the services' comparisons, which this tool cannot see; pass the rate the dashboard shows with --observed-mismatch-rate, the instances' endpoints with --metrics, or --force --reason"
         ))),
         Some(rate) if rate > args.max_mismatch_rate => Err(CliError::refused(format!(
             "refusing to move from `{from}` to `{to}`: the observed mismatch rate {:.2}% is above the bound of {:.2}%; fix the cause and shadow again, or --force --reason",

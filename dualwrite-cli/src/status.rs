@@ -9,12 +9,13 @@ use serde::Serialize;
 
 use crate::args::{GlobalArgs, StatusArgs};
 use crate::error::{CliError, Outcome};
+use crate::metrics::{self, Comparisons};
 use crate::open::{self, OpenQueue, StageFile};
 use crate::output;
 use crate::stage::StageView;
 
-/// Why the status has no mismatch rate.
-const MISMATCH_RATE_NOTE: &str = "compared reads are counted by each service instance in its own memory, not in the queue file; see dualwrite_mismatches_total / dualwrite_comparisons_total on the dashboard";
+/// Why the status has no mismatch rate without `--metrics`.
+const MISMATCH_RATE_NOTE: &str = "compared reads are counted by each service instance in its own memory, not in the queue; pass each instance's Prometheus endpoint with --metrics, or see dualwrite_mismatches_total / dualwrite_comparisons_total on the dashboard";
 
 #[derive(Debug, Serialize)]
 struct Status {
@@ -25,9 +26,16 @@ struct Status {
     old: TargetView,
     new: TargetView,
     dead_letters: u64,
-    /// Always `None`: see [`MISMATCH_RATE_NOTE`].
+    /// Mismatches per compared read over `mismatch_window`, from the
+    /// instances' metrics (`--metrics`); `None` without them, or before any
+    /// comparison.
     mismatch_rate: Option<f64>,
-    mismatch_rate_note: &'static str,
+    /// What the rate covers: "since the instances started", "the last 2s";
+    /// or, without a rate, why there is none.
+    mismatch_rate_note: String,
+    /// The compared reads and mismatches the rate is of.
+    compared: Option<f64>,
+    mismatched: Option<f64>,
     taken_at: String,
 }
 
@@ -69,8 +77,30 @@ async fn watch(
     let stage_file = StageFile::find(global).await?;
     let in_place = args.watch && !global.json && std::io::stdout().is_terminal();
     let mut refreshes = 0u64;
+    let mut previous: Option<Comparisons> = None;
     loop {
-        let status = collect(global, queue, &stage_file).await?;
+        let mut status = collect(global, queue, &stage_file).await?;
+        if !args.metrics.is_empty() {
+            let now = metrics::scrape(&args.metrics).await?;
+            let (window, note) = match previous {
+                Some(earlier) => (
+                    now.since(earlier),
+                    format!(
+                        "over the last {}",
+                        humantime::format_duration(args.interval)
+                    ),
+                ),
+                None => (now, "since the instances started".to_owned()),
+            };
+            status.mismatch_rate = window.rate();
+            status.mismatch_rate_note = match window.rate() {
+                Some(_) => format!("{note}, {} instance(s)", args.metrics.len()),
+                None => format!("no compared reads {note}: are shadow reads on?"),
+            };
+            status.compared = Some(window.compared);
+            status.mismatched = Some(window.mismatched);
+            previous = Some(now);
+        }
         if global.json {
             output::json_line(&status)?;
         } else {
@@ -121,7 +151,9 @@ async fn collect(
         new: TargetView::from(&stats.new),
         dead_letters: stats.old.dead + stats.new.dead,
         mismatch_rate: None,
-        mismatch_rate_note: MISMATCH_RATE_NOTE,
+        mismatch_rate_note: MISMATCH_RATE_NOTE.to_owned(),
+        compared: None,
+        mismatched: None,
         taken_at: output::time(SystemTime::now()),
     })
 }
@@ -155,9 +187,20 @@ fn render(status: &Status) -> String {
     } else {
         text.push_str("dead letters 0\n");
     }
-    text.push_str(&format!(
-        "mismatches   unknown here: {MISMATCH_RATE_NOTE}\n"
-    ));
+    match (status.mismatch_rate, status.compared, status.mismatched) {
+        (Some(rate), Some(compared), Some(mismatched)) => text.push_str(&format!(
+            "mismatches   {:.2}% ({mismatched} of {compared} compared reads) {}\n",
+            rate * 100.0,
+            status.mismatch_rate_note
+        )),
+        (None, Some(_), _) => {
+            text.push_str(&format!("mismatches   {}\n", status.mismatch_rate_note))
+        }
+        _ => text.push_str(&format!(
+            "mismatches   unknown here: {}\n",
+            status.mismatch_rate_note
+        )),
+    }
     text.push_str(&format!("taken at     {}\n", status.taken_at));
     text
 }

@@ -164,3 +164,45 @@ fn each_migration_has_its_own_stage_row() {
     let default_row = stored_stage(&fixture.path).unwrap().0;
     assert_eq!(default_row, Stage::Live, "the default row is untouched");
 }
+
+#[test]
+fn the_mismatch_rate_guardrail_can_measure_the_instances_metrics() {
+    let fixture = Fixture::empty();
+    fixture.store_stage(Stage::Shadow);
+    let before = fixture.snapshot();
+    // 50 of the 1000 reads compared during the window disagreed: 5%.
+    let failing = support::serve_metrics(vec![
+        support::comparisons(2000, 10),
+        support::comparisons(3000, 60),
+    ]);
+    fixture
+        .run(&format!(
+            "stage set live --metrics {failing} --metrics-window 50ms"
+        ))
+        .fails_with(
+            4,
+            "the observed mismatch rate 5.00% is above the bound of 1.00%",
+        );
+    // Nothing compared during the window: nothing to judge.
+    let idle = support::serve_metrics(vec![support::comparisons(2000, 10)]);
+    fixture
+        .run(&format!(
+            "stage set live --metrics {idle} --metrics-window 50ms"
+        ))
+        .fails_with(4, "no compared reads in the last 50ms");
+    assert_eq!(fixture.snapshot(), before, "refused moves changed nothing");
+
+    // 1 of 1000: within the bound.
+    let passing = support::serve_metrics(vec![
+        support::comparisons(2000, 10),
+        support::comparisons(3000, 11),
+    ]);
+    let moved = fixture
+        .run(&format!(
+            "stage set live --json --metrics {passing} --metrics-window 50ms"
+        ))
+        .succeeds()
+        .json();
+    assert_eq!(moved["to"], "live", "{moved}");
+    assert_eq!(stored_stage(&fixture.path).unwrap().0, Stage::Live);
+}

@@ -91,3 +91,66 @@ fn status_watch_prints_one_snapshot_per_refresh_when_not_on_a_terminal() {
         "no terminal codes into a pipe"
     );
 }
+
+#[test]
+fn status_sums_the_mismatch_rate_over_every_instances_metrics() {
+    let fixture = Fixture::empty();
+    let one = support::serve_metrics(vec![support::comparisons(600, 3)]);
+    let two = support::serve_metrics(vec![support::comparisons(400, 7)]);
+    let status = fixture
+        .run(&format!("status --json --metrics {one} --metrics {two}"))
+        .succeeds()
+        .json();
+    assert_eq!(status["compared"], 1000.0, "{status}");
+    assert_eq!(status["mismatched"], 10.0, "{status}");
+    assert_eq!(status["mismatch_rate"], 0.01, "{status}");
+    let note = status["mismatch_rate_note"].as_str().unwrap();
+    assert!(note.contains("since the instances started"), "{note}");
+
+    let text = fixture.run(&format!("status --metrics {one},{two}"));
+    assert!(
+        text.stdout
+            .contains("mismatches   1.00% (10 of 1000 compared reads)"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn status_watch_shows_the_mismatch_rate_of_each_interval() {
+    let fixture = Fixture::empty();
+    // 1% until the first refresh, then 20 of the next 100 reads.
+    let instance = support::serve_metrics(vec![
+        support::comparisons(1000, 10),
+        support::comparisons(1100, 30),
+    ]);
+    let ran = fixture
+        .run(&format!(
+            "status --json --watch --count 2 --interval 50ms --metrics {instance}"
+        ))
+        .succeeds()
+        .stdout
+        .clone();
+    let snapshots: Vec<serde_json::Value> = ran
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(snapshots[0]["mismatch_rate"], 0.01);
+    assert_eq!(snapshots[1]["mismatch_rate"], 0.2);
+    assert_eq!(snapshots[1]["compared"], 100.0);
+    let note = snapshots[1]["mismatch_rate_note"].as_str().unwrap();
+    assert!(note.contains("over the last 50ms"), "{note}");
+}
+
+#[test]
+fn an_unreachable_metrics_endpoint_is_named() {
+    let fixture = Fixture::empty();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{closed}/metrics");
+    fixture
+        .run(&format!("status --metrics {url}"))
+        .fails_with(3, &format!("metrics {url}: cannot scrape"));
+}

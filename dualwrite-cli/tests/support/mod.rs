@@ -272,3 +272,48 @@ pub fn stored_stage(path: &Path) -> Option<(Stage, u64, Option<String>)> {
             .map(|stored| (stored.record.stage, stored.version, stored.record.reason))
     })
 }
+
+/// A service instance's Prometheus endpoint, as a loopback HTTP server
+/// answering each scrape with the next of `bodies` (the last one again
+/// once they run out). Returns its URL; the server lives until the test
+/// process ends.
+pub fn serve_metrics(bodies: Vec<String>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut served = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            // The request line and headers, up to the blank line.
+            while reader.read_line(&mut line).is_ok_and(|read| read > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let body = &bodies[served.min(bodies.len() - 1)];
+            served += 1;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// A Prometheus exposition as `metrics-exporter-prometheus` renders the
+/// runtime's counters: `compared` reads of which `mismatched` disagreed.
+pub fn comparisons(compared: u64, mismatched: u64) -> String {
+    format!(
+        "# TYPE dualwrite_mismatches_total counter\n\
+         dualwrite_mismatches_total{{namespace=\"orders\",method=\"find\",outcome=\"value_mismatch\"}} {mismatched}\n\
+         # TYPE dualwrite_comparisons_total counter\n\
+         dualwrite_comparisons_total{{namespace=\"orders\",method=\"find\",outcome=\"match\"}} {}\n\
+         dualwrite_comparisons_total{{namespace=\"orders\",method=\"find\",outcome=\"value_mismatch\"}} {mismatched}\n\
+         # TYPE dualwrite_calls_total counter\n\
+         dualwrite_calls_total{{namespace=\"orders\",method=\"find\",side=\"old\",outcome=\"ok\"}} 99999\n",
+        compared - mismatched
+    )
+}
