@@ -14,7 +14,13 @@ where
     /// [`shutdown`](WorkerHandle::shutdown) it (stop claiming, finish the
     /// operations in flight, flush the queue), and read its
     /// [`report`](WorkerHandle::report). Dropping the handle stops the
-    /// worker too, gracefully.
+    /// worker too, gracefully, provided the runtime keeps running until it
+    /// has: await [`shutdown`](WorkerHandle::shutdown) before a `main`
+    /// returns. A runtime shut down under a running worker makes the
+    /// worker's thread panic inside Tokio ("being shutdown"); the panic is
+    /// caught and logged, and nothing queued is lost (leases held then
+    /// expire, and their entries are claimed again), but the panic message
+    /// reaches standard error.
     ///
     /// The thread drives the worker with the Tokio runtime this is called
     /// from: the stores' I/O and the worker's timers stay that runtime's.
