@@ -63,6 +63,23 @@ impl Sample {
 
 /// `writes` writes by `CONCURRENCY` tasks, each on keys of its own
 /// (`base` up), through `write`.
+/// The wrapper the scenarios write through.
+type Repo = DualWrite<PgAccounts, MyAccounts>;
+
+/// [`run`] writing through `repo` with the owner `owner`.
+async fn through(repo: &Repo, writes: usize, base: i64, owner: &'static str) -> Sample {
+    let repo = repo.clone();
+    run(writes, base, move |key, step| {
+        let repo = repo.clone();
+        async move {
+            repo.put_account(key, owner.into(), step)
+                .await
+                .expect("a write");
+        }
+    })
+    .await
+}
+
 async fn run<W, F>(writes: usize, base: i64, write: W) -> Sample
 where
     W: Fn(i64, i64) -> F + Clone + Send + 'static,
@@ -226,16 +243,7 @@ async fn main() {
     for round in 0..rounds as i64 {
         let base = round * 100_000_000;
         // 1. sync, both healthy, against old-then-new by hand.
-        let repo = sync.clone();
-        let this = run(writes, base, move |key, step| {
-            let repo = repo.clone();
-            async move {
-                repo.put_account(key, "sync".into(), step)
-                    .await
-                    .expect("a write");
-            }
-        })
-        .await;
+        let this = through(&sync, writes, base, "sync").await;
         let (o, n) = (old.clone(), new.clone());
         let floor = run(writes, base + 10_000_000, move |key, step| {
             let (o, n) = (o.clone(), n.clone());
@@ -249,16 +257,7 @@ async fn main() {
         figures[0].1.add(floor);
 
         // 2. follower down, journaled, against the old store alone.
-        let repo = journaled.clone();
-        let this = run(writes, base + 20_000_000, move |key, step| {
-            let repo = repo.clone();
-            async move {
-                repo.put_account(key, "down".into(), step)
-                    .await
-                    .expect("a write");
-            }
-        })
-        .await;
+        let this = through(&journaled, writes, base + 20_000_000, "down").await;
         let o = old.clone();
         let floor = run(writes, base + 30_000_000, move |key, step| {
             let o = o.clone();
@@ -271,26 +270,8 @@ async fn main() {
         figures[1].1.add(floor);
 
         // 3. key_sync against plain sync.
-        let repo = keyed.clone();
-        let this = run(writes, base + 40_000_000, move |key, step| {
-            let repo = repo.clone();
-            async move {
-                repo.put_account(key, "keysync".into(), step)
-                    .await
-                    .expect("a write");
-            }
-        })
-        .await;
-        let repo = sync.clone();
-        let floor = run(writes, base + 50_000_000, move |key, step| {
-            let repo = repo.clone();
-            async move {
-                repo.put_account(key, "sync".into(), step)
-                    .await
-                    .expect("a write");
-            }
-        })
-        .await;
+        let this = through(&keyed, writes, base + 40_000_000, "keysync").await;
+        let floor = through(&sync, writes, base + 50_000_000, "sync").await;
         figures[2].0.add(this);
         figures[2].1.add(floor);
         eprintln!("round {} of {rounds} done", round + 1);

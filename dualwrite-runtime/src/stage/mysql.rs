@@ -7,14 +7,14 @@
 //! `UNIX_TIMESTAMP(NOW(6))`), so instances whose clocks disagree still agree
 //! on which acknowledgements are alive.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::mysql::MySqlPool;
 use sqlx::Row;
 
 use super::source::{
-    Acknowledgement, StageColumns, StageRecord, StageSource, StageSourceError, StoredStage,
+    stage_from_row, Acknowledgement, StageRecord, StageSource, StageSourceError, StoredStage,
 };
 use super::Stage;
 
@@ -155,20 +155,7 @@ impl StageSource for MySqlStageSource {
             return Ok(None);
         };
         let read = |error: sqlx::Error| self.error("read the stage row", error);
-        let changed_at: i64 = row.try_get(5).map_err(read)?;
-        StageColumns {
-            stage: row.try_get(0).map_err(read)?,
-            rollout_stage: row.try_get(1).map_err(read)?,
-            basis_points: row.try_get(2).map_err(read)?,
-            version: row.try_get(3).map_err(read)?,
-            reason: row.try_get(4).map_err(read)?,
-            changed_at: u64::try_from(changed_at)
-                .ok()
-                .map(|micros| UNIX_EPOCH + Duration::from_micros(micros)),
-            moving_to: row.try_get(6).map_err(read)?,
-        }
-        .decode(&self.describe())
-        .map(Some)
+        stage_from_row!(row, read, Duration::from_micros, &self.describe()).map(Some)
     }
 
     async fn store(

@@ -192,6 +192,33 @@ impl<S: StageSource + ?Sized> StageSource for std::sync::Arc<S> {
     }
 }
 
+/// The stored stage of `$row`, a row of the columns every SQL source's
+/// `load` selects in this order: stage, rollout stage, rollout basis
+/// points, version, reason, the change time as a count of `$unit` since the
+/// epoch (`Duration::from_micros`, `Duration::from_millis`), `moving_to`.
+/// A column that does not decode is `$read`'s error; a value that names no
+/// stage, an error of the source `$described`.
+macro_rules! stage_from_row {
+    ($row:expr, $read:expr, $unit:path, $described:expr) => {{
+        let row = &$row;
+        let read = $read;
+        let changed_at: i64 = row.try_get(5).map_err(read)?;
+        $crate::stage::source::StageColumns {
+            stage: row.try_get(0).map_err(read)?,
+            rollout_stage: row.try_get(1).map_err(read)?,
+            basis_points: row.try_get(2).map_err(read)?,
+            version: row.try_get(3).map_err(read)?,
+            reason: row.try_get(4).map_err(read)?,
+            changed_at: u64::try_from(changed_at)
+                .ok()
+                .map(|count| std::time::UNIX_EPOCH + $unit(count)),
+            moving_to: row.try_get(6).map_err(read)?,
+        }
+        .decode($described)
+    }};
+}
+pub(super) use stage_from_row;
+
 /// The columns of a stored stage as a SQL source reads them, checked and
 /// turned into a [`StoredStage`] (shared by the SQLite and server sources).
 pub(super) struct StageColumns {
