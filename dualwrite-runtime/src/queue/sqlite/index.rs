@@ -1,7 +1,17 @@
-//! The in-process index of the keys that have entries, which answers
-//! [`ReconciliationQueue::has_work`] without a query (see the module docs).
+//! The in-process filter of the keys that have entries, which answers
+//! [`ReconciliationQueue::has_work`] without a query for almost every key
+//! that has none (see the module docs).
+//!
+//! It is a counting filter of fixed size: each key with a `streams` row
+//! (namespace, target and key, hashed) adds one to a slot, and the removal of
+//! that row takes it away again. A slot at zero proves that no key hashing to
+//! it has work; a slot above zero only says that some key might, and the
+//! queue asks the file. Its memory does not grow with the queue: a million
+//! queued keys touch the same [`SLOTS`] bytes as a thousand, where a set of
+//! the keys themselves grew by about 94 bytes a key.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use crate::op::Key;
 use crate::queue::NewEntry;
@@ -9,12 +19,46 @@ use crate::queue::NewEntry;
 use crate::queue::ReconciliationQueue;
 use crate::vocabulary::Side;
 
-#[derive(Debug, Default)]
+/// Slots of the filter, one byte each (2 MiB, allocated zeroed, so only the
+/// pages that keys have touched are resident). With `n` keys queued, a key
+/// without work finds its slot taken with probability about
+/// `1 - exp(-n / SLOTS)`: 0.05% at a thousand keys, 39% at a million (when
+/// its writes cost one primary-key lookup in the file more).
+pub(super) const SLOTS: usize = 1 << 21;
+
+/// A slot that reached this many keys stays there: it is never decremented
+/// again, so it answers "maybe" (and the file decides) for good rather than
+/// risk counting below the keys it holds.
+const STUCK: u8 = u8::MAX;
+
+/// What the filter knows of a key's work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Work {
+    /// No entry for the key, nor (for a keyed write) for the namespace's
+    /// unkeyed writes: proven, no query needed.
+    None,
+    /// Perhaps: the file must be asked.
+    Maybe,
+}
+
+#[derive(Debug)]
 pub(super) struct KeyIndex {
-    /// namespace -> key -> bit 0: work for the old store, bit 1: for the new.
-    keys: HashMap<String, HashMap<Key, u8>>,
-    /// namespace -> how many keys have work for (old, new).
+    /// Keys with work hashing to each slot (see [`STUCK`]).
+    slots: Box<[u8]>,
+    hasher: foldhash::fast::RandomState,
+    /// namespace -> how many keys have work for (old, new); never below the
+    /// truth (see [`KeyIndex::remove`]).
     counts: HashMap<String, [usize; 2]>,
+}
+
+impl Default for KeyIndex {
+    fn default() -> Self {
+        Self {
+            slots: vec![0u8; SLOTS].into_boxed_slice(),
+            hasher: foldhash::fast::RandomState::default(),
+            counts: HashMap::new(),
+        }
+    }
 }
 
 fn side_index(side: Side) -> usize {
@@ -24,86 +68,76 @@ fn side_index(side: Side) -> usize {
     }
 }
 
-fn side_bit(side: Side) -> u8 {
-    match side {
-        Side::Old => 1,
-        Side::New => 2,
-    }
-}
-
 impl KeyIndex {
-    fn contains(&self, namespace: &str, target: Side, key: &Key) -> bool {
-        self.keys
-            .get(namespace)
-            .and_then(|keys| keys.get(key))
-            .is_some_and(|bits| bits & side_bit(target) != 0)
+    fn slot(&self, namespace: &str, target: Side, key: &Key) -> usize {
+        let hash = self
+            .hasher
+            .hash_one((namespace, side_index(target), key.as_str()));
+        // SLOTS is a power of two.
+        (hash as usize) & (SLOTS - 1)
     }
 
-    /// [`ReconciliationQueue::has_work`]: the key or the namespace's
-    /// unkeyed writes; for the unkeyed key, any key of the namespace.
-    pub(super) fn must_queue(&self, namespace: &str, target: Side, key: &Key) -> bool {
-        if key.is_unkeyed() {
+    fn taken(&self, namespace: &str, target: Side, key: &Key) -> bool {
+        self.slots[self.slot(namespace, target, key)] != 0
+    }
+
+    /// [`ReconciliationQueue::has_work`] as far as the filter can tell: the
+    /// key or the namespace's unkeyed writes; for the unkeyed key, any key
+    /// of the namespace.
+    pub(super) fn work(&self, namespace: &str, target: Side, key: &Key) -> Work {
+        let maybe = if key.is_unkeyed() {
             self.counts
                 .get(namespace)
                 .is_some_and(|counts| counts[side_index(target)] > 0)
         } else {
-            self.contains(namespace, target, key)
-                || self.contains(namespace, target, &Key::unkeyed())
+            self.taken(namespace, target, key) || self.taken(namespace, target, &Key::unkeyed())
+        };
+        if maybe {
+            Work::Maybe
+        } else {
+            Work::None
         }
     }
 
-    fn count(&mut self, namespace: &str, target: Side, delta: isize) {
-        let counts = self.counts.entry(namespace.to_owned()).or_default();
-        let count = &mut counts[side_index(target)];
-        *count = count.saturating_add_signed(delta);
-        if counts == &[0, 0] {
-            self.counts.remove(namespace);
-        }
-    }
-
+    /// A `streams` row was created: the key has work.
     pub(super) fn insert(&mut self, namespace: &str, target: Side, key: &Key) {
-        let keys = match self.keys.get_mut(namespace) {
-            Some(keys) => keys,
-            None => self.keys.entry(namespace.to_owned()).or_default(),
-        };
-        let added = match keys.get_mut(key) {
-            Some(bits) => {
-                let added = *bits & side_bit(target) == 0;
-                *bits |= side_bit(target);
-                added
-            }
-            None => {
-                keys.insert(key.clone(), side_bit(target));
-                true
-            }
-        };
-        if added {
-            self.count(namespace, target, 1);
+        let slot = self.slot(namespace, target, key);
+        let count = &mut self.slots[slot];
+        if *count != STUCK {
+            *count += 1;
         }
+        let counts = match self.counts.get_mut(namespace) {
+            Some(counts) => counts,
+            None => self.counts.entry(namespace.to_owned()).or_default(),
+        };
+        counts[side_index(target)] += 1;
     }
 
+    /// A `streams` row was removed: the key has no work left.
+    ///
+    /// Every removal this queue sees follows the insertion it counted (at
+    /// open, from the file, or after a commit), so the counts cannot drop
+    /// below the truth; they saturate at zero all the same. Rows removed by
+    /// another process are never seen: their keys keep answering "maybe",
+    /// which costs a lookup and is safe.
     pub(super) fn remove(&mut self, namespace: &str, target: Side, key: &Key) {
-        let Some(keys) = self.keys.get_mut(namespace) else {
-            return;
-        };
-        let mut removed = false;
-        if let Some(bits) = keys.get_mut(key) {
-            removed = *bits & side_bit(target) != 0;
-            *bits &= !side_bit(target);
-            if *bits == 0 {
-                keys.remove(key);
+        let slot = self.slot(namespace, target, key);
+        let count = &mut self.slots[slot];
+        if *count != STUCK {
+            *count = count.saturating_sub(1);
+        }
+        if let Some(counts) = self.counts.get_mut(namespace) {
+            let count = &mut counts[side_index(target)];
+            *count = count.saturating_sub(1);
+            if counts == &[0, 0] {
+                self.counts.remove(namespace);
             }
-        }
-        if keys.is_empty() {
-            self.keys.remove(namespace);
-        }
-        if removed {
-            self.count(namespace, target, -1);
         }
     }
 
-    /// Records the keys a committed transaction gave entries to and left
-    /// without.
+    /// Records the keys a committed transaction gave a `streams` row to and
+    /// took one from. Counting commutes, so the order within a transaction
+    /// does not matter.
     pub(super) fn apply(&mut self, delta: &IndexDelta) {
         for (namespace, target, key) in &delta.added {
             self.insert(namespace, *target, key);
@@ -122,8 +156,9 @@ pub(super) struct IndexDelta {
 }
 
 impl IndexDelta {
-    /// `entry` was inserted: its key has work.
-    pub(super) fn add(&mut self, entry: &NewEntry) {
+    /// `entry` was inserted as the head of its key (`prev_id IS NULL`): the
+    /// key had no entry, and now has a `streams` row.
+    pub(super) fn add_head(&mut self, entry: &NewEntry) {
         self.added
             .push((entry.namespace.clone(), entry.target, entry.key.clone()));
     }
@@ -139,16 +174,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn index_tracks_sides_separately() {
+    fn a_key_without_work_is_proven_idle_and_one_with_work_is_never() {
         let mut index = KeyIndex::default();
         let key = Key::from("k");
         index.insert("ns", Side::New, &key);
-        assert!(index.contains("ns", Side::New, &key));
-        assert!(!index.contains("ns", Side::Old, &key));
-        index.insert("ns", Side::Old, &key);
+        assert_eq!(index.work("ns", Side::New, &key), Work::Maybe);
+        assert_eq!(index.work("ns", Side::Old, &key), Work::None);
+        assert_eq!(index.work("ns", Side::New, &Key::unkeyed()), Work::Maybe);
+        assert_eq!(index.work("other", Side::New, &key), Work::None);
         index.remove("ns", Side::New, &key);
-        assert!(index.contains("ns", Side::Old, &key));
-        index.remove("ns", Side::Old, &key);
-        assert!(index.keys.is_empty());
+        assert_eq!(index.work("ns", Side::New, &key), Work::None);
+        assert!(index.counts.is_empty());
+    }
+
+    #[test]
+    fn unkeyed_work_makes_every_key_of_its_namespace_maybe() {
+        let mut index = KeyIndex::default();
+        index.insert("ns", Side::New, &Key::unkeyed());
+        for key in ["a", "b", "c"] {
+            assert_eq!(index.work("ns", Side::New, &Key::from(key)), Work::Maybe);
+        }
+        assert_eq!(index.work("ns", Side::Old, &Key::from("a")), Work::None);
+    }
+
+    #[test]
+    fn keys_sharing_a_slot_keep_it_until_both_are_removed() {
+        let mut index = KeyIndex::default();
+        // Find two keys that hash to one slot.
+        let first = Key::from("0");
+        let slot = index.slot("ns", Side::New, &first);
+        let second = (1u64..)
+            .map(|n| Key::from_display(&n))
+            .find(|key| index.slot("ns", Side::New, key) == slot)
+            .expect("a colliding key");
+        index.insert("ns", Side::New, &first);
+        index.insert("ns", Side::New, &second);
+        index.remove("ns", Side::New, &first);
+        assert_eq!(index.work("ns", Side::New, &second), Work::Maybe);
+        index.remove("ns", Side::New, &second);
+        assert_eq!(index.work("ns", Side::New, &second), Work::None);
+    }
+
+    #[test]
+    fn a_full_slot_stays_maybe_for_good() {
+        let mut index = KeyIndex::default();
+        let key = Key::from("k");
+        for _ in 0..300 {
+            index.insert("ns", Side::New, &key);
+        }
+        for _ in 0..300 {
+            index.remove("ns", Side::New, &key);
+        }
+        assert_eq!(index.work("ns", Side::New, &key), Work::Maybe);
     }
 }

@@ -2,7 +2,7 @@
 //! requests arrived in, each entry linked behind the previous entry of its
 //! key, and the keys' tails moved to the new entries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::query::Query;
@@ -13,7 +13,7 @@ use super::index::IndexDelta;
 use super::request::Write;
 use super::rows::lenient_integer;
 use super::statements::{
-    insert_chunks, insert_sql, write_ahead_sql, COMMIT_PREPARED, UPDATE_TAILS_AFTER,
+    insert_chunks, insert_sql, write_ahead_sql, COMMIT_PREPARED, HEADS_AFTER, UPDATE_TAILS_AFTER,
 };
 use super::values::{duration_ms, entry_id, lease_id, now_ms};
 use super::writer::Writer;
@@ -58,9 +58,14 @@ impl Writer {
             }
             query.fetch_all(&mut self.conn).await?
         };
-        let mut ids: Vec<i64> = rows
+        // (id, whether it is the head of its key), in insertion order.
+        let mut ids: Vec<(i64, bool)> = rows
             .iter()
-            .filter_map(|row| lenient_integer(row, 0, "id").ok())
+            .filter_map(|row| {
+                let id = lenient_integer(row, 0, "id").ok()?;
+                let head = lenient_integer(row, 1, "head").ok()?;
+                Some((id, head != 0))
+            })
             .collect();
         ids.sort_unstable();
         if ids.len() != count {
@@ -71,8 +76,11 @@ impl Writer {
         }
         let mut ids = ids.into_iter();
         for (entry, reply) in writes.iter_mut().filter_map(Write::insertion) {
-            delta.add(entry);
-            reply.set(Ok(entry_id(ids.next().unwrap_or(0))));
+            let (id, head) = ids.next().unwrap_or((0, false));
+            if head {
+                delta.add_head(entry);
+            }
+            reply.set(Ok(entry_id(id)));
         }
         Ok(())
     }
@@ -154,10 +162,18 @@ impl Writer {
                 .bind(base)
                 .execute(&mut self.conn)
                 .await?;
+            let heads: HashSet<i64> = sqlx::query_scalar(HEADS_AFTER)
+                .bind(base)
+                .fetch_all(&mut self.conn)
+                .await?
+                .into_iter()
+                .collect();
             for (offset, at) in (1i64..).zip(rows) {
                 if let Some((entry, reply)) = writes[*at].insertion() {
                     reply.set(Ok(entry_id(base + offset)));
-                    delta.add(entry);
+                    if heads.contains(&(base + offset)) {
+                        delta.add_head(entry);
+                    }
                 }
             }
         }

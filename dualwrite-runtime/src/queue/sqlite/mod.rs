@@ -132,17 +132,20 @@
 //!
 //! # `has_work` and other processes
 //!
-//! [`ReconciliationQueue::has_work`] runs on every write, so it answers from
-//! an index in process memory of the keys that have entries, built from the
-//! `streams` table at open and kept up to date by the writer after each
-//! commit. It is exact for entries appended and removed through this
-//! [`SqliteQueue`] (and its clones). Entries removed by another process (an
-//! operator's tool dropping a dead letter) can leave a key marked busy: its
-//! next write is queued rather than applied directly, which is safe, and the
-//! mark clears when that entry completes. Entries *appended* by another
-//! process are not seen; if several processes append to one file, turn on
-//! [`SqliteQueueOptions::multi_process`], and `has_work` queries the file
-//! (one primary-key lookup) instead. Claims, leases and settles are safe
+//! [`ReconciliationQueue::has_work`] runs on every write, so it answers
+//! first from a filter in process memory of the keys that have entries, built
+//! from the `streams` table at open and kept up to date by the writer after
+//! each commit: a counting filter of fixed size (2 MiB, however long the
+//! queue grows), whose zero proves that a key has no work. A key the filter
+//! cannot clear (one with work, or one sharing its slot with a key that has
+//! work) is looked up in the file (one primary-key lookup), so the answer is
+//! exact for entries appended and removed through this [`SqliteQueue`] (and
+//! its clones). Entries removed by another process (an operator's tool
+//! dropping a dead letter) leave their key's slot taken, which costs that
+//! key's writes the lookup and nothing else. Entries *appended* by another
+//! process are not seen by the filter; if several processes append to one
+//! file, turn on [`SqliteQueueOptions::multi_process`], and `has_work`
+//! always queries the file instead. Claims, leases and settles are safe
 //! across processes either way: each transaction takes the file's write
 //! lock, waiting up to the [busy timeout](SqliteQueueOptions::busy_timeout).
 //!
@@ -208,7 +211,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use self::error::BackendError;
-use self::index::KeyIndex;
+use self::index::{KeyIndex, Work};
 use self::request::{Command, Read, Reply, Write};
 #[cfg(doc)]
 use super::PoisonPolicy;
@@ -389,12 +392,15 @@ impl ReconciliationQueue for SqliteQueue {
 
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
         if !self.inner.multi_process {
-            let index = self
+            let work = self
                 .inner
                 .index
                 .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            return Ok(index.must_queue(namespace, target, key));
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .work(namespace, target, key);
+            if work == Work::None {
+                return Ok(false);
+            }
         }
         self.read(|reply| Read::HasWork {
             namespace: namespace.to_owned(),

@@ -351,15 +351,22 @@ impl Writer {
         let inserted = [(&entry, "pending", Duration::ZERO)];
         let query = self.bind_rows(sqlx::query(insert_sql(1)), now, &inserted);
         let done = query.execute(&mut self.conn).await?;
+        let new_id = done.last_insert_rowid();
         sqlx::query(UPDATE_TAIL_OF)
-            .bind(done.last_insert_rowid())
+            .bind(new_id)
             .execute(&mut self.conn)
+            .await?;
+        let head: bool = sqlx::query_scalar("SELECT prev_id IS NULL FROM entries WHERE id = ?")
+            .bind(new_id)
+            .fetch_one(&mut self.conn)
             .await?;
         sqlx::query("DELETE FROM entries WHERE id = ?")
             .bind(lease_id(id))
             .execute(&mut self.conn)
             .await?;
-        delta.add(&entry);
+        if head {
+            delta.add_head(&entry);
+        }
         Ok(true)
     }
 }

@@ -45,6 +45,10 @@ pub(super) const UPDATE_TAILS_AFTER: &str = update_tails!("id > ?");
 /// [`update_tails!`] for one entry (parameter: its id).
 pub(super) const UPDATE_TAIL_OF: &str = update_tails!("id = ?");
 
+/// The entries after an id (parameter: the id) that are the heads of their
+/// keys: inserted where the key had no entry, so its `streams` row is new.
+pub(super) const HEADS_AFTER: &str = "SELECT id FROM entries WHERE id > ? AND prev_id IS NULL";
+
 /// Makes prepared entries pending, ready now. Parameters: the time, the
 /// turn, the JSON list of ids.
 pub(super) const COMMIT_PREPARED: &Opening = opening!(
@@ -188,7 +192,7 @@ pub(super) fn insert_sql(rows: usize) -> &'static str {
 
 /// The whole of a batch of inserts (at most [`MAX_INSERT_ROWS`]) and
 /// commits of prepared entries, as one round trip: [`insert_sql`] returning
-/// the new ids, the update of the keys' tails (parameter: the number of
+/// the new ids and whether each is the head of its key, the update of the keys' tails (parameter: the number of
 /// rows), then, with `commits`, [`COMMIT_PREPARED`].
 pub(super) fn write_ahead_sql(rows: usize, commits: bool) -> &'static str {
     static SQL: OnceLock<[Vec<String>; 2]> = OnceLock::new();
@@ -197,7 +201,7 @@ pub(super) fn write_ahead_sql(rows: usize, commits: bool) -> &'static str {
             (0..=MAX_INSERT_ROWS.trailing_zeros())
                 .map(|power| {
                     format!(
-                        "BEGIN IMMEDIATE; {} RETURNING id; {}; {} COMMIT;",
+                        "BEGIN IMMEDIATE; {} RETURNING id, prev_id IS NULL; {}; {} COMMIT;",
                         insert_sql(1 << power),
                         update_tails!("id > last_insert_rowid() - ?"),
                         if commits { COMMIT_PREPARED.plain } else { "" },
