@@ -191,3 +191,52 @@ fn a_refused_queue_append_is_counted_as_drift() {
         1
     );
 }
+
+/// The store calls' metric handles are registered once and kept, so they
+/// must follow the recorder in effect: writes made before a recorder is
+/// installed, under it, and after it is gone are counted by it exactly for
+/// the writes made under it, on one thread and one wrapper.
+#[test]
+fn call_counts_follow_the_recorder_in_effect() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let repo = DualWrite::builder(FaultyStore::new(), FaultyStore::new())
+        .queue(InMemoryQueue::new())
+        .stage(Stage::DualWrite)
+        .build()
+        .unwrap();
+    let puts = |from: u32, count: u32| {
+        runtime.block_on(async {
+            for key in from..from + count {
+                repo.put(key, u64::from(key)).await.unwrap();
+            }
+        })
+    };
+    let old_calls = |snapshotter: &metrics_util::debugging::Snapshotter| {
+        counter(
+            &recorded(snapshotter),
+            names::CALLS,
+            &[("method", "put"), ("side", "old"), ("outcome", "ok")],
+        )
+    };
+    puts(0, 3);
+    let first = DebuggingRecorder::new();
+    let first_snapshots = first.snapshotter();
+    metrics::with_local_recorder(&first, || puts(10, 2));
+    puts(20, 4);
+    let second = DebuggingRecorder::new();
+    let second_snapshots = second.snapshotter();
+    metrics::with_local_recorder(&second, || puts(30, 5));
+    assert_eq!(
+        old_calls(&first_snapshots),
+        2,
+        "the first recorder's writes"
+    );
+    assert_eq!(
+        old_calls(&second_snapshots),
+        5,
+        "the second recorder's writes"
+    );
+}

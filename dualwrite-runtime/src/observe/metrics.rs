@@ -1,5 +1,6 @@
 //! The metric names and labels, and the functions that record them. On the
-//! request path every label value is a `&'static str`, so recording
+//! request path every label value is a `&'static str`, and the store calls'
+//! handles are registered once per thread and call site, so recording
 //! allocates nothing.
 
 use std::time::{Duration, SystemTime};
@@ -87,6 +88,11 @@ impl CallOutcome {
 }
 
 /// One store call: counted by outcome, timed unless it timed out.
+///
+/// This runs on every store call of every wrapped method, so it does not
+/// build the metric keys (a label `Vec` each, hashed by the recorder) each
+/// time: the handles are registered once per thread and call site and kept
+/// (see [`CallHandles`]).
 pub(crate) fn record_call(
     namespace: &'static str,
     method: &'static str,
@@ -94,22 +100,101 @@ pub(crate) fn record_call(
     outcome: CallOutcome,
     elapsed: Option<Duration>,
 ) {
-    ::metrics::counter!(
-        names::CALLS,
-        labels::NAMESPACE => namespace,
-        labels::METHOD => method,
-        labels::SIDE => side.as_str(),
-        labels::OUTCOME => outcome.as_str(),
-    )
-    .increment(1);
-    if let Some(elapsed) = elapsed {
-        ::metrics::histogram!(
-            names::CALL_DURATION,
-            labels::NAMESPACE => namespace,
-            labels::METHOD => method,
-            labels::SIDE => side.as_str(),
-        )
-        .record(elapsed.as_secs_f64());
+    CALL_HANDLES.with(|handles| {
+        handles
+            .borrow_mut()
+            .get(namespace, method, side, outcome)
+            .record(elapsed);
+    });
+}
+
+/// The counter and histogram of one call site (namespace, method, side and
+/// outcome); a timed-out call has no duration.
+struct CallSite {
+    calls: ::metrics::Counter,
+    duration: Option<::metrics::Histogram>,
+}
+
+impl CallSite {
+    fn register(
+        namespace: &'static str,
+        method: &'static str,
+        side: Side,
+        outcome: CallOutcome,
+    ) -> Self {
+        CallSite {
+            calls: ::metrics::counter!(
+                names::CALLS,
+                labels::NAMESPACE => namespace,
+                labels::METHOD => method,
+                labels::SIDE => side.as_str(),
+                labels::OUTCOME => outcome.as_str(),
+            ),
+            duration: (outcome != CallOutcome::Timeout).then(|| {
+                ::metrics::histogram!(
+                    names::CALL_DURATION,
+                    labels::NAMESPACE => namespace,
+                    labels::METHOD => method,
+                    labels::SIDE => side.as_str(),
+                )
+            }),
+        }
+    }
+
+    fn record(&self, elapsed: Option<Duration>) {
+        self.calls.increment(1);
+        if let (Some(duration), Some(elapsed)) = (&self.duration, elapsed) {
+            duration.record(elapsed.as_secs_f64());
+        }
+    }
+}
+
+/// A call site by its `&'static str`s' addresses and lengths, the side and
+/// the outcome: comparing those is enough, and costs no string hashing.
+type SiteKey = (usize, usize, usize, usize, u8);
+
+/// The metric handles this thread registered, for the recorder that was in
+/// effect (by its address). When the recorder in effect changes (a global
+/// recorder installed after the first calls, or a test's local recorder),
+/// the handles are registered again with the new one, so no call is
+/// counted by a recorder that is no longer in effect. (A local recorder
+/// dropped and replaced by another at the same address on the same thread
+/// is indistinguishable from it; the global recorder and the no-op one are
+/// never replaced.)
+#[derive(Default)]
+struct CallHandles {
+    recorder: usize,
+    sites: std::collections::HashMap<SiteKey, CallSite, foldhash::fast::RandomState>,
+}
+
+thread_local! {
+    static CALL_HANDLES: std::cell::RefCell<CallHandles> = std::cell::RefCell::default();
+}
+
+impl CallHandles {
+    fn get(
+        &mut self,
+        namespace: &'static str,
+        method: &'static str,
+        side: Side,
+        outcome: CallOutcome,
+    ) -> &CallSite {
+        let recorder =
+            ::metrics::with_recorder(|recorder| std::ptr::from_ref(recorder).cast::<()>() as usize);
+        if recorder != self.recorder {
+            self.sites.clear();
+            self.recorder = recorder;
+        }
+        let key = (
+            namespace.as_ptr() as usize,
+            namespace.len(),
+            method.as_ptr() as usize,
+            method.len(),
+            (side as u8) << 4 | outcome as u8,
+        );
+        self.sites
+            .entry(key)
+            .or_insert_with(|| CallSite::register(namespace, method, side, outcome))
     }
 }
 

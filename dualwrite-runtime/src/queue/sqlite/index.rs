@@ -69,15 +69,13 @@ fn side_index(side: Side) -> usize {
 }
 
 impl KeyIndex {
-    fn slot(&self, namespace: &str, target: Side, key: &Key) -> usize {
-        let hash = self
-            .hasher
-            .hash_one((namespace, side_index(target), key.as_str()));
+    fn slot(&self, namespace: &str, target: Side, key: &str) -> usize {
+        let hash = self.hasher.hash_one((namespace, side_index(target), key));
         // SLOTS is a power of two.
         (hash as usize) & (SLOTS - 1)
     }
 
-    fn taken(&self, namespace: &str, target: Side, key: &Key) -> bool {
+    fn taken(&self, namespace: &str, target: Side, key: &str) -> bool {
         self.slots[self.slot(namespace, target, key)] != 0
     }
 
@@ -90,7 +88,8 @@ impl KeyIndex {
                 .get(namespace)
                 .is_some_and(|counts| counts[side_index(target)] > 0)
         } else {
-            self.taken(namespace, target, key) || self.taken(namespace, target, &Key::unkeyed())
+            self.taken(namespace, target, key.as_str())
+                || self.taken(namespace, target, Key::UNKEYED)
         };
         if maybe {
             Work::Maybe
@@ -101,7 +100,7 @@ impl KeyIndex {
 
     /// A `streams` row was created: the key has work.
     pub(super) fn insert(&mut self, namespace: &str, target: Side, key: &Key) {
-        let slot = self.slot(namespace, target, key);
+        let slot = self.slot(namespace, target, key.as_str());
         let count = &mut self.slots[slot];
         if *count != STUCK {
             *count += 1;
@@ -121,7 +120,7 @@ impl KeyIndex {
     /// another process are never seen: their keys keep answering "maybe",
     /// which costs a lookup and is safe.
     pub(super) fn remove(&mut self, namespace: &str, target: Side, key: &Key) {
-        let slot = self.slot(namespace, target, key);
+        let slot = self.slot(namespace, target, key.as_str());
         let count = &mut self.slots[slot];
         if *count != STUCK {
             *count = count.saturating_sub(1);
@@ -202,10 +201,10 @@ mod tests {
         let mut index = KeyIndex::default();
         // Find two keys that hash to one slot.
         let first = Key::from("0");
-        let slot = index.slot("ns", Side::New, &first);
+        let slot = index.slot("ns", Side::New, first.as_str());
         let second = (1u64..)
             .map(|n| Key::from_display(&n))
-            .find(|key| index.slot("ns", Side::New, key) == slot)
+            .find(|key| index.slot("ns", Side::New, key.as_str()) == slot)
             .expect("a colliding key");
         index.insert("ns", Side::New, &first);
         index.insert("ns", Side::New, &second);

@@ -1,8 +1,9 @@
 //! One write, as the generated code drives it (DESIGN "Write path").
 //!
 //! 1. [`WriteGuard::begin`] waits until no stage move is in progress, then
-//!    takes the key's order guard (the namespace's, for an unkeyed write)
-//!    and snapshots the stage; if an uncertain write of an overlapping key
+//!    takes the key's order guard (the namespace's, for an unkeyed write;
+//!    none in `Off` and `Complete`, which write one store) and snapshots the
+//!    stage; if an uncertain write of an overlapping key
 //!    is still to be settled in the authoritative store, it lets go of both
 //!    and waits for that first. Holding both for the whole write is what
 //!    makes two writers of one key reach both stores in the same order (I4),
@@ -139,17 +140,23 @@ impl<'a> WriteGuard<'a> {
             stage,
             delivery: shared.delivery,
             operation_id: OperationId::generate(),
-            span: tracing::info_span!(
-                "dualwrite.write",
-                namespace,
-                method,
-                stage = stage.as_str(),
-                side = stage.authoritative().as_str(),
-                follower = stage.follower().map_or("none", Side::as_str),
-            ),
+            // Without a subscriber that takes INFO spans, no span at all:
+            // building a disabled one still records its fields for `log`.
+            span: if tracing::level_enabled!(tracing::Level::INFO) {
+                tracing::info_span!(
+                    "dualwrite.write",
+                    namespace,
+                    method,
+                    stage = stage.as_str(),
+                    side = stage.authoritative().as_str(),
+                    follower = stage.follower().map_or("none", Side::as_str),
+                )
+            } else {
+                tracing::Span::none()
+            },
             owed: Mutex::new(Owed::Nothing),
             owner: Arc::clone(owner),
-            key_lock: Some(key_lock),
+            key_lock,
             stage_barrier: Some(stage_barrier),
         }
     }
@@ -164,7 +171,7 @@ impl<'a> WriteGuard<'a> {
         shared: &Shared,
         namespace: &'static str,
         key: &Key,
-    ) -> (Stage, OwnedRwLockReadGuard<()>, KeyLockGuard) {
+    ) -> (Stage, OwnedRwLockReadGuard<()>, Option<KeyLockGuard>) {
         // Set when the first wait starts: most writes never wait.
         let mut deadline = None;
         loop {
@@ -172,7 +179,7 @@ impl<'a> WriteGuard<'a> {
             // hold the barrier, and those must never wait for a writer that
             // does not.
             let (stage, barrier) = shared.stage.enter_write().await;
-            let key_lock = shared.locks.lock(namespace, key.clone()).await;
+            let key_lock = Self::order_guard(shared, stage, namespace, key).await;
             if shared.uncertain.blocking(namespace, key).is_none() {
                 return (stage, barrier, key_lock);
             }
@@ -208,9 +215,28 @@ impl<'a> WriteGuard<'a> {
                 // follower, where this write supersedes it.
                 shared.uncertain.settle(waiting_for, false);
                 let (stage, barrier) = shared.stage.enter_write().await;
-                let key_lock = shared.locks.lock(namespace, key.clone()).await;
+                let key_lock = Self::order_guard(shared, stage, namespace, key).await;
                 return (stage, barrier, key_lock);
             }
+        }
+    }
+
+    /// The key's order guard, in a stage with a follower. In `Off` and
+    /// `Complete` the write reaches one store and queues nothing, so there
+    /// is no second store whose order could differ from the first's (I4),
+    /// and the guard is skipped. The stage barrier, still held, keeps these
+    /// writes from overlapping a write of a stage with a follower; uncertain
+    /// writes are still waited for, and none can arise in these stages (no
+    /// operation is captured).
+    async fn order_guard(
+        shared: &Shared,
+        stage: Stage,
+        namespace: &'static str,
+        key: &Key,
+    ) -> Option<KeyLockGuard> {
+        match stage.follower() {
+            Some(_) => Some(shared.locks.lock(namespace, key.clone()).await),
+            None => None,
         }
     }
 
@@ -297,6 +323,11 @@ impl<'a> WriteGuard<'a> {
     /// Marks the start of the authoritative call: from here until it
     /// returns, a dropped caller leaves the write uncertain.
     fn enter_authoritative<Op: Operation + Clone>(&self, op: Option<&Op>) {
+        // Without a follower nothing is captured or written ahead, so a
+        // dropped caller owes nothing whatever happens.
+        if !self.has_follower() {
+            return;
+        }
         let prepared = match self.set_owed(Owed::Nothing) {
             Owed::Prepared(id) => Some(id),
             _ => None,
@@ -307,6 +338,9 @@ impl<'a> WriteGuard<'a> {
 
     /// Records the authoritative call's outcome in what the write owes.
     fn leave_authoritative(&self, succeeded: bool) {
+        if !self.has_follower() {
+            return;
+        }
         let Owed::Authoritative { prepared, op } = self.set_owed(Owed::Nothing) else {
             return;
         };
@@ -329,9 +363,12 @@ impl<'a> WriteGuard<'a> {
     {
         self.enter_authoritative(op);
         let started = Instant::now();
-        let result = operation_id::scoped(Some(self.operation_id), write)
-            .instrument(self.span.clone())
-            .await;
+        let write = operation_id::scoped(Some(self.operation_id), write);
+        let result = if self.span.is_disabled() {
+            write.await
+        } else {
+            write.instrument(self.span.clone()).await
+        };
         self.leave_authoritative(result.is_ok());
         self.record_authoritative(result.is_ok(), started);
         result
