@@ -101,6 +101,8 @@
 //! ```
 
 mod admin;
+#[cfg(feature = "rabbitmq")]
+mod broker;
 pub mod entry;
 mod memory;
 #[cfg(feature = "mysql")]
