@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
@@ -199,21 +200,33 @@ pub(super) fn check_options(
     prefetch: u16,
     prefix: &str,
 ) -> Result<(), QueueError> {
-    let invalid = |what: &str| {
-        Err(QueueError::Backend(
-            format!("{backend} queue option {what}").into(),
-        ))
-    };
     if partitions == 0 {
-        return invalid("`partitions` must be at least 1");
+        return Err(invalid_option(backend, "`partitions` must be at least 1"));
     }
     if prefetch == 0 {
-        return invalid("`prefetch` must be at least 1");
+        return Err(invalid_option(backend, "`prefetch` must be at least 1"));
     }
     if prefix.is_empty() {
-        return invalid("`prefix` must not be empty");
+        return Err(invalid_option(backend, "`prefix` must not be empty"));
     }
     Ok(())
+}
+
+/// An option the backend cannot open with: `what` names it and says why.
+pub(super) fn invalid_option(backend: &str, what: &str) -> QueueError {
+    QueueError::Backend(format!("{backend} queue option {what}").into())
+}
+
+/// Waits until a delivery arrives (`arrived` is notified) or 20 ms pass,
+/// unless `deadline` has passed: then returns `false` at once.
+pub(super) async fn await_arrival(arrived: &Notify, deadline: Instant) -> bool {
+    let now = Instant::now();
+    if now >= deadline {
+        return false;
+    }
+    let arrival = arrived.notified();
+    let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(20)), arrival).await;
+    true
 }
 
 /// Refuses a namespace the broker's names cannot carry: empty, with

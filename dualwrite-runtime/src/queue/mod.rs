@@ -101,12 +101,14 @@
 //! ```
 
 mod admin;
-#[cfg(feature = "rabbitmq")]
+#[cfg(any(feature = "rabbitmq", feature = "nats"))]
 mod broker;
 pub mod entry;
 mod memory;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "rabbitmq")]
@@ -124,6 +126,8 @@ pub use entry::{EntryState, QueuedEntry};
 pub use memory::InMemoryQueue;
 #[cfg(feature = "mysql")]
 pub use mysql::{MySqlQueue, MySqlQueueOptions};
+#[cfg(feature = "nats")]
+pub use nats::{NatsOptions, NatsQueue};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresQueue, PostgresQueueOptions};
 #[cfg(feature = "rabbitmq")]

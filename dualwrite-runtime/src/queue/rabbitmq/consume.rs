@@ -1,7 +1,6 @@
 //! Consuming: deliveries become held entries, claims lease them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
@@ -10,6 +9,7 @@ use lapin::BasicProperties;
 use tokio::time::Instant;
 
 use super::{backend, Envelope, Inner, Link, RabbitMqQueue, DELIVERY_WAIT};
+use crate::queue::broker::await_arrival;
 use crate::queue::QueueError;
 use crate::vocabulary::Side;
 
@@ -125,13 +125,9 @@ impl RabbitMqQueue {
                     }
                 }
             }
-            let now = Instant::now();
-            if !expected || now >= deadline {
+            if !expected || !await_arrival(&self.inner.arrived, deadline).await {
                 return Ok(());
             }
-            let arrived = self.inner.arrived.notified();
-            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(20)), arrived)
-                .await;
         }
     }
 
