@@ -252,6 +252,16 @@ pub trait ReconciliationQueue: Send + Sync + 'static {
     /// namespace has any entry for `target`.
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError>;
 
+    /// Whether [`has_work`](Self::has_work) would answer `Ok(false)`, known
+    /// at once, without I/O. The write path asks this first, on every write
+    /// with a follower, and awaits `has_work` only when it returns `false`.
+    /// It must never return `true` for a key that has work; `false` is
+    /// always allowed (the default) and only costs the `has_work` call.
+    fn certainly_idle(&self, namespace: &str, target: Side, key: &Key) -> bool {
+        let _ = (namespace, target, key);
+        false
+    }
+
     /// Claims up to `limit` ready entries of `namespace`, each the head of a
     /// different key, for `lease`. Entries whose lease expired are ready again.
     async fn claim(

@@ -391,16 +391,8 @@ impl ReconciliationQueue for SqliteQueue {
     }
 
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
-        if !self.inner.multi_process {
-            let work = self
-                .inner
-                .index
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .work(namespace, target, key);
-            if work == Work::None {
-                return Ok(false);
-            }
+        if self.certainly_idle(namespace, target, key) {
+            return Ok(false);
         }
         self.read(|reply| Read::HasWork {
             namespace: namespace.to_owned(),
@@ -409,6 +401,20 @@ impl ReconciliationQueue for SqliteQueue {
             reply,
         })
         .await
+    }
+
+    /// From the in-process filter (see the module docs); never with
+    /// [`multi_process`](SqliteQueueOptions::multi_process), whose entries
+    /// appended by other processes the filter cannot see.
+    fn certainly_idle(&self, namespace: &str, target: Side, key: &Key) -> bool {
+        !self.inner.multi_process
+            && self
+                .inner
+                .index
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .work(namespace, target, key)
+                == Work::None
     }
 
     async fn claim(

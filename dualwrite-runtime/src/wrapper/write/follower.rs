@@ -33,7 +33,13 @@ impl WriteGuard<'_> {
             // a worker, never a call (see `KeySync`).
             return FollowerPlan::Queue(side, "cross-instance key sync".to_owned());
         }
-        match self.shared.queue.has_work(self.namespace, side, key).await {
+        let queue = &self.shared.queue;
+        let has_work = if queue.certainly_idle(self.namespace, side, key) {
+            Ok(false)
+        } else {
+            queue.has_work(self.namespace, side, key).await
+        };
+        match has_work {
             Ok(false) => match self.shared.breakers.admit(side) {
                 Admission::Call | Admission::Probe => FollowerPlan::Call(side),
                 Admission::Skip => FollowerPlan::Queue(

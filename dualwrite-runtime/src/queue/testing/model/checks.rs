@@ -26,12 +26,15 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
         target: Side,
         key: usize,
     ) -> Result<(), String> {
-        let answer = self
-            .queue()?
+        let queue = self.queue()?;
+        let answer = queue
             .has_work(NAMESPACES[namespace], target, &Key::from(KEYS[key]))
             .await
             .map_err(|error| format!("failed: {error}"))?;
         let expected = self.model.has_work(namespace, target, key);
+        if expected && queue.certainly_idle(NAMESPACES[namespace], target, &Key::from(KEYS[key])) {
+            return Err("certainly_idle says the key is idle, but it has work".to_owned());
+        }
         if answer != expected {
             let why = if key == UNKEYED {
                 format!(
