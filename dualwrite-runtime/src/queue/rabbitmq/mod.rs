@@ -69,22 +69,23 @@ mod options;
 mod publish;
 mod topology;
 
-use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use lapin::acker::Acker;
 use lapin::options::BasicAckOptions;
 use lapin::{Channel, Connection};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
-use super::broker::{
-    backend, broker_queue_impl, check_unkeyed, partition, Envelope, Held, IdClock,
+use super::{
+    Claim, DeadLetter, EntryId, Lease, NewEntry, QueueCapabilities, QueueError, QueueStats,
+    QueuedEntry, ReconciliationQueue,
 };
-#[cfg(doc)]
-use super::ReconciliationQueue;
-use super::{Claim, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats};
 use crate::op::Key;
 use crate::vocabulary::Side;
 
@@ -93,7 +94,7 @@ pub use options::RabbitMqOptions;
 /// How long a claim waits for the broker to deliver ready messages.
 const DELIVERY_WAIT: Duration = Duration::from_millis(250);
 
-/// The backend's name in errors and [`QueueCapabilities::backend`](super::QueueCapabilities::backend).
+/// The backend's name in errors and [`QueueCapabilities::backend`].
 const BACKEND: &str = "RabbitMQ";
 
 /// The reconciliation queue on RabbitMQ: see the [module docs](self) for
@@ -115,9 +116,10 @@ struct Inner {
     options: RabbitMqOptions,
     link: tokio::sync::Mutex<Option<Arc<Link>>>,
     namespaces: Mutex<Vec<String>>,
-    held: Mutex<Held<Acker>>,
+    held: Mutex<Held>,
     arrived: Notify,
-    ids: IdClock,
+    next_id: AtomicU64,
+    next_token: AtomicU64,
     generation: AtomicU64,
 }
 
@@ -130,6 +132,46 @@ struct Link {
     declared: Mutex<HashSet<String>>,
 }
 
+/// What travels in the message's `dualwrite` header (the body is the payload).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    id: u64,
+    namespace: String,
+    target: Side,
+    key: String,
+    method: String,
+    version: u32,
+    reason: String,
+    uncertain: bool,
+    enqueued_ms: u64,
+    attempts: u32,
+    #[serde(default)]
+    died_ms: u64,
+}
+
+#[derive(Default)]
+struct Held {
+    entries: BTreeMap<u64, HeldEntry>,
+    /// Arrival order, for FIFO among a key's held messages.
+    next_seq: u64,
+}
+
+struct HeldEntry {
+    seq: u64,
+    generation: u64,
+    queue: String,
+    meta: Meta,
+    payload: Vec<u8>,
+    acker: Acker,
+    last_error: String,
+    ready_at: Instant,
+    lease: Option<(u64, Instant)>,
+}
+
+fn backend(error: impl std::error::Error + Send + Sync + 'static) -> QueueError {
+    QueueError::Backend(Box::new(error))
+}
+
 /// Acknowledges a delivery: the broker deletes the message.
 async fn ack(acker: &Acker) -> Result<(), QueueError> {
     acker
@@ -139,42 +181,132 @@ async fn ack(acker: &Acker) -> Result<(), QueueError> {
         .map_err(backend)
 }
 
-impl RabbitMqQueue {
-    fn held(&self) -> MutexGuard<'_, Held<Acker>> {
-        self.inner.held.lock().unwrap()
-    }
-
-    fn partitions(&self) -> u16 {
-        self.inner.options.partitions
-    }
+fn refused(what: &str) -> QueueError {
+    QueueError::Backend(format!("the {BACKEND} queue cannot {what}").into())
 }
 
-broker_queue_impl!(RabbitMqQueue, BACKEND, {
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+fn from_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[async_trait]
+impl ReconciliationQueue for RabbitMqQueue {
     async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
-        check_unkeyed(BACKEND, &entry, self.partitions())?;
+        if entry.is_unkeyed() && self.inner.options.partitions > 1 {
+            return Err(refused(&format!(
+                "order an unkeyed write ({}) against every key over {} partitions: open it with `partitions(1)` for a namespace with unkeyed writes",
+                entry.method, self.inner.options.partitions
+            )));
+        }
         let link = self.link().await?;
         self.declare(&link, &entry.namespace).await?;
-        let id = self.inner.ids.next();
+        let now = millis(SystemTime::now()) * 1000;
+        let id = self
+            .inner
+            .next_id
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(last.max(now) + 1)
+            })
+            .map_or(now, |last| last.max(now) + 1);
+        let meta = Meta {
+            id,
+            namespace: entry.namespace.clone(),
+            target: entry.target,
+            key: entry.key.as_str().to_owned(),
+            method: entry.method,
+            version: entry.version,
+            reason: entry.reason,
+            uncertain: entry.uncertain,
+            enqueued_ms: millis(SystemTime::now()),
+            attempts: 0,
+            died_ms: 0,
+        };
         let queue =
             self.partition_queue(&entry.namespace, entry.target, self.partition(&entry.key));
-        let (meta, payload) = Envelope::new(id, entry);
-        self.publish(&link, &queue, &meta, &payload).await?;
+        self.publish(&link, &queue, &meta, &entry.payload).await?;
         Ok(EntryId(id))
     }
 
-    async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError> {
-        let (later_held, queue) = self.held().later_held(lease)?;
-        if later_held {
-            return Ok(true);
+    fn capabilities(&self) -> QueueCapabilities {
+        QueueCapabilities {
+            backend: BACKEND,
+            write_ahead: false,
+            blocking_dead_letters: false,
+            key_independent_delays: false,
+            exact_key_work: false,
+            unkeyed_order: self.inner.options.partitions == 1,
+            key_entries: false,
         }
+    }
+
+    async fn prepare(&self, _entry: NewEntry, _expiry: Duration) -> Result<EntryId, QueueError> {
+        Err(refused("write ahead (prepare): use Delivery::Sync"))
+    }
+
+    async fn commit(&self, _id: EntryId) -> Result<(), QueueError> {
+        Err(refused("write ahead (commit): use Delivery::Sync"))
+    }
+
+    async fn commit_uncertain(&self, _id: EntryId) -> Result<(), QueueError> {
+        Err(refused(
+            "write ahead (commit_uncertain): use Delivery::Sync",
+        ))
+    }
+
+    async fn abort(&self, _id: EntryId) -> Result<(), QueueError> {
+        Err(refused("write ahead (abort): use Delivery::Sync"))
+    }
+
+    async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError> {
+        let queue = {
+            let held = self.inner.held.lock().unwrap();
+            let entry = held
+                .entries
+                .get(&lease.id.0)
+                .filter(|entry| entry.lease.is_some_and(|(token, _)| token == lease.token))
+                .ok_or(QueueError::LeaseLost(lease.id))?;
+            let later_held = held.entries.values().any(|other| {
+                other.queue == entry.queue
+                    && other.meta.key == entry.meta.key
+                    && other.seq > entry.seq
+            });
+            if later_held {
+                return Ok(true);
+            }
+            entry.queue.clone()
+        };
         let link = self.link().await?;
         Ok(self.ready_in(&link, &queue).await? > 0)
+    }
+
+    async fn settle_orphan(&self, id: EntryId) -> Result<(), QueueError> {
+        if let Some(entry) = self.inner.held.lock().unwrap().entries.get_mut(&id.0) {
+            entry.meta.uncertain = false;
+        }
+        Ok(())
     }
 
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
         let queue = self.partition_queue(namespace, target, self.partition(key));
         // Held here: known by key. Ready at the broker: known by partition.
-        if self.held().has_key(namespace, target, key) {
+        if self
+            .inner
+            .held
+            .lock()
+            .unwrap()
+            .entries
+            .values()
+            .any(|entry| {
+                entry.meta.namespace == namespace
+                    && entry.meta.target == target
+                    && entry.meta.key == key.as_str()
+            })
+        {
             return Ok(true);
         }
         let link = self.link().await?;
@@ -193,23 +325,48 @@ broker_queue_impl!(RabbitMqQueue, BACKEND, {
         if limit > 0 {
             self.await_deliveries(&link, namespace).await?;
         }
-        Ok(self.held().claim(namespace, limit, lease))
+        Ok(self.claim_held(namespace, limit, lease))
+    }
+
+    async fn renew(&self, lease: Lease, duration: Duration) -> Result<(), QueueError> {
+        self.with_lease(lease, |entry| {
+            entry.lease = Some((lease.token, Instant::now() + duration));
+        })
     }
 
     async fn complete(&self, lease: Lease) -> Result<(), QueueError> {
-        let entry = self.held().take(lease)?;
+        let entry = self.take(lease)?;
         ack(&entry.acker).await
     }
 
+    async fn retry_later(
+        &self,
+        lease: Lease,
+        error: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        self.with_lease(lease, |entry| {
+            entry.lease = None;
+            entry.meta.attempts += 1;
+            entry.last_error = error.to_owned();
+            entry.ready_at = Instant::now() + delay;
+        })
+    }
+
+    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
+        self.with_lease(lease, |entry| entry.lease = None)
+    }
+
     async fn dead_letter(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
-        let (mut meta, payload) = self
-            .held()
-            .with_lease(lease, |entry| (entry.meta.clone(), entry.payload.clone()))?;
+        let (mut meta, payload) =
+            self.with_lease(lease, |entry| (entry.meta.clone(), entry.payload.clone()))?;
         let link = self.link().await?;
-        meta.kill(error);
+        meta.attempts += 1;
+        meta.reason = error.to_owned();
+        meta.died_ms = millis(SystemTime::now());
         self.publish(&link, &self.dead_queue(), &meta, &payload)
             .await?;
-        let entry = self.held().take(lease)?;
+        let entry = self.take(lease)?;
         ack(&entry.acker).await
     }
 
@@ -217,7 +374,19 @@ broker_queue_impl!(RabbitMqQueue, BACKEND, {
         self.with_dead(async |_, _, letters| {
             Ok(letters
                 .into_iter()
-                .map(|(meta, payload, _)| meta.into_dead_letter(payload))
+                .map(|(meta, payload, _)| DeadLetter {
+                    id: EntryId(meta.id),
+                    namespace: meta.namespace,
+                    target: meta.target,
+                    key: Key::from(meta.key),
+                    method: meta.method,
+                    version: meta.version,
+                    payload,
+                    attempts: meta.attempts,
+                    error: meta.reason,
+                    enqueued_at: from_millis(meta.enqueued_ms),
+                    died_at: from_millis(meta.died_ms),
+                })
                 .collect())
         })
         .await
@@ -230,9 +399,13 @@ broker_queue_impl!(RabbitMqQueue, BACKEND, {
                 .find(|(meta, _, _)| meta.id == id.0)
                 .ok_or(QueueError::NotDead(id))?;
             queue.declare(link, &meta.namespace).await?;
-            meta.revive();
-            let target =
-                queue.partition_queue(&meta.namespace, meta.target, queue.partition(&meta.key()));
+            meta.attempts = 0;
+            meta.died_ms = 0;
+            let target = queue.partition_queue(
+                &meta.namespace,
+                meta.target,
+                queue.partition(&Key::from(meta.key.as_str())),
+            );
             queue.publish(link, &target, &meta, &payload).await?;
             ack(&acker).await
         })
@@ -266,10 +439,44 @@ broker_queue_impl!(RabbitMqQueue, BACKEND, {
                 stats.target_mut(target).pending += ready;
             }
         }
-        self.held().count_into(&mut stats);
+        {
+            let held = self.inner.held.lock().unwrap();
+            let now = Instant::now();
+            for entry in held.entries.values() {
+                let target = stats.target_mut(entry.meta.target);
+                if entry.lease.is_some_and(|(_, until)| until > now) {
+                    target.in_flight += 1;
+                } else {
+                    target.pending += 1;
+                }
+                let enqueued = from_millis(entry.meta.enqueued_ms);
+                target.oldest_pending = Some(
+                    target
+                        .oldest_pending
+                        .map_or(enqueued, |oldest| oldest.min(enqueued)),
+                );
+            }
+        }
         for letter in self.dead_letters().await? {
             stats.target_mut(letter.target).dead += 1;
         }
         Ok(stats)
     }
-});
+
+    async fn key_entries(
+        &self,
+        _namespace: &str,
+        _target: Side,
+        _key: &Key,
+    ) -> Result<Vec<QueuedEntry>, QueueError> {
+        Err(refused(
+            "list a key's entries: a queue cannot be read without consuming it (see `stats` and `dead_letters`)",
+        ))
+    }
+
+    async fn flush(&self) -> Result<(), QueueError> {
+        // Every append returned after its publisher confirm; settles are
+        // acknowledgements, which a lost connection turns into redeliveries.
+        Ok(())
+    }
+}

@@ -1,18 +1,17 @@
 //! The topology: connecting, reconnecting and declaring the quorum queues.
 
-use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties};
 use tokio::sync::Notify;
 
-use super::{
-    backend, partition, Held, IdClock, Inner, Link, RabbitMqOptions, RabbitMqQueue, BACKEND,
-};
+use super::{backend, millis, Held, Inner, Link, RabbitMqOptions, RabbitMqQueue, BACKEND};
 use crate::op::Key;
-use crate::queue::broker::{check_namespace, check_options};
 use crate::queue::QueueError;
 use crate::vocabulary::Side;
 
@@ -45,12 +44,22 @@ impl RabbitMqQueue {
     /// or prefetch, an empty prefix), the broker cannot be reached, or a
     /// queue exists with other arguments (declared by another version).
     pub async fn open(options: RabbitMqOptions) -> Result<Self, QueueError> {
-        check_options(
-            BACKEND,
-            options.partitions,
-            options.prefetch,
-            &options.prefix,
-        )?;
+        if options.partitions == 0 {
+            return Err(QueueError::Backend(
+                "RabbitMQ queue option `partitions` must be at least 1".into(),
+            ));
+        }
+        if options.prefetch == 0 {
+            return Err(QueueError::Backend(
+                "RabbitMQ queue option `prefetch` must be at least 1".into(),
+            ));
+        }
+        if options.prefix.is_empty() {
+            return Err(QueueError::Backend(
+                "RabbitMQ queue option `prefix` must not be empty".into(),
+            ));
+        }
+        let seed = millis(SystemTime::now()) * 1000;
         let queue = RabbitMqQueue {
             inner: Arc::new(Inner {
                 namespaces: Mutex::new(options.namespaces.clone()),
@@ -58,7 +67,8 @@ impl RabbitMqQueue {
                 link: tokio::sync::Mutex::new(None),
                 held: Mutex::new(Held::default()),
                 arrived: Notify::new(),
-                ids: IdClock::new(),
+                next_id: AtomicU64::new(seed),
+                next_token: AtomicU64::new(1),
                 generation: AtomicU64::new(0),
             }),
         };
@@ -71,7 +81,7 @@ impl RabbitMqQueue {
     }
 
     pub(super) fn partition(&self, key: &Key) -> u16 {
-        partition(key, self.inner.options.partitions)
+        (key.fingerprint() % u64::from(self.inner.options.partitions)) as u16
     }
 
     /// The live connection, reconnecting (and forgetting every held
@@ -83,7 +93,12 @@ impl RabbitMqQueue {
                 return Ok(Arc::clone(link));
             }
             let lost = link.generation;
-            self.held().forget(lost);
+            self.inner
+                .held
+                .lock()
+                .unwrap()
+                .entries
+                .retain(|_, held| held.generation != lost);
             let _ = link.connection.close(200, "reconnecting").await;
         }
         let properties = ConnectionProperties::default()
@@ -117,7 +132,11 @@ impl RabbitMqQueue {
         if link.declared.lock().unwrap().contains(namespace) {
             return Ok(());
         }
-        check_namespace(BACKEND, namespace, &[])?;
+        if namespace.is_empty() || namespace.contains(char::is_whitespace) {
+            return Err(QueueError::Backend(
+                format!("the {BACKEND} queue cannot name queues after the namespace {namespace:?}: it is empty or has whitespace").into(),
+            ));
+        }
         for target in [Side::Old, Side::New] {
             for n in 0..self.inner.options.partitions {
                 link.publish
