@@ -3,22 +3,26 @@
 //! everything appended was drained).
 //!
 //! ```sh
-//! cargo bench --features rabbitmq --bench broker_queues        # or: ... -- 20000
+//! cargo bench --features rabbitmq,nats --bench broker_queues        # or: ... -- 20000
 //! ```
 //!
 //! For each backend: `ops` entries appended by 64 concurrent writers, each
 //! append acknowledged (SQLite: committed and fsync'd by group commit;
-//! RabbitMQ: confirmed by the broker, the quorum queue's majority), then
+//! RabbitMQ: confirmed by the broker, the quorum queue's majority; NATS:
+//! the JetStream publish acknowledgement, stored in the file stream), then
 //! one drainer that claims up to 64 entries at a time and completes them
 //! with the next claim (`complete_and_claim`, what the worker does), with
 //! no store behind it: the queue's own drain rate. RabbitMQ at
 //! `DUALWRITE_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`),
-//! 16 partitions, prefetch 32.
+//! NATS at `DUALWRITE_NATS_URL` (default `nats://127.0.0.1:4222`), each 16
+//! partitions, prefetch 32.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dualwrite_runtime::queue::{NewEntry, RabbitMqOptions, RabbitMqQueue, SqliteQueue};
+use dualwrite_runtime::queue::{
+    NatsOptions, NatsQueue, NewEntry, RabbitMqOptions, RabbitMqQueue, SqliteQueue,
+};
 use dualwrite_runtime::{Key, ReconciliationQueue, Side};
 
 const WRITERS: usize = 64;
@@ -62,6 +66,12 @@ async fn appends(queue: Arc<dyn ReconciliationQueue>, ops: usize) -> f64 {
         task.await.unwrap();
     }
     rate(ops / WRITERS * WRITERS, started.elapsed())
+}
+
+/// Appends then drains `ops` entries; returns (appends/s, drained/s).
+async fn run(queue: Arc<dyn ReconciliationQueue>, ops: usize) -> (f64, f64) {
+    let append_rate = appends(Arc::clone(&queue), ops).await;
+    (append_rate, drain(queue, ops).await)
 }
 
 /// Claims and completes until `expected` entries were drained; returns
@@ -117,8 +127,7 @@ fn main() {
         std::fs::create_dir_all(&dir).unwrap();
         let sqlite: Arc<dyn ReconciliationQueue> =
             Arc::new(SqliteQueue::open(dir.join("queue.db")).await.unwrap());
-        let append_rate = appends(Arc::clone(&sqlite), ops).await;
-        let drain_rate = drain(sqlite, ops).await;
+        let (append_rate, drain_rate) = run(sqlite, ops).await;
         println!("SQLite    ({ops} entries): {append_rate:>9.0} acknowledged appends/s at {WRITERS} writers, drain {drain_rate:>9.0} entries/s");
         let _ = std::fs::remove_dir_all(&dir);
 
@@ -128,10 +137,18 @@ fn main() {
         let rabbit = RabbitMqQueue::open(RabbitMqOptions::new(url).prefix(prefix).namespace(NAMESPACE))
             .await
             .unwrap();
-        let shared: Arc<dyn ReconciliationQueue> = Arc::new(rabbit.clone());
-        let append_rate = appends(Arc::clone(&shared), ops).await;
-        let drain_rate = drain(shared, ops).await;
+        let (append_rate, drain_rate) = run(Arc::new(rabbit.clone()), ops).await;
         println!("RabbitMQ  ({ops} entries): {append_rate:>9.0} acknowledged appends/s at {WRITERS} writers, drain {drain_rate:>9.0} entries/s");
         rabbit.destroy().await.unwrap();
+
+        let url = std::env::var("DUALWRITE_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+        let prefix = format!("dwbench_{}", std::process::id());
+        let nats = NatsQueue::open(NatsOptions::new(url).prefix(prefix).namespace(NAMESPACE))
+            .await
+            .unwrap();
+        let (append_rate, drain_rate) = run(Arc::new(nats.clone()), ops).await;
+        println!("NATS      ({ops} entries): {append_rate:>9.0} acknowledged appends/s at {WRITERS} writers, drain {drain_rate:>9.0} entries/s");
+        nats.destroy().await.unwrap();
     });
 }

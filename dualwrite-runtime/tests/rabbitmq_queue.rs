@@ -1,525 +1,71 @@
 //! The RabbitMQ reconciliation queue against the broker at
 //! `DUALWRITE_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`):
-//! the conformance cases its capabilities cover, the builder refusing the
-//! settings it cannot serve, and a process SIGKILLed between the broker's
-//! acknowledgement of appends and their delivery losing none of them.
+//! the shared broker suite (`broker_queue/mod.rs`): the conformance cases
+//! its capabilities cover, the builder refusing the settings it cannot
+//! serve, a process SIGKILLed between the broker's acknowledgement of
+//! appends and their delivery losing none of them, and the connection cut
+//! mid-publish and mid-consume.
 //!
 //! `cargo test -p dualwrite-runtime --features rabbitmq,testing --test rabbitmq_queue`
 //!
 //! Every queue opened here has a prefix of its own (`dwtest.<pid>.<n>...`)
 //! and is deleted afterwards.
 
-use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod broker_queue;
 
-use dualwrite_runtime::queue::testing::conformance::check_conformance;
-use dualwrite_runtime::queue::testing::model::ModelBackend;
-use dualwrite_runtime::queue::{NewEntry, PoisonPolicy, RabbitMqOptions, RabbitMqQueue};
-use dualwrite_runtime::{
-    BuildError, Delivery, DualWrite, Key, QueueError, ReconciliationQueue, Side,
-};
+use dualwrite_runtime::queue::{RabbitMqOptions, RabbitMqQueue};
+use dualwrite_runtime::QueueError;
 
-fn url() -> String {
-    std::env::var("DUALWRITE_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+struct RabbitMq;
+
+/// The broker's `host:port` and its virtual host, from `DUALWRITE_AMQP_URL`.
+fn configured() -> (String, String) {
+    let url = std::env::var("DUALWRITE_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let rest = url.rsplit_once('@').map_or(url.as_str(), |(_, rest)| rest);
+    let rest = rest.trim_start_matches("amqp://");
+    let (address, vhost) = rest.split_once('/').unwrap_or((rest, "%2f"));
+    (address.to_owned(), vhost.to_owned())
 }
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// A prefix no other run uses.
-fn unique_prefix(what: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "dwtest.{}.{}.{nanos}.{what}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// A queue of four partitions with `namespace` declared.
-async fn four_partitions(url: String, prefix: String, namespace: &str) -> RabbitMqQueue {
-    RabbitMqQueue::open(
-        RabbitMqOptions::new(url)
-            .prefix(prefix)
-            .partitions(4)
-            .namespace(namespace),
-    )
-    .await
-    .unwrap()
-}
-
-struct RabbitBackend;
-
-impl RabbitBackend {
-    async fn fresh() -> Result<RabbitMqQueue, QueueError> {
-        RabbitMqQueue::open(
-            RabbitMqOptions::new(url())
-                .prefix(unique_prefix("conformance"))
-                .partitions(4)
-                .namespace("conformance"),
-        )
-        .await
-    }
-}
-
-impl ModelBackend for RabbitBackend {
+impl broker_queue::Broker for RabbitMq {
     type Queue = RabbitMqQueue;
+    const BACKEND: &'static str = "RabbitMQ";
+    const SEPARATOR: char = '.';
 
-    async fn open(&mut self) -> Result<RabbitMqQueue, QueueError> {
-        Self::fresh().await
+    fn address() -> String {
+        configured().0
     }
 
-    async fn open_with_policy(
-        &mut self,
-        policy: PoisonPolicy,
-    ) -> Result<Option<RabbitMqQueue>, QueueError> {
-        match policy {
-            PoisonPolicy::Skip => Self::fresh().await.map(Some),
-            PoisonPolicy::Block => Ok(None),
+    fn url_at(address: &str) -> String {
+        let url = std::env::var("DUALWRITE_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+        let credentials = url
+            .trim_start_matches("amqp://")
+            .rsplit_once('@')
+            .map_or("guest:guest", |(credentials, _)| credentials)
+            .to_owned();
+        format!("amqp://{credentials}@{address}/{}", configured().1)
+    }
+
+    async fn open(
+        url: String,
+        prefix: String,
+        partitions: u16,
+        namespace: Option<&'static str>,
+    ) -> Result<RabbitMqQueue, QueueError> {
+        let mut options = RabbitMqOptions::new(url)
+            .prefix(prefix)
+            .partitions(partitions);
+        if let Some(namespace) = namespace {
+            options = options.namespace(namespace);
         }
+        RabbitMqQueue::open(options).await
     }
 
-    async fn finish(&mut self, queue: RabbitMqQueue) {
-        queue.destroy().await.expect("delete the test queues");
+    async fn destroy(queue: RabbitMqQueue) -> Result<(), QueueError> {
+        queue.destroy().await
     }
 }
 
-/// The cases the RabbitMQ queue declares it cannot pass: write-ahead,
-/// blocking dead letters, per-key (not per-partition) delays and work
-/// checks, the unkeyed barrier over several partitions, key listings.
-const SKIPPED: &[&str] = &[
-    "block/retry_delay_blocks_only_its_key",
-    "block/dead_letter_blocks_its_key_only",
-    "block/retry_dead_resets_and_goes_first",
-    "block/drop_dead_unblocks",
-    "block/fair_across_keys",
-    "block/fair_when_keys_exceed_the_limit",
-    "block/has_work_follows_entries",
-    "block/prepared_entry_waits_for_commit",
-    "block/aborted_entry_disappears",
-    "block/expired_prepared_entry_is_claimed_as_orphan",
-    "block/has_later_entries_sees_the_rest_of_the_key",
-    "block/key_entries_shows_a_keys_line_in_order",
-    "block/complete_and_claim_keeps_the_unkeyed_barrier",
-    "block/complete_and_claim_leaves_prepared_and_dead_entries",
-    "skip/fair_across_keys",
-    "skip/has_work_follows_entries",
-    "skip/prepared_entry_waits_for_commit",
-];
-
-#[test]
-fn rabbitmq_queue_passes_the_conformance_cases_of_its_capabilities() {
-    match check_conformance(RabbitBackend) {
-        Ok(report) => {
-            let mut skipped: Vec<&str> = report.skipped().iter().map(String::as_str).collect();
-            skipped.sort_unstable();
-            let mut expected = SKIPPED.to_vec();
-            expected.sort_unstable();
-            assert_eq!(skipped, expected);
-            assert_eq!(
-                report.passed().len(),
-                43 - SKIPPED.len(),
-                "{:?}",
-                report.passed()
-            );
-        }
-        Err(failure) => panic!("{failure}"),
-    }
-}
-
-#[tokio::test]
-async fn journaled_delivery_is_refused_at_build_naming_rabbitmq_and_sync_builds() {
-    let queue = RabbitMqQueue::open(RabbitMqOptions::new(url()).prefix(unique_prefix("build")))
-        .await
-        .unwrap();
-    let error = DualWrite::builder((), ())
-        .queue(queue.clone())
-        .delivery(Delivery::Journaled)
-        .build()
-        .map(|_| ())
-        .unwrap_err();
-    match &error {
-        BuildError::Invalid { setting, reason } => {
-            assert_eq!(*setting, "delivery");
-            assert!(reason.contains("RabbitMQ"), "{reason}");
-            assert!(reason.contains("write ahead"), "{reason}");
-        }
-        other => panic!("expected an invalid `delivery`, got {other}"),
-    }
-    // Sync delivery (the default) builds.
-    DualWrite::builder((), ())
-        .queue(queue.clone())
-        .build()
-        .map(|_| ())
-        .unwrap();
-    queue.destroy().await.unwrap();
-}
-
-#[tokio::test]
-async fn unkeyed_writes_are_refused_over_several_partitions_and_accepted_over_one() {
-    let many = RabbitMqQueue::open(
-        RabbitMqOptions::new(url())
-            .prefix(unique_prefix("unkeyed4"))
-            .partitions(4),
-    )
-    .await
-    .unwrap();
-    let error = many
-        .append(entry("ns", &Key::unkeyed(), b"x".to_vec()))
-        .await
-        .unwrap_err();
-    assert!(error.to_string().contains("partitions(1)"), "{error}");
-    assert!(!many.capabilities().unkeyed_order);
-    many.destroy().await.unwrap();
-    let one = RabbitMqQueue::open(
-        RabbitMqOptions::new(url())
-            .prefix(unique_prefix("unkeyed1"))
-            .partitions(1),
-    )
-    .await
-    .unwrap();
-    assert!(one.capabilities().unkeyed_order);
-    one.append(entry("ns", &Key::unkeyed(), b"x".to_vec()))
-        .await
-        .unwrap();
-    one.destroy().await.unwrap();
-}
-
-fn entry(namespace: &str, key: &Key, payload: Vec<u8>) -> NewEntry {
-    NewEntry {
-        namespace: namespace.to_owned(),
-        target: Side::New,
-        key: key.clone(),
-        method: "put".to_owned(),
-        version: 1,
-        payload,
-        reason: "follower down".to_owned(),
-        uncertain: false,
-    }
-}
-
-// ---------------------------------------------------------------------------
-// SIGKILL between acknowledgement and delivery.
-
-const CRASH_PREFIX: &str = "DUALWRITE_RABBIT_CRASH_PREFIX";
-const CRASH_LOG: &str = "DUALWRITE_RABBIT_CRASH_LOG";
-const CRASH_ROUND: &str = "DUALWRITE_RABBIT_CRASH_ROUND";
-const CRASH_KEYS: u32 = 12;
-/// A writer of the crash test: (child round, writer in it).
-type Writer = (u32, u32);
-const CRASH_WRITERS: u32 = 8;
-
-/// The child: writers append `key/seq` entries and log each one once the
-/// broker has confirmed it; a consumer claims and holds (never completes)
-/// entries, as a worker killed mid-attempt does. It runs until killed.
-#[tokio::test]
-async fn child_appends_until_killed() {
-    let (Ok(prefix), Ok(log)) = (std::env::var(CRASH_PREFIX), std::env::var(CRASH_LOG)) else {
-        return; // only run as the crash test's child
-    };
-    let round: u32 = std::env::var(CRASH_ROUND).unwrap().parse().unwrap();
-    let queue = RabbitMqQueue::open(RabbitMqOptions::new(url()).prefix(prefix).partitions(4))
-        .await
-        .unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(log)
-            .unwrap(),
-    ));
-    let holder = queue.clone();
-    tokio::spawn(async move {
-        loop {
-            // Claims entries and never settles them.
-            let _ = holder.claim("crash", 8, Duration::from_secs(600)).await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    let mut writers = Vec::new();
-    for writer in 0..CRASH_WRITERS {
-        let queue = queue.clone();
-        let log = log.clone();
-        writers.push(tokio::spawn(async move {
-            for seq in 0u32.. {
-                let key = format!("k{}", (writer + seq) % CRASH_KEYS);
-                let value = format!("{key}/{round}/{writer}/{seq}");
-                queue
-                    .append(entry(
-                        "crash",
-                        &Key::from(key.as_str()),
-                        value.clone().into_bytes(),
-                    ))
-                    .await
-                    .unwrap();
-                // One write per line (O_APPEND): a kill never tears one.
-                log.lock()
-                    .unwrap()
-                    .write_all(format!("{value}\n").as_bytes())
-                    .unwrap();
-            }
-        }));
-    }
-    for writer in writers {
-        writer.await.unwrap();
-    }
-}
-
-#[tokio::test]
-async fn sigkill_between_acknowledgement_and_delivery_loses_no_acknowledged_append() {
-    if std::env::var(CRASH_PREFIX).is_ok() {
-        return;
-    }
-    let prefix = unique_prefix("crash");
-    let dir = std::env::temp_dir().join(format!("{prefix}.dir"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("acknowledged.log");
-    for round in 0..3u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_appends_until_killed", "--nocapture"])
-            .env(CRASH_PREFIX, &prefix)
-            .env(CRASH_LOG, &log)
-            .env(CRASH_ROUND, round.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(1500 + 500 * round));
-        // SIGKILL: no destructor, no connection close.
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-    let acknowledged = std::fs::read_to_string(&log).unwrap();
-    let acknowledged: Vec<&str> = acknowledged.lines().collect();
-    assert!(
-        acknowledged.len() > 100,
-        "the children acknowledged only {} appends",
-        acknowledged.len()
-    );
-
-    // Drain what the broker has: every acknowledged append, each key's in order.
-    let queue = four_partitions(url(), prefix, "crash").await;
-    let mut delivered: BTreeMap<String, Vec<(Writer, u32)>> = BTreeMap::new();
-    let mut seen = std::collections::HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !acknowledged.iter().all(|value| seen.contains(*value)) && Instant::now() < deadline {
-        let claim = queue
-            .claim("crash", 64, Duration::from_secs(60))
-            .await
-            .unwrap();
-        for claimed in claim.entries {
-            let text = String::from_utf8(claimed.payload.clone()).unwrap();
-            let mut parts = text.split('/');
-            let key = parts.next().unwrap().to_owned();
-            let round: u32 = parts.next().unwrap().parse().unwrap();
-            let writer: u32 = parts.next().unwrap().parse().unwrap();
-            let seq: u32 = parts.next().unwrap().parse().unwrap();
-            seen.insert(text);
-            delivered
-                .entry(key)
-                .or_default()
-                .push(((round, writer), seq));
-            queue.complete(claimed.lease).await.unwrap();
-        }
-    }
-    let lost: Vec<&&str> = acknowledged
-        .iter()
-        .filter(|value| !seen.contains(**value))
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged appends lost, e.g. {:?}",
-        lost.len(),
-        &lost[..lost.len().min(5)]
-    );
-    // Per key, each writer's entries arrive in its append order (a
-    // redelivered entry may arrive twice: at-least-once).
-    for (key, values) in &delivered {
-        let mut last: BTreeMap<Writer, u32> = BTreeMap::new();
-        for (writer, seq) in values {
-            if let Some(previous) = last.get(writer) {
-                assert!(
-                    seq >= previous,
-                    "key {key}: writer {writer:?}'s {seq} came after its {previous}"
-                );
-            }
-            last.insert(*writer, *seq);
-        }
-    }
-    queue.destroy().await.unwrap();
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-// ---------------------------------------------------------------------------
-// The broker connection cut mid-publish and mid-consume.
-
-/// Keys written by one writer each, sequentially, through the fault proxy.
-const FAULT_KEYS: u32 = 8;
-const FAULT_WRITES: u32 = 60;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_cut_mid_publish_and_mid_consume_loses_nothing_acknowledged_and_keeps_key_order()
-{
-    use dualwrite_runtime::fault_proxy::FaultProxy;
-    use std::sync::{Arc, Mutex};
-
-    let proxy = FaultProxy::start("127.0.0.1:5672".parse().unwrap())
-        .await
-        .unwrap();
-    let proxied = format!("amqp://guest:guest@{}/%2f", proxy.addr());
-    let prefix = unique_prefix("faults");
-    let queue = four_partitions(proxied, prefix.clone(), "faults").await;
-    // Per key: the acknowledged sequence numbers, and the applied ones in
-    // the order the consumer applied them.
-    let acknowledged: Arc<Mutex<BTreeMap<u32, Vec<u32>>>> = Arc::default();
-    let applied: Arc<Mutex<BTreeMap<u32, Vec<u32>>>> = Arc::default();
-    let call = Duration::from_secs(10);
-
-    // The writers go on past FAULT_WRITES until at least three open
-    // connections have been cut.
-    let enough_cuts = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for key in 0..FAULT_KEYS {
-        let queue = queue.clone();
-        let acknowledged = acknowledged.clone();
-        let enough_cuts = enough_cuts.clone();
-        writers.push(tokio::spawn(async move {
-            for seq in 0.. {
-                if seq >= FAULT_WRITES && enough_cuts.load(Ordering::SeqCst) {
-                    break;
-                }
-                let value = format!("{key}/{seq}").into_bytes();
-                // An append that failed was not acknowledged: the writer
-                // retries it (a lost confirm may store it twice).
-                loop {
-                    let appended = tokio::time::timeout(
-                        call,
-                        queue.append(entry(
-                            "faults",
-                            &Key::from(format!("k{key}")),
-                            value.clone(),
-                        )),
-                    )
-                    .await;
-                    if let Ok(Ok(_)) = appended {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                acknowledged
-                    .lock()
-                    .unwrap()
-                    .entry(key)
-                    .or_default()
-                    .push(seq);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }));
-    }
-    let consumer = {
-        let queue = queue.clone();
-        let applied = applied.clone();
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop = done.clone();
-        let task = tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let Ok(Ok(claim)) =
-                    tokio::time::timeout(call, queue.claim("faults", 16, Duration::from_secs(30)))
-                        .await
-                else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                };
-                for claimed in claim.entries {
-                    let text = String::from_utf8(claimed.payload.clone()).unwrap();
-                    let (key, seq) = text.split_once('/').unwrap();
-                    applied
-                        .lock()
-                        .unwrap()
-                        .entry(key.parse().unwrap())
-                        .or_default()
-                        .push(seq.parse().unwrap());
-                    // A completion lost in a cut is redelivered: applied again.
-                    let _ = tokio::time::timeout(call, queue.complete(claimed.lease)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        });
-        (done, task)
-    };
-    // Cut the connection every 300 ms while the writers and the consumer run.
-    let mut cuts = 0;
-    while !writers.iter().all(|writer| writer.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        proxy.cut();
-        cuts += 1;
-        if proxy.cut_connections() >= 3 {
-            enough_cuts.store(true, Ordering::SeqCst);
-        }
-    }
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    assert!(cuts >= 3, "only {cuts} cuts happened during the writes");
-    assert!(
-        proxy.cut_connections() >= 3,
-        "the cuts met no open connection"
-    );
-    // Drain: wait until every acknowledged write was applied.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let all_applied = || {
-        let acknowledged = acknowledged.lock().unwrap();
-        let applied = applied.lock().unwrap();
-        acknowledged.iter().all(|(key, seqs)| {
-            let got = applied.get(key).cloned().unwrap_or_default();
-            seqs.iter().all(|seq| got.contains(seq)) && got.last() == seqs.last()
-        })
-    };
-    while !all_applied() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    consumer.0.store(true, Ordering::SeqCst);
-    consumer.1.await.unwrap();
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    let applied = applied.lock().unwrap().clone();
-    for (key, seqs) in &acknowledged {
-        let got = applied.get(key).cloned().unwrap_or_default();
-        let lost: Vec<&u32> = seqs.iter().filter(|seq| !got.contains(seq)).collect();
-        assert!(
-            lost.is_empty(),
-            "key {key}: acknowledged writes {lost:?} never applied"
-        );
-        // Order: when a write is applied, every earlier acknowledged write
-        // of its key was applied before it (replays after a cut repeat a
-        // run in order; none overtakes an earlier write).
-        for (at, seq) in got.iter().enumerate() {
-            let before = &got[..at];
-            for earlier in seqs.iter().filter(|earlier| *earlier < seq) {
-                assert!(
-                    before.contains(earlier),
-                    "key {key}: {seq} applied before {earlier}: {got:?}"
-                );
-            }
-        }
-        assert_eq!(
-            got.last(),
-            seqs.last(),
-            "key {key}: the last write applied is not the last acknowledged: {got:?}"
-        );
-    }
-    eprintln!(
-        "{cuts} cuts ({} connections cut); {} writes acknowledged, {} applications (replays included)",
-        proxy.cut_connections(),
-        acknowledged.values().map(Vec::len).sum::<usize>(),
-        applied.values().map(Vec::len).sum::<usize>()
-    );
-    // Delete the topology over a direct connection.
-    let direct = four_partitions(url(), prefix, "faults").await;
-    direct.destroy().await.unwrap();
-}
+broker_queue_tests!(RabbitMq);

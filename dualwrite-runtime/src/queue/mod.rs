@@ -101,10 +101,14 @@
 //! ```
 
 mod admin;
+#[cfg(any(feature = "rabbitmq", feature = "nats"))]
+mod broker;
 pub mod entry;
 mod memory;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "rabbitmq")]
@@ -122,6 +126,8 @@ pub use entry::{EntryState, QueuedEntry};
 pub use memory::InMemoryQueue;
 #[cfg(feature = "mysql")]
 pub use mysql::{MySqlQueue, MySqlQueueOptions};
+#[cfg(feature = "nats")]
+pub use nats::{NatsOptions, NatsQueue};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresQueue, PostgresQueueOptions};
 #[cfg(feature = "rabbitmq")]

@@ -1,9 +1,6 @@
 //! Consuming: deliveries become held entries, claims lease them.
 
-use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
@@ -11,12 +8,12 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use tokio::time::Instant;
 
-use super::{backend, from_millis, HeldEntry, Inner, Link, Meta, RabbitMqQueue, DELIVERY_WAIT};
-use crate::op::Key;
-use crate::queue::{Claim, ClaimedEntry, EntryId, Lease, QueueError};
+use super::{backend, Envelope, Inner, Link, RabbitMqQueue, DELIVERY_WAIT};
+use crate::queue::broker::await_arrival;
+use crate::queue::QueueError;
 use crate::vocabulary::Side;
 
-pub(super) fn decode(properties: &BasicProperties) -> Result<Meta, String> {
+pub(super) fn decode(properties: &BasicProperties) -> Result<Envelope, String> {
     let headers = properties
         .headers()
         .as_ref()
@@ -28,8 +25,7 @@ pub(super) fn decode(properties: &BasicProperties) -> Result<Meta, String> {
     let text = value
         .as_long_string()
         .ok_or("the `dualwrite` header is not a string")?;
-    serde_json::from_slice(text.as_bytes())
-        .map_err(|error| format!("the `dualwrite` header does not decode: {error}"))
+    Envelope::decode(text.as_bytes())
 }
 
 pub(super) fn delivery_count(properties: &BasicProperties) -> u32 {
@@ -103,92 +99,6 @@ impl RabbitMqQueue {
         Ok(())
     }
 
-    /// Runs `change` on the entry `lease` holds, or refuses a lease no
-    /// longer held.
-    pub(super) fn with_lease<T>(
-        &self,
-        lease: Lease,
-        change: impl FnOnce(&mut HeldEntry) -> T,
-    ) -> Result<T, QueueError> {
-        let mut held = self.inner.held.lock().unwrap();
-        match held.entries.get_mut(&lease.id.0) {
-            Some(entry) if entry.lease.is_some_and(|(token, _)| token == lease.token) => {
-                Ok(change(entry))
-            }
-            _ => Err(QueueError::LeaseLost(lease.id)),
-        }
-    }
-
-    /// Takes a leased entry out of the held set (to ack or dead-letter it).
-    pub(super) fn take(&self, lease: Lease) -> Result<HeldEntry, QueueError> {
-        let mut held = self.inner.held.lock().unwrap();
-        match held.entries.get(&lease.id.0) {
-            Some(entry) if entry.lease.is_some_and(|(token, _)| token == lease.token) => {
-                Ok(held.entries.remove(&lease.id.0).expect("just seen"))
-            }
-            _ => Err(QueueError::LeaseLost(lease.id)),
-        }
-    }
-
-    pub(super) fn claim_held(&self, namespace: &str, limit: usize, lease: Duration) -> Claim {
-        let now = Instant::now();
-        let mut held = self.inner.held.lock().unwrap();
-        let mut by_seq: Vec<(&u64, &mut HeldEntry)> = held
-            .entries
-            .iter_mut()
-            .filter(|(_, entry)| entry.meta.namespace == namespace)
-            .collect();
-        by_seq.sort_by_key(|(_, entry)| entry.seq);
-        let mut seen = HashSet::new();
-        let mut claim = Claim::default();
-        let mut next: Option<Duration> = None;
-        let mut more_ready = false;
-        for (id, entry) in by_seq {
-            if !seen.insert((entry.meta.target, entry.meta.key.clone())) {
-                continue;
-            }
-            let free_at = match entry.lease {
-                Some((_, until)) => until.max(entry.ready_at),
-                None => entry.ready_at,
-            };
-            if free_at > now {
-                let wait = free_at - now;
-                next = Some(next.map_or(wait, |next| next.min(wait)));
-                continue;
-            }
-            if claim.entries.len() == limit {
-                more_ready = true;
-                continue;
-            }
-            let token = self.inner.next_token.fetch_add(1, Ordering::SeqCst);
-            entry.lease = Some((token, now + lease));
-            claim.entries.push(ClaimedEntry {
-                lease: Lease {
-                    id: EntryId(*id),
-                    token,
-                },
-                namespace: entry.meta.namespace.clone(),
-                target: entry.meta.target,
-                key: Key::from(entry.meta.key.as_str()),
-                method: entry.meta.method.clone(),
-                version: entry.meta.version,
-                payload: entry.payload.clone(),
-                attempts: entry.meta.attempts,
-                enqueued_at: from_millis(entry.meta.enqueued_ms),
-                last_error: entry.last_error.clone(),
-                orphaned: entry.meta.uncertain,
-            });
-        }
-        claim.next_ready_in = if more_ready {
-            Some(Duration::ZERO)
-        } else if claim.entries.is_empty() {
-            next
-        } else {
-            None
-        };
-        claim
-    }
-
     /// Waits (up to [`DELIVERY_WAIT`]) until the broker has delivered to
     /// this process's consumers the ready messages of `namespace` it can:
     /// those of partitions whose prefetch window has room. So a claim made
@@ -203,29 +113,21 @@ impl RabbitMqQueue {
             let mut expected = false;
             for target in [Side::Old, Side::New] {
                 let counts = self.ready_counts(link, namespace, target).await?;
-                let held = self.inner.held.lock().unwrap();
+                let held = self.held();
                 for (n, ready) in counts.into_iter().enumerate() {
                     if ready == 0 {
                         continue;
                     }
                     let queue = self.partition_queue(namespace, target, n as u16);
-                    let holding = held
-                        .entries
-                        .values()
-                        .filter(|entry| entry.queue == queue)
-                        .count();
+                    let holding = held.count_in(&queue);
                     if holding < usize::from(self.inner.options.prefetch) {
                         expected = true;
                     }
                 }
             }
-            let now = Instant::now();
-            if !expected || now >= deadline {
+            if !expected || !await_arrival(&self.inner.arrived, deadline).await {
                 return Ok(());
             }
-            let arrived = self.inner.arrived.notified();
-            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(20)), arrived)
-                .await;
         }
     }
 
@@ -284,25 +186,10 @@ impl Inner {
             }
         };
         meta.attempts = meta.attempts.max(delivery_count(&delivery.properties));
-        let mut held = self.held.lock().unwrap();
-        let seq = held.next_seq;
-        held.next_seq += 1;
-        let last_error = meta.reason.clone();
-        held.entries.insert(
-            meta.id,
-            HeldEntry {
-                seq,
-                generation,
-                queue: queue.to_owned(),
-                meta,
-                payload: delivery.data,
-                acker: delivery.acker,
-                last_error,
-                ready_at: Instant::now(),
-                lease: None,
-            },
-        );
-        drop(held);
+        self.held
+            .lock()
+            .unwrap()
+            .hold(generation, queue, meta, delivery.data, delivery.acker);
         self.arrived.notify_waiters();
     }
 }

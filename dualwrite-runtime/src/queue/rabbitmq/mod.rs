@@ -69,23 +69,22 @@ mod options;
 mod publish;
 mod topology;
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use lapin::acker::Acker;
 use lapin::options::BasicAckOptions;
 use lapin::{Channel, Connection};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
-use super::{
-    Claim, DeadLetter, EntryId, Lease, NewEntry, QueueCapabilities, QueueError, QueueStats,
-    QueuedEntry, ReconciliationQueue,
+use super::broker::{
+    backend, broker_queue_impl, check_unkeyed, partition, Envelope, Held, IdClock,
 };
+#[cfg(doc)]
+use super::ReconciliationQueue;
+use super::{Claim, DeadLetter, EntryId, Lease, NewEntry, QueueError, QueueStats};
 use crate::op::Key;
 use crate::vocabulary::Side;
 
@@ -94,7 +93,7 @@ pub use options::RabbitMqOptions;
 /// How long a claim waits for the broker to deliver ready messages.
 const DELIVERY_WAIT: Duration = Duration::from_millis(250);
 
-/// The backend's name in errors and [`QueueCapabilities::backend`].
+/// The backend's name in errors and [`QueueCapabilities::backend`](super::QueueCapabilities::backend).
 const BACKEND: &str = "RabbitMQ";
 
 /// The reconciliation queue on RabbitMQ: see the [module docs](self) for
@@ -116,10 +115,9 @@ struct Inner {
     options: RabbitMqOptions,
     link: tokio::sync::Mutex<Option<Arc<Link>>>,
     namespaces: Mutex<Vec<String>>,
-    held: Mutex<Held>,
+    held: Mutex<Held<Acker>>,
     arrived: Notify,
-    next_id: AtomicU64,
-    next_token: AtomicU64,
+    ids: IdClock,
     generation: AtomicU64,
 }
 
@@ -132,46 +130,6 @@ struct Link {
     declared: Mutex<HashSet<String>>,
 }
 
-/// What travels in the message's `dualwrite` header (the body is the payload).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Meta {
-    id: u64,
-    namespace: String,
-    target: Side,
-    key: String,
-    method: String,
-    version: u32,
-    reason: String,
-    uncertain: bool,
-    enqueued_ms: u64,
-    attempts: u32,
-    #[serde(default)]
-    died_ms: u64,
-}
-
-#[derive(Default)]
-struct Held {
-    entries: BTreeMap<u64, HeldEntry>,
-    /// Arrival order, for FIFO among a key's held messages.
-    next_seq: u64,
-}
-
-struct HeldEntry {
-    seq: u64,
-    generation: u64,
-    queue: String,
-    meta: Meta,
-    payload: Vec<u8>,
-    acker: Acker,
-    last_error: String,
-    ready_at: Instant,
-    lease: Option<(u64, Instant)>,
-}
-
-fn backend(error: impl std::error::Error + Send + Sync + 'static) -> QueueError {
-    QueueError::Backend(Box::new(error))
-}
-
 /// Acknowledges a delivery: the broker deletes the message.
 async fn ack(acker: &Acker) -> Result<(), QueueError> {
     acker
@@ -181,132 +139,42 @@ async fn ack(acker: &Acker) -> Result<(), QueueError> {
         .map_err(backend)
 }
 
-fn refused(what: &str) -> QueueError {
-    QueueError::Backend(format!("the {BACKEND} queue cannot {what}").into())
+impl RabbitMqQueue {
+    fn held(&self) -> MutexGuard<'_, Held<Acker>> {
+        self.inner.held.lock().unwrap()
+    }
+
+    fn partitions(&self) -> u16 {
+        self.inner.options.partitions
+    }
 }
 
-fn millis(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
-
-fn from_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-#[async_trait]
-impl ReconciliationQueue for RabbitMqQueue {
+broker_queue_impl!(RabbitMqQueue, BACKEND, {
     async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
-        if entry.is_unkeyed() && self.inner.options.partitions > 1 {
-            return Err(refused(&format!(
-                "order an unkeyed write ({}) against every key over {} partitions: open it with `partitions(1)` for a namespace with unkeyed writes",
-                entry.method, self.inner.options.partitions
-            )));
-        }
+        check_unkeyed(BACKEND, &entry, self.partitions())?;
         let link = self.link().await?;
         self.declare(&link, &entry.namespace).await?;
-        let now = millis(SystemTime::now()) * 1000;
-        let id = self
-            .inner
-            .next_id
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-                Some(last.max(now) + 1)
-            })
-            .map_or(now, |last| last.max(now) + 1);
-        let meta = Meta {
-            id,
-            namespace: entry.namespace.clone(),
-            target: entry.target,
-            key: entry.key.as_str().to_owned(),
-            method: entry.method,
-            version: entry.version,
-            reason: entry.reason,
-            uncertain: entry.uncertain,
-            enqueued_ms: millis(SystemTime::now()),
-            attempts: 0,
-            died_ms: 0,
-        };
+        let id = self.inner.ids.next();
         let queue =
             self.partition_queue(&entry.namespace, entry.target, self.partition(&entry.key));
-        self.publish(&link, &queue, &meta, &entry.payload).await?;
+        let (meta, payload) = Envelope::new(id, entry);
+        self.publish(&link, &queue, &meta, &payload).await?;
         Ok(EntryId(id))
     }
 
-    fn capabilities(&self) -> QueueCapabilities {
-        QueueCapabilities {
-            backend: BACKEND,
-            write_ahead: false,
-            blocking_dead_letters: false,
-            key_independent_delays: false,
-            exact_key_work: false,
-            unkeyed_order: self.inner.options.partitions == 1,
-            key_entries: false,
-        }
-    }
-
-    async fn prepare(&self, _entry: NewEntry, _expiry: Duration) -> Result<EntryId, QueueError> {
-        Err(refused("write ahead (prepare): use Delivery::Sync"))
-    }
-
-    async fn commit(&self, _id: EntryId) -> Result<(), QueueError> {
-        Err(refused("write ahead (commit): use Delivery::Sync"))
-    }
-
-    async fn commit_uncertain(&self, _id: EntryId) -> Result<(), QueueError> {
-        Err(refused(
-            "write ahead (commit_uncertain): use Delivery::Sync",
-        ))
-    }
-
-    async fn abort(&self, _id: EntryId) -> Result<(), QueueError> {
-        Err(refused("write ahead (abort): use Delivery::Sync"))
-    }
-
     async fn has_later_entries(&self, lease: Lease) -> Result<bool, QueueError> {
-        let queue = {
-            let held = self.inner.held.lock().unwrap();
-            let entry = held
-                .entries
-                .get(&lease.id.0)
-                .filter(|entry| entry.lease.is_some_and(|(token, _)| token == lease.token))
-                .ok_or(QueueError::LeaseLost(lease.id))?;
-            let later_held = held.entries.values().any(|other| {
-                other.queue == entry.queue
-                    && other.meta.key == entry.meta.key
-                    && other.seq > entry.seq
-            });
-            if later_held {
-                return Ok(true);
-            }
-            entry.queue.clone()
-        };
+        let (later_held, queue) = self.held().later_held(lease)?;
+        if later_held {
+            return Ok(true);
+        }
         let link = self.link().await?;
         Ok(self.ready_in(&link, &queue).await? > 0)
-    }
-
-    async fn settle_orphan(&self, id: EntryId) -> Result<(), QueueError> {
-        if let Some(entry) = self.inner.held.lock().unwrap().entries.get_mut(&id.0) {
-            entry.meta.uncertain = false;
-        }
-        Ok(())
     }
 
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
         let queue = self.partition_queue(namespace, target, self.partition(key));
         // Held here: known by key. Ready at the broker: known by partition.
-        if self
-            .inner
-            .held
-            .lock()
-            .unwrap()
-            .entries
-            .values()
-            .any(|entry| {
-                entry.meta.namespace == namespace
-                    && entry.meta.target == target
-                    && entry.meta.key == key.as_str()
-            })
-        {
+        if self.held().has_key(namespace, target, key) {
             return Ok(true);
         }
         let link = self.link().await?;
@@ -325,48 +193,23 @@ impl ReconciliationQueue for RabbitMqQueue {
         if limit > 0 {
             self.await_deliveries(&link, namespace).await?;
         }
-        Ok(self.claim_held(namespace, limit, lease))
-    }
-
-    async fn renew(&self, lease: Lease, duration: Duration) -> Result<(), QueueError> {
-        self.with_lease(lease, |entry| {
-            entry.lease = Some((lease.token, Instant::now() + duration));
-        })
+        Ok(self.held().claim(namespace, limit, lease))
     }
 
     async fn complete(&self, lease: Lease) -> Result<(), QueueError> {
-        let entry = self.take(lease)?;
+        let entry = self.held().take(lease)?;
         ack(&entry.acker).await
     }
 
-    async fn retry_later(
-        &self,
-        lease: Lease,
-        error: &str,
-        delay: Duration,
-    ) -> Result<(), QueueError> {
-        self.with_lease(lease, |entry| {
-            entry.lease = None;
-            entry.meta.attempts += 1;
-            entry.last_error = error.to_owned();
-            entry.ready_at = Instant::now() + delay;
-        })
-    }
-
-    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
-        self.with_lease(lease, |entry| entry.lease = None)
-    }
-
     async fn dead_letter(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
-        let (mut meta, payload) =
-            self.with_lease(lease, |entry| (entry.meta.clone(), entry.payload.clone()))?;
+        let (mut meta, payload) = self
+            .held()
+            .with_lease(lease, |entry| (entry.meta.clone(), entry.payload.clone()))?;
         let link = self.link().await?;
-        meta.attempts += 1;
-        meta.reason = error.to_owned();
-        meta.died_ms = millis(SystemTime::now());
+        meta.kill(error);
         self.publish(&link, &self.dead_queue(), &meta, &payload)
             .await?;
-        let entry = self.take(lease)?;
+        let entry = self.held().take(lease)?;
         ack(&entry.acker).await
     }
 
@@ -374,19 +217,7 @@ impl ReconciliationQueue for RabbitMqQueue {
         self.with_dead(async |_, _, letters| {
             Ok(letters
                 .into_iter()
-                .map(|(meta, payload, _)| DeadLetter {
-                    id: EntryId(meta.id),
-                    namespace: meta.namespace,
-                    target: meta.target,
-                    key: Key::from(meta.key),
-                    method: meta.method,
-                    version: meta.version,
-                    payload,
-                    attempts: meta.attempts,
-                    error: meta.reason,
-                    enqueued_at: from_millis(meta.enqueued_ms),
-                    died_at: from_millis(meta.died_ms),
-                })
+                .map(|(meta, payload, _)| meta.into_dead_letter(payload))
                 .collect())
         })
         .await
@@ -399,13 +230,9 @@ impl ReconciliationQueue for RabbitMqQueue {
                 .find(|(meta, _, _)| meta.id == id.0)
                 .ok_or(QueueError::NotDead(id))?;
             queue.declare(link, &meta.namespace).await?;
-            meta.attempts = 0;
-            meta.died_ms = 0;
-            let target = queue.partition_queue(
-                &meta.namespace,
-                meta.target,
-                queue.partition(&Key::from(meta.key.as_str())),
-            );
+            meta.revive();
+            let target =
+                queue.partition_queue(&meta.namespace, meta.target, queue.partition(&meta.key()));
             queue.publish(link, &target, &meta, &payload).await?;
             ack(&acker).await
         })
@@ -439,44 +266,10 @@ impl ReconciliationQueue for RabbitMqQueue {
                 stats.target_mut(target).pending += ready;
             }
         }
-        {
-            let held = self.inner.held.lock().unwrap();
-            let now = Instant::now();
-            for entry in held.entries.values() {
-                let target = stats.target_mut(entry.meta.target);
-                if entry.lease.is_some_and(|(_, until)| until > now) {
-                    target.in_flight += 1;
-                } else {
-                    target.pending += 1;
-                }
-                let enqueued = from_millis(entry.meta.enqueued_ms);
-                target.oldest_pending = Some(
-                    target
-                        .oldest_pending
-                        .map_or(enqueued, |oldest| oldest.min(enqueued)),
-                );
-            }
-        }
+        self.held().count_into(&mut stats);
         for letter in self.dead_letters().await? {
             stats.target_mut(letter.target).dead += 1;
         }
         Ok(stats)
     }
-
-    async fn key_entries(
-        &self,
-        _namespace: &str,
-        _target: Side,
-        _key: &Key,
-    ) -> Result<Vec<QueuedEntry>, QueueError> {
-        Err(refused(
-            "list a key's entries: a queue cannot be read without consuming it (see `stats` and `dead_letters`)",
-        ))
-    }
-
-    async fn flush(&self) -> Result<(), QueueError> {
-        // Every append returned after its publisher confirm; settles are
-        // acknowledgements, which a lost connection turns into redeliveries.
-        Ok(())
-    }
-}
+});

@@ -7,7 +7,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 
 use super::consume::decode;
-use super::{backend, Link, Meta, RabbitMqQueue, BACKEND};
+use super::{backend, Envelope, Link, RabbitMqQueue, BACKEND};
 use crate::queue::QueueError;
 
 impl RabbitMqQueue {
@@ -16,10 +16,10 @@ impl RabbitMqQueue {
         &self,
         link: &Link,
         queue: &str,
-        meta: &Meta,
+        meta: &Envelope,
         payload: &[u8],
     ) -> Result<(), QueueError> {
-        let header = serde_json::to_string(meta).map_err(QueueError::Encode)?;
+        let header = meta.encode()?;
         let mut headers = FieldTable::default();
         headers.insert("dualwrite".into(), AMQPValue::LongString(header.into()));
         let properties = BasicProperties::default()
@@ -61,7 +61,7 @@ impl RabbitMqQueue {
     /// acknowledged go back.
     pub(super) async fn with_dead<T>(
         &self,
-        act: impl AsyncFnOnce(&Self, &Link, Vec<(Meta, Vec<u8>, Acker)>) -> Result<T, QueueError>,
+        act: impl AsyncFnOnce(&Self, &Link, Vec<(Envelope, Vec<u8>, Acker)>) -> Result<T, QueueError>,
     ) -> Result<T, QueueError> {
         let link = self.link().await?;
         let channel = link.connection.create_channel().await.map_err(backend)?;

@@ -1,17 +1,18 @@
 //! The topology: connecting, reconnecting and declaring the quorum queues.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
-
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-use super::{backend, millis, Held, Inner, Link, RabbitMqOptions, RabbitMqQueue, BACKEND};
+use super::{
+    backend, partition, Held, IdClock, Inner, Link, RabbitMqOptions, RabbitMqQueue, BACKEND,
+};
 use crate::op::Key;
+use crate::queue::broker::{check_namespace, check_options};
 use crate::queue::QueueError;
 use crate::vocabulary::Side;
 
@@ -44,22 +45,12 @@ impl RabbitMqQueue {
     /// or prefetch, an empty prefix), the broker cannot be reached, or a
     /// queue exists with other arguments (declared by another version).
     pub async fn open(options: RabbitMqOptions) -> Result<Self, QueueError> {
-        if options.partitions == 0 {
-            return Err(QueueError::Backend(
-                "RabbitMQ queue option `partitions` must be at least 1".into(),
-            ));
-        }
-        if options.prefetch == 0 {
-            return Err(QueueError::Backend(
-                "RabbitMQ queue option `prefetch` must be at least 1".into(),
-            ));
-        }
-        if options.prefix.is_empty() {
-            return Err(QueueError::Backend(
-                "RabbitMQ queue option `prefix` must not be empty".into(),
-            ));
-        }
-        let seed = millis(SystemTime::now()) * 1000;
+        check_options(
+            BACKEND,
+            options.partitions,
+            options.prefetch,
+            &options.prefix,
+        )?;
         let queue = RabbitMqQueue {
             inner: Arc::new(Inner {
                 namespaces: Mutex::new(options.namespaces.clone()),
@@ -67,8 +58,7 @@ impl RabbitMqQueue {
                 link: tokio::sync::Mutex::new(None),
                 held: Mutex::new(Held::default()),
                 arrived: Notify::new(),
-                next_id: AtomicU64::new(seed),
-                next_token: AtomicU64::new(1),
+                ids: IdClock::new(),
                 generation: AtomicU64::new(0),
             }),
         };
@@ -81,7 +71,7 @@ impl RabbitMqQueue {
     }
 
     pub(super) fn partition(&self, key: &Key) -> u16 {
-        (key.fingerprint() % u64::from(self.inner.options.partitions)) as u16
+        partition(key, self.inner.options.partitions)
     }
 
     /// The live connection, reconnecting (and forgetting every held
@@ -93,12 +83,7 @@ impl RabbitMqQueue {
                 return Ok(Arc::clone(link));
             }
             let lost = link.generation;
-            self.inner
-                .held
-                .lock()
-                .unwrap()
-                .entries
-                .retain(|_, held| held.generation != lost);
+            self.held().forget(lost);
             let _ = link.connection.close(200, "reconnecting").await;
         }
         let properties = ConnectionProperties::default()
@@ -132,11 +117,7 @@ impl RabbitMqQueue {
         if link.declared.lock().unwrap().contains(namespace) {
             return Ok(());
         }
-        if namespace.is_empty() || namespace.contains(char::is_whitespace) {
-            return Err(QueueError::Backend(
-                format!("the {BACKEND} queue cannot name queues after the namespace {namespace:?}: it is empty or has whitespace").into(),
-            ));
-        }
+        check_namespace(BACKEND, namespace, &[])?;
         for target in [Side::Old, Side::New] {
             for n in 0..self.inner.options.partitions {
                 link.publish
