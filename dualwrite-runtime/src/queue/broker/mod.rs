@@ -8,8 +8,8 @@
 //! - the [`Envelope`]: the entry's metadata that travels beside the payload
 //!   (in a message header, as JSON), and how it becomes a [`DeadLetter`];
 //! - [`partition`]: which partition a key is on;
-//! - [`IdClock`]: entry ids that grow across restarts (microseconds since
-//!   the epoch, then one more per append);
+//! - [`IdClock`]: entry ids unique across the processes appending to a
+//!   queue;
 //! - [`Held`]: the messages a process has been delivered and not yet
 //!   acknowledged, and the claims (leases) on them, which live only in that
 //!   process: per-key FIFO among them, retry delays, stats;
@@ -118,23 +118,37 @@ pub(super) fn partition(key: &Key, partitions: u16) -> u16 {
     (key.fingerprint() % u64::from(partitions)) as u16
 }
 
-/// Entry ids: microseconds since the epoch at the first append, then one
-/// more than the last (so ids of one process grow, and a restarted process
-/// starts above the ids it handed out before, barring a clock step back).
+/// Entry ids, unique across every process that appends to a queue: each
+/// handle counts up from a random start in `[0, 2^63)`.
+///
+/// A consumer holds the messages it has been delivered by id, and any
+/// process may append, so two processes must never give out one id (two
+/// messages under one id would hand one payload out and acknowledge the
+/// other unread). Ids from a clock are not enough: handles opened the same
+/// millisecond, as instances deployed together are, would count through
+/// the same ids. Two handles' ranges meet only if one appends within the
+/// other's first appends' distance in 2^63: for handles appending 10^9
+/// entries each, odds of about 10^-10 per pair.
 pub(super) struct IdClock(AtomicU64);
 
 impl IdClock {
     pub(super) fn new() -> Self {
-        IdClock(AtomicU64::new(millis(SystemTime::now()) * 1000))
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded from the OS per process (and varies per
+        // instance within one); mixing in the pid and the time guards a
+        // platform where it is not.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos()),
+        );
+        IdClock(AtomicU64::new(hasher.finish() >> 1))
     }
 
     pub(super) fn next(&self) -> u64 {
-        let now = millis(SystemTime::now()) * 1000;
-        self.0
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-                Some(last.max(now) + 1)
-            })
-            .map_or(now, |last| last.max(now) + 1)
+        self.0.fetch_add(1, Ordering::Relaxed)
     }
 }
 
