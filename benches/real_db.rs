@@ -12,7 +12,8 @@
 //! Servers: `DUALWRITE_PG_URL` and `DUALWRITE_MYSQL_URL` (defaults: the
 //! local servers). Targets (issue 9): `sync` throughput >= 0.9x the
 //! hand-written loop; follower down, `journaled`: p99 <= 1.2x the old store
-//! alone; `key_sync` against plain `sync`: no target, its price.
+//! alone (measured twice: the SQLite queue, and a `PostgresQueue` in the old
+//! database); `key_sync` against plain `sync`: no target, its price.
 
 #[path = "../tests/real_servers/mod.rs"]
 mod real_servers;
@@ -23,9 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dualwrite_runtime::fault_proxy::FaultProxy;
-use dualwrite_runtime::queue::SqliteQueue;
+use dualwrite_runtime::queue::{PostgresQueue, SqliteQueue};
 use dualwrite_runtime::records::{MySqlTable, PgTable};
-use dualwrite_runtime::{Delivery, DualWrite, KeySync, RetryPolicy, Stage};
+use dualwrite_runtime::{Delivery, DualWrite, KeySync, ReconciliationQueue, RetryPolicy, Stage};
 use real_servers::{
     create_tables, drop_tables, mysql_url, pg_url, unique_table, via, Accounts, MyAccounts,
     PgAccounts,
@@ -110,12 +111,25 @@ where
     sample
 }
 
-/// The wrapper over `pg` and `my` with the queue in `queue`.
+/// The wrapper over `pg` and `my` with the SQLite queue in `queue`.
 async fn wrapper(
     pg: &PgPool,
     my: &MySqlPool,
     table: &str,
     queue: &Path,
+    delivery: Delivery,
+    key_sync: bool,
+) -> DualWrite<PgAccounts, MyAccounts> {
+    let queue = SqliteQueue::open(queue).await.expect("the queue opens");
+    wrapper_on(pg, my, table, queue, delivery, key_sync)
+}
+
+/// The wrapper over `pg` and `my` with `queue`.
+fn wrapper_on(
+    pg: &PgPool,
+    my: &MySqlPool,
+    table: &str,
+    queue: impl ReconciliationQueue + 'static,
     delivery: Delivery,
     key_sync: bool,
 ) -> DualWrite<PgAccounts, MyAccounts> {
@@ -129,7 +143,7 @@ async fn wrapper(
             table: table.to_owned(),
         },
     )
-    .queue(SqliteQueue::open(queue).await.expect("the queue opens"))
+    .queue(queue)
     .stage(Stage::DualWrite)
     .delivery(delivery)
     .follower_timeout(Duration::from_millis(500))
@@ -226,10 +240,28 @@ async fn main() {
         false,
     )
     .await;
-    // Key syncs are applied by a worker; the follower-down queue's worker
-    // meets the circuit breaker.
+    // The same with a `PostgresQueue` in the old database, beside the
+    // accounts table.
+    let queue_prefix = format!("{table}_q_");
+    // Its own pool, so that queue and store calls do not wait for each
+    // other's connections.
+    let queue_pool = PgPoolOptions::new()
+        .max_connections(CONCURRENCY as u32)
+        .connect(&pg_url())
+        .await
+        .expect("PostgreSQL for the queue");
+    let pg_queue = PostgresQueue::options(queue_pool)
+        .table_prefix(&queue_prefix)
+        .create_schema(true)
+        .open()
+        .await
+        .expect("the PostgreSQL queue opens");
+    let journaled_pg = wrapper_on(&pg, &my_down, &table, pg_queue, Delivery::Journaled, false);
+    // Key syncs are applied by a worker; the follower-down queues' workers
+    // meet the circuit breaker.
     let keyed_worker = keyed.spawn_worker();
     let down_worker = journaled.spawn_worker();
+    let down_pg_worker = journaled_pg.spawn_worker();
     let old = Arc::new(PgAccounts {
         pool: pg.clone(),
         table: table.clone(),
@@ -239,7 +271,7 @@ async fn main() {
         table: table.clone(),
     });
 
-    let mut figures: [(Sample, Sample); 3] = Default::default();
+    let mut figures: [(Sample, Sample); 4] = Default::default();
     for round in 0..rounds as i64 {
         let base = round * 100_000_000;
         // 1. sync, both healthy, against old-then-new by hand.
@@ -274,10 +306,24 @@ async fn main() {
         let floor = through(&sync, writes, base + 50_000_000, "sync").await;
         figures[2].0.add(this);
         figures[2].1.add(floor);
+
+        // 4. follower down, journaled, the PostgreSQL queue in the old
+        // database, against the old store alone.
+        let this = through(&journaled_pg, writes, base + 60_000_000, "downpg").await;
+        let o = old.clone();
+        let floor = run(writes, base + 70_000_000, move |key, step| {
+            let o = o.clone();
+            async move {
+                o.put_account(key, "alone".into(), step).await.expect("old");
+            }
+        })
+        .await;
+        figures[3].0.add(this);
+        figures[3].1.add(floor);
         eprintln!("round {} of {rounds} done", round + 1);
     }
 
-    let [healthy, mut down, mut keysync] = figures;
+    let [healthy, mut down, mut keysync, mut down_pg] = figures;
     let (this, floor) = (healthy.0.per_second(), healthy.1.per_second());
     line(
         "sync_healthy_throughput_vs_hand_loop",
@@ -289,6 +335,14 @@ async fn main() {
     let (this, floor) = (down.0.p99_ms(), down.1.p99_ms());
     line(
         "journaled_follower_down_p99_vs_old_alone",
+        this / floor,
+        this,
+        floor,
+        "ms",
+    );
+    let (this, floor) = (down_pg.0.p99_ms(), down_pg.1.p99_ms());
+    line(
+        "journaled_follower_down_pg_queue_p99_vs_old_alone",
         this / floor,
         this,
         floor,
@@ -309,6 +363,8 @@ async fn main() {
     // Waited for, so that its thread is not still running when main returns
     // and the runtime shuts down under it.
     let _ = down_worker.shutdown().await;
+    let _ = down_pg_worker.shutdown().await;
+    let _ = PostgresQueue::uninstall_schema(&pg, &queue_prefix).await;
     drop_tables(&pg, &my, &table).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

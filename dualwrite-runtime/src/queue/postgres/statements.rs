@@ -33,34 +33,44 @@ impl PostgresQueue {
     where
         F: Fn(Tx<'static>) -> futures::future::BoxFuture<'a, (Tx<'static>, Result<T, Failure>)>,
     {
+        self.retried(what, || async {
+            let tx = self.pool.begin().await?;
+            let (tx, result) = work(tx).await;
+            match result {
+                Ok(value) => tx.commit().await.map(|()| value),
+                Err(Failure::Database(error)) => {
+                    let _ = tx.rollback().await;
+                    Err(error)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs `statement` (one statement, outside an explicit transaction:
+    /// one round trip), again when it fails with a serialization failure
+    /// or a deadlock, like [`transaction`](Self::transaction).
+    pub(super) async fn retried<T, F, Fut>(&self, what: &str, statement: F) -> Result<T, QueueError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let tx = self
-                .pool
-                .begin()
-                .await
-                .map_err(|e| backend(&format!("begin ({what})"), e))?;
-            let (tx, result) = work(tx).await;
-            let result = match result {
-                Ok(value) => tx.commit().await.map(|()| value).map_err(Failure::Database),
-                Err(failure) => {
-                    let _ = tx.rollback().await;
-                    Err(failure)
-                }
-            };
-            match result {
+            match statement().await {
                 Ok(value) => return Ok(value),
-                Err(Failure::Database(error)) if transient(&error) && attempt < 10 => {
+                Err(error) if transient(&error) && attempt < 10 => {
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
                 }
-                Err(Failure::Database(error)) => return Err(backend(what, error)),
+                Err(error) => return Err(backend(what, error)),
             }
         }
     }
 
-    /// Runs one statement outside an explicit transaction, retried like
-    /// [`transaction`](Self::transaction); returns the rows it affected.
+    /// Runs one statement outside an explicit transaction (one round
+    /// trip), retried like [`transaction`](Self::transaction); returns the
+    /// rows it affected.
     pub(super) async fn execute(
         &self,
         what: &str,
@@ -68,27 +78,18 @@ impl PostgresQueue {
         binds: &[i64],
         text: Option<&str>,
     ) -> Result<u64, QueueError> {
-        let sql = sql.to_owned();
-        let binds = binds.to_vec();
-        let text = text.map(str::to_owned);
-        let (sql, binds, text) = (&sql, &binds, &text);
-        self.transaction(what, move |mut tx| {
-            Box::pin(async move {
-                let result: Result<_, Failure> = async {
-                    let mut query = sqlx::query(sql);
-                    for bind in binds {
-                        query = query.bind(*bind);
-                    }
-                    if let Some(text) = text {
-                        query = query.bind(text);
-                    }
-                    Ok(query.execute(&mut *tx).await?.rows_affected())
-                }
-                .await;
-                (tx, result)
-            })
+        self.retried(what, || {
+            let mut query = sqlx::query(sql);
+            for bind in binds {
+                query = query.bind(*bind);
+            }
+            if let Some(text) = text {
+                query = query.bind(text);
+            }
+            query.execute(&self.pool)
         })
         .await
+        .map(|done| done.rows_affected())
     }
 
     pub(super) async fn fetch_entries(

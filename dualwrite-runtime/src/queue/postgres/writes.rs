@@ -9,41 +9,43 @@ use crate::queue::sql::{interval_micros, to_i64};
 use crate::queue::{EntryId, Lease, NewEntry, QueueError};
 
 impl PostgresQueue {
+    /// Inserts an entry in one statement, so one round trip: its own
+    /// transaction, which first takes the advisory locks that make ids
+    /// follow the order appends commit (a subquery of volatile calls is
+    /// evaluated before the row it feeds, and never folded into it: the
+    /// plan's innermost node).
     pub(super) async fn insert(
         &self,
         entry: NewEntry,
         prepared: Option<Duration>,
     ) -> Result<EntryId, QueueError> {
-        let entries = self.tables.entries.clone();
-        let turns = self.tables.aux.clone();
-        let prefix = self.tables.prefix.clone();
+        let (entries, turns) = (&self.tables.entries, &self.tables.aux);
+        let line = format!(
+            "{}/{}/{}",
+            self.tables.prefix,
+            entry.namespace,
+            entry.target.as_str()
+        );
         let (state, wait) = match prepared {
             Some(expiry) => ("prepared", interval_micros(expiry)),
             None => ("pending", 0),
         };
-        let entry = &entry;
-        let (entries, turns, prefix) = (&entries, &turns, &prefix);
-        self.transaction("append", move |mut tx| {
-            Box::pin(async move {
-                let result: Result<_, Failure> = async {
-                let line = format!("{prefix}/{}/{}", entry.namespace, entry.target.as_str());
-                let lock = if entry.is_unkeyed() {
-                    "SELECT pg_advisory_xact_lock(hashtext($1), 0)"
-                } else {
-                    "SELECT pg_advisory_xact_lock_shared(hashtext($1), 0), \
-                     pg_advisory_xact_lock(hashtext($1), hashtext($2))"
-                };
-                sqlx::query(lock)
-                    .bind(&line)
-                    .bind(entry.key.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                let id: i64 = sqlx::query_scalar(&format!(
-                    "INSERT INTO {entries} (namespace, target, key, method, version, payload, state, \
-                       orphaned, last_error, ready_at, turn) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10::float8 / 1000000), nextval('{turns}')) \
-                     RETURNING id"
-                ))
+        let lock = if entry.is_unkeyed() {
+            "pg_advisory_xact_lock(hashtext($11), 0)"
+        } else {
+            "pg_advisory_xact_lock_shared(hashtext($11), 0), \
+             pg_advisory_xact_lock(hashtext($11), hashtext($3))"
+        };
+        let sql = format!(
+            "INSERT INTO {entries} (namespace, target, key, method, version, payload, state, \
+               orphaned, last_error, ready_at, turn) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, \
+               now() + make_interval(secs => $10::float8 / 1000000), nextval('{turns}') \
+             FROM (SELECT {lock}) AS locked \
+             RETURNING id"
+        );
+        self.retried("append", || {
+            sqlx::query_scalar::<_, i64>(&sql)
                 .bind(&entry.namespace)
                 .bind(entry.target.as_str())
                 .bind(entry.key.as_str())
@@ -54,15 +56,11 @@ impl PostgresQueue {
                 .bind(entry.uncertain)
                 .bind(&entry.reason)
                 .bind(wait)
-                .fetch_one(&mut *tx)
-                .await?;
-                Ok(EntryId(u64::try_from(id).unwrap_or(0)))
-                }
-                .await;
-                (tx, result)
-            })
+                .bind(&line)
+                .fetch_one(&self.pool)
         })
         .await
+        .map(|id| EntryId(u64::try_from(id).unwrap_or(0)))
     }
 
     /// Deletes the entry selected by `condition` (on `id = $1`, further
