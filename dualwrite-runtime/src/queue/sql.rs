@@ -321,7 +321,14 @@ impl Decoded {
 /// A claim's hint: zero when more heads were ready than claimed, else the
 /// wait until the earliest head not ready yet (`next`, microseconds).
 pub(super) fn next_ready_in(ready: i64, limit: i64, next: Option<i64>) -> Option<Duration> {
-    if ready > limit {
+    hint(ready > limit, next)
+}
+
+/// A claim's hint: zero when `more_ready` (a ready head was left
+/// unclaimed), else the wait until the earliest head not ready yet
+/// (`next`, microseconds).
+pub(super) fn hint(more_ready: bool, next: Option<i64>) -> Option<Duration> {
+    if more_ready {
         Some(Duration::ZERO)
     } else {
         next.map(|micros| Duration::from_micros(u64::try_from(micros).unwrap_or(0)))

@@ -44,8 +44,8 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 
 use super::sql::{
-    decode, entry_columns, head_condition, in_line, interval_micros, next_ready_in, stats_of,
-    to_i64, Decoded, ServerQueueOptions, Tables,
+    decode, entry_columns, head_condition, hint, in_line, interval_micros, stats_of, to_i64,
+    Decoded, ServerQueueOptions, Tables,
 };
 use super::{
     Claim, DeadLetter, EntryId, Lease, NewEntry, PoisonPolicy, QueueError, QueueStats, QueuedEntry,
@@ -237,12 +237,6 @@ impl ReconciliationQueue for PostgresQueue {
         }
         let entries = &self.tables.entries;
         let head = head_condition(entries, self.poison);
-        let counts = format!(
-            "SELECT count(*) FILTER (WHERE e.ready_at <= now()), \
-               (extract(epoch from (min(e.ready_at) FILTER (WHERE e.ready_at > now()) - now())) \
-                 * 1000000)::bigint \
-             FROM {entries} e WHERE e.namespace = $1 AND {head}"
-        );
         let claim = format!(
             "WITH picked AS (SELECT e.id FROM {entries} e WHERE e.namespace = $1 \
                AND e.ready_at <= now() AND {head} ORDER BY e.turn, e.id LIMIT $2 \
@@ -253,24 +247,55 @@ impl ReconciliationQueue for PostgresQueue {
             after("$3"),
             entry_columns(&micros("enqueued_at"), &micros("died_at"), str::to_owned)
         );
+        // The hint, after the claim, so that the common case costs one
+        // probe: a full claim asks whether another head is ready (the first
+        // one found in turn order answers); only a claim that came up short
+        // looks for the earliest head not ready yet, past the entries it
+        // just leased. (Counting every head first, as this did before, cost
+        // a scan of the namespace per claim: 9 ms for 6,000 entries with
+        // statistics, 860 ms on a table not analysed yet, against 0.4 ms
+        // for the claim.)
+        let more = format!(
+            "SELECT EXISTS (SELECT 1 FROM {entries} e WHERE e.namespace = $1 \
+               AND e.ready_at <= now() AND {head})"
+        );
+        let next = format!(
+            "SELECT (extract(epoch from (min(e.ready_at) - now())) * 1000000)::bigint \
+             FROM {entries} e WHERE e.namespace = $1 AND e.ready_at > now() \
+               AND NOT (e.id = ANY($2)) AND {head}"
+        );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let wait = interval_micros(lease);
-        let (counts, claim_sql) = (&counts, &claim);
-        let (ready, next, rows) = self
+        let (claim_sql, more, next) = (&claim, &more, &next);
+        let (more_ready, next, rows) = self
             .transaction("claim", move |mut tx| {
                 Box::pin(async move {
                     let result: Result<_, Failure> = async {
-                        let (ready, next): (i64, Option<i64>) = sqlx::query_as(counts)
-                            .bind(namespace)
-                            .fetch_one(&mut *tx)
-                            .await?;
                         let rows = sqlx::query(claim_sql)
                             .bind(namespace)
                             .bind(limit)
                             .bind(wait)
                             .fetch_all(&mut *tx)
                             .await?;
-                        Ok((ready, next, rows))
+                        if i64::try_from(rows.len()).unwrap_or(i64::MAX) >= limit {
+                            let more: bool = sqlx::query_scalar(more)
+                                .bind(namespace)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            if more {
+                                return Ok((true, None, rows));
+                            }
+                        }
+                        let leased = rows
+                            .iter()
+                            .map(|row| sqlx::Row::try_get::<i64, _>(row, "id"))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let next: Option<i64> = sqlx::query_scalar(next)
+                            .bind(namespace)
+                            .bind(&leased)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        Ok((false, next, rows))
                     }
                     .await;
                     (tx, result)
@@ -284,7 +309,7 @@ impl ReconciliationQueue for PostgresQueue {
         entries.sort_by_key(|entry| entry.lease.id);
         Ok(Claim {
             entries,
-            next_ready_in: next_ready_in(ready, limit, next),
+            next_ready_in: hint(more_ready, next),
         })
     }
 

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use super::statements::Failure;
 use super::PostgresQueue;
 use crate::queue::sql::{interval_micros, to_i64};
 use crate::queue::{EntryId, Lease, NewEntry, QueueError};
@@ -85,21 +84,14 @@ impl PostgresQueue {
                WHERE id = (SELECT id FROM next) AND state <> 'prepared' RETURNING 1) \
              SELECT count(*) FROM gone"
         );
-        let binds = binds.to_vec();
-        let (sql, binds) = (&sql, &binds);
+        // One statement: its own transaction, one round trip.
         let removed = self
-            .transaction(what, move |mut tx| {
-                Box::pin(async move {
-                    let result: Result<_, Failure> = async {
-                        let mut query = sqlx::query_scalar::<_, i64>(sql);
-                        for bind in binds {
-                            query = query.bind(*bind);
-                        }
-                        Ok(query.fetch_one(&mut *tx).await?)
-                    }
-                    .await;
-                    (tx, result)
-                })
+            .retried(what, || {
+                let mut query = sqlx::query_scalar::<_, i64>(&sql);
+                for bind in binds {
+                    query = query.bind(*bind);
+                }
+                query.fetch_one(&self.pool)
             })
             .await?;
         Ok(removed > 0)
