@@ -1,18 +1,21 @@
 //! Acknowledged appends and drains of the broker queues beside the SQLite
-//! queue, in one run (a benchmark: it prints figures and asserts only that
+//! and PostgreSQL queues, in one run (a benchmark: it prints figures and asserts only that
 //! everything appended was drained).
 //!
 //! ```sh
-//! cargo bench --features rabbitmq,nats --bench broker_queues        # or: ... -- 20000
+//! cargo bench --features services --bench broker_queues        # or: ... -- 20000
 //! ```
 //!
 //! For each backend: `ops` entries appended by 64 concurrent writers, each
 //! append acknowledged (SQLite: committed and fsync'd by group commit;
+//! PostgreSQL: its transaction committed, on a pool of 16 connections;
 //! RabbitMQ: confirmed by the broker, the quorum queue's majority; NATS:
 //! the JetStream publish acknowledgement, stored in the file stream), then
 //! one drainer that claims up to 64 entries at a time and completes them
 //! with the next claim (`complete_and_claim`, what the worker does), with
-//! no store behind it: the queue's own drain rate. RabbitMQ at
+//! no store behind it: the queue's own drain rate. PostgreSQL at
+//! `DUALWRITE_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`,
+//! tables of a prefix of this run's, dropped after), RabbitMQ at
 //! `DUALWRITE_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`),
 //! NATS at `DUALWRITE_NATS_URL` (default `nats://127.0.0.1:4222`), each 16
 //! partitions, prefetch 32.
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dualwrite_runtime::queue::{
-    NatsOptions, NatsQueue, NewEntry, RabbitMqOptions, RabbitMqQueue, SqliteQueue,
+    NatsOptions, NatsQueue, NewEntry, PostgresQueue, RabbitMqOptions, RabbitMqQueue, SqliteQueue,
 };
 use dualwrite_runtime::{Key, ReconciliationQueue, Side};
 
@@ -128,8 +131,26 @@ fn main() {
         let sqlite: Arc<dyn ReconciliationQueue> =
             Arc::new(SqliteQueue::open(dir.join("queue.db")).await.unwrap());
         let (append_rate, drain_rate) = run(sqlite, ops).await;
-        println!("SQLite    ({ops} entries): {append_rate:>9.0} acknowledged appends/s at {WRITERS} writers, drain {drain_rate:>9.0} entries/s");
+        println!("SQLite     ({ops} entries): {append_rate:>9.0} acknowledged appends/s at {WRITERS} writers, drain {drain_rate:>9.0} entries/s");
         let _ = std::fs::remove_dir_all(&dir);
+
+        let url = std::env::var("DUALWRITE_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .connect(&url)
+            .await
+            .unwrap_or_else(|error| panic!("PostgreSQL at {url} (set DUALWRITE_PG_URL): {error}"));
+        let prefix = format!("dwbench_{}_", std::process::id());
+        let postgres = PostgresQueue::options(pool.clone())
+            .table_prefix(&prefix)
+            .create_schema(true)
+            .open()
+            .await
+            .unwrap();
+        let (append_rate, drain_rate) = run(Arc::new(postgres), ops).await;
+        println!("PostgreSQL ({ops} entries): {append_rate:>9.0} acknowledged appends/s at {WRITERS} writers, drain {drain_rate:>9.0} entries/s");
+        PostgresQueue::uninstall_schema(&pool, &prefix).await.unwrap();
 
         let url = std::env::var("DUALWRITE_AMQP_URL")
             .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
@@ -138,7 +159,7 @@ fn main() {
             .await
             .unwrap();
         let (append_rate, drain_rate) = run(Arc::new(rabbit.clone()), ops).await;
-        println!("RabbitMQ  ({ops} entries): {append_rate:>9.0} acknowledged appends/s at {WRITERS} writers, drain {drain_rate:>9.0} entries/s");
+        println!("RabbitMQ   ({ops} entries): {append_rate:>9.0} acknowledged appends/s at {WRITERS} writers, drain {drain_rate:>9.0} entries/s");
         rabbit.destroy().await.unwrap();
 
         let url = std::env::var("DUALWRITE_NATS_URL")
@@ -148,7 +169,7 @@ fn main() {
             .await
             .unwrap();
         let (append_rate, drain_rate) = run(Arc::new(nats.clone()), ops).await;
-        println!("NATS      ({ops} entries): {append_rate:>9.0} acknowledged appends/s at {WRITERS} writers, drain {drain_rate:>9.0} entries/s");
+        println!("NATS       ({ops} entries): {append_rate:>9.0} acknowledged appends/s at {WRITERS} writers, drain {drain_rate:>9.0} entries/s");
         nats.destroy().await.unwrap();
     });
 }

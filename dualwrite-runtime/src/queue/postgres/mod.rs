@@ -334,8 +334,11 @@ impl ReconciliationQueue for PostgresQueue {
         }
     }
 
-    /// The completions in the order given (so that of a lease given twice,
-    /// the first completion is the one that succeeds), then the claim.
+    /// The completions at once (on the pool's connections: distinct leases
+    /// are distinct rows, and a key has one entry leased at a time, so no
+    /// completion depends on another), then the claim. Of a lease given
+    /// twice, the first completion is the one that runs; the repeats are
+    /// refused as late, as they would be one after another.
     async fn complete_and_claim(
         &self,
         completed: &[Lease],
@@ -343,10 +346,32 @@ impl ReconciliationQueue for PostgresQueue {
         limit: usize,
         lease: Duration,
     ) -> Turnover {
-        let mut results = Vec::with_capacity(completed.len());
-        for done in completed {
-            results.push(self.complete(*done).await);
-        }
+        let mut seen = std::collections::HashSet::with_capacity(completed.len());
+        let firsts: Vec<bool> = completed
+            .iter()
+            .map(|done| seen.insert((done.id, done.token)))
+            .collect();
+        let mut results: Vec<Result<(), QueueError>> = futures::future::join_all(
+            completed
+                .iter()
+                .zip(&firsts)
+                .filter(|(_, first)| **first)
+                .map(|(done, _)| self.complete(*done)),
+        )
+        .await;
+        // Back in the order given, repeats in their places.
+        let mut ran = results.drain(..);
+        let results = completed
+            .iter()
+            .zip(&firsts)
+            .map(|(done, first)| {
+                if *first {
+                    ran.next().expect("one result per first completion")
+                } else {
+                    Err(QueueError::LeaseLost(done.id))
+                }
+            })
+            .collect();
         Turnover {
             completed: results,
             claim: self.claim(namespace, limit, lease).await,
