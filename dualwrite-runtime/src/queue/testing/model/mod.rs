@@ -227,8 +227,11 @@ pub trait ModelBackend {
 
     /// Opens a new, empty queue, with the default poison policy
     /// ([`PoisonPolicy::Block`]). Called once for every generated case
-    /// (including every case run while shrinking a failure), and once for
-    /// every conformance case of that policy.
+    /// (including every case run while shrinking a failure), once before
+    /// them to read the queue's
+    /// [`capabilities`](ReconciliationQueue::capabilities) (that queue is
+    /// [finished](Self::finish) at once), and once for every conformance
+    /// case of that policy.
     fn open(&mut self) -> impl Future<Output = Result<Self::Queue, QueueError>>;
 
     /// Whether the queue survives a restart, so that the suite generates
