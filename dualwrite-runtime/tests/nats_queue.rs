@@ -1,9 +1,9 @@
 //! The NATS JetStream reconciliation queue against the server at
 //! `DUALWRITE_NATS_ADDRESS` (default `127.0.0.1:4222`, JetStream on): the
 //! shared broker suite (`broker_queue/mod.rs`: conformance cases of its
-//! capabilities, journaled delivery refused, unkeyed writes, SIGKILL
-//! between acknowledgement and delivery, the connection cut mid-publish and
-//! mid-consume), then what is NATS's own: the topology it declares, one
+//! capabilities, the model-based suite on what they cover, journaled
+//! delivery refused, unkeyed writes, SIGKILL between acknowledgement and
+//! delivery, the connection cut mid-publish and mid-consume), then what is NATS's own: the topology it declares, one
 //! process consuming a partition at a time with take-over once it is gone,
 //! stats across processes, and the options it refuses.
 //!

@@ -2,7 +2,7 @@
 //! acknowledged, and the claims (leases) on them, which live only in that
 //! process: per-key FIFO among them, retry delays, stats.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -19,7 +19,16 @@ pub(in crate::queue) struct Held<A> {
     /// Arrival order, for FIFO among a key's held messages.
     next_seq: u64,
     next_token: u64,
+    /// Entries settled as orphans before they were delivered here (an
+    /// uncertain write the worker settles out of the queue's order, a dead
+    /// letter): their delivery arrives settled. The latest
+    /// [`SETTLED_KEPT`] of them, since one consumed elsewhere never
+    /// arrives.
+    settled: VecDeque<u64>,
 }
+
+/// How many orphans settled before their delivery [`Held`] remembers.
+const SETTLED_KEPT: usize = 4096;
 
 impl<A> Default for Held<A> {
     fn default() -> Self {
@@ -27,6 +36,7 @@ impl<A> Default for Held<A> {
             entries: BTreeMap::new(),
             next_seq: 0,
             next_token: 1,
+            settled: VecDeque::new(),
         }
     }
 }
@@ -51,10 +61,14 @@ impl<A> Held<A> {
         &mut self,
         generation: u64,
         queue: &str,
-        meta: Envelope,
+        mut meta: Envelope,
         payload: Vec<u8>,
         acker: A,
     ) {
+        if let Some(at) = self.settled.iter().position(|id| *id == meta.id) {
+            self.settled.remove(at);
+            meta.uncertain = false;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let last_error = meta.reason.clone();
@@ -126,14 +140,25 @@ impl<A> Held<A> {
         self.with_lease(lease, |entry| entry.lease = None)
     }
 
+    /// Settles a held entry as an orphan, or remembers the settlement for
+    /// its delivery (in this process only, like the leases).
     pub(in crate::queue) fn settle_orphan(&mut self, id: EntryId) {
-        if let Some(entry) = self.entries.get_mut(&id.0) {
-            entry.meta.uncertain = false;
+        match self.entries.get_mut(&id.0) {
+            Some(entry) => entry.meta.uncertain = false,
+            None if !self.settled.contains(&id.0) => {
+                if self.settled.len() == SETTLED_KEPT {
+                    self.settled.pop_front();
+                }
+                self.settled.push_back(id.0);
+            }
+            None => {}
         }
     }
 
-    /// Whether a later message of the leased entry's key is held; and the
-    /// entry's partition, where the broker may have more.
+    /// Whether a later message that must follow the leased entry is held
+    /// (of its key, an unkeyed one, or for an unkeyed entry of any key, on
+    /// its partition); and the entry's partition, where the broker may have
+    /// more.
     pub(in crate::queue) fn later_held(&self, lease: Lease) -> Result<(bool, String), QueueError> {
         let entry = self
             .entries
@@ -141,17 +166,25 @@ impl<A> Held<A> {
             .filter(|entry| entry.is_leased_by(lease))
             .ok_or(QueueError::LeaseLost(lease.id))?;
         let later = self.entries.values().any(|other| {
-            other.queue == entry.queue && other.meta.key == entry.meta.key && other.seq > entry.seq
+            other.queue == entry.queue
+                && other.seq > entry.seq
+                && (other.meta.key == entry.meta.key
+                    || other.meta.key == Key::UNKEYED
+                    || entry.meta.key == Key::UNKEYED)
         });
         Ok((later, entry.queue.clone()))
     }
 
-    /// Whether a message of the key is held.
+    /// Whether a held message makes `has_work` of the key true: one of the
+    /// key, an unkeyed one, or for the unkeyed key any one (of the
+    /// namespace and target).
     pub(in crate::queue) fn has_key(&self, namespace: &str, target: Side, key: &Key) -> bool {
         self.entries.values().any(|entry| {
             entry.meta.namespace == namespace
                 && entry.meta.target == target
-                && entry.meta.key == key.as_str()
+                && (entry.meta.key == key.as_str()
+                    || entry.meta.key == Key::UNKEYED
+                    || key.is_unkeyed())
         })
     }
 
@@ -206,11 +239,29 @@ impl<A> Held<A> {
             .collect();
         by_seq.sort_by_key(|(_, entry)| entry.seq);
         let mut seen = HashSet::new();
+        // Unkeyed ordering (only over one partition, so arrival order is the
+        // line's): an unkeyed message waits for every earlier message of a
+        // key, a message of a key for every earlier unkeyed one (of its
+        // target). The targets with such an earlier message:
+        let mut unkeyed_before = HashSet::new();
+        let mut keyed_before = HashSet::new();
         let mut claim = Claim::default();
         let mut next: Option<Duration> = None;
         let mut more_ready = false;
         for (id, entry) in by_seq {
-            if !seen.insert((entry.meta.target, entry.meta.key.clone())) {
+            let target = entry.meta.target;
+            let unkeyed = entry.meta.key == Key::UNKEYED;
+            let barred = if unkeyed {
+                keyed_before.contains(&target)
+            } else {
+                unkeyed_before.contains(&target)
+            };
+            if unkeyed {
+                unkeyed_before.insert(target);
+            } else {
+                keyed_before.insert(target);
+            }
+            if !seen.insert((target, entry.meta.key.clone())) || barred {
                 continue;
             }
             let free_at = match entry.lease {
@@ -261,5 +312,96 @@ impl<A> Held<A> {
 impl<A> HeldEntry<A> {
     fn is_leased_by(&self, lease: Lease) -> bool {
         self.lease.is_some_and(|(token, _)| token == lease.token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::NewEntry;
+
+    fn envelope(id: u64, uncertain: bool) -> (Envelope, Vec<u8>) {
+        keyed(id, "k", uncertain)
+    }
+
+    fn keyed(id: u64, key: &str, uncertain: bool) -> (Envelope, Vec<u8>) {
+        Envelope::new(
+            id,
+            NewEntry {
+                namespace: "ns".to_owned(),
+                target: Side::New,
+                key: Key::from(key),
+                method: "put".to_owned(),
+                version: 1,
+                payload: b"x".to_vec(),
+                reason: String::new(),
+                uncertain,
+            },
+        )
+    }
+
+    /// An uncertain entry settled as an orphan before its delivery (the
+    /// worker settles uncertain writes out of the queue's order) is not
+    /// claimed as an orphan; one settled while held neither; one never
+    /// settled is.
+    #[test]
+    fn an_orphan_settled_before_its_delivery_arrives_settled() {
+        let mut held = Held::<()>::default();
+        held.settle_orphan(EntryId(7));
+        for id in [7, 8, 9] {
+            let (meta, payload) = envelope(id, true);
+            held.hold(0, "p0", meta, payload, ());
+        }
+        held.settle_orphan(EntryId(8));
+        let mut orphaned = Vec::new();
+        for _ in 0..3 {
+            let claim = held.claim("ns", 1, Duration::from_secs(60));
+            let claimed = &claim.entries[0];
+            orphaned.push((claimed.lease.id.0, claimed.orphaned));
+            held.take(claimed.lease).unwrap();
+        }
+        assert_eq!(orphaned, [(7, false), (8, false), (9, true)]);
+        assert!(held.settled.is_empty());
+    }
+
+    fn claimed_ids(held: &mut Held<()>) -> Vec<u64> {
+        let claim = held.claim("ns", 10, Duration::from_secs(60));
+        claim.entries.iter().map(|entry| entry.lease.id.0).collect()
+    }
+
+    /// Over one partition (the only way unkeyed writes are accepted), an
+    /// unkeyed message waits for the earlier messages of every key, and
+    /// the later messages of every key wait for it; `has_work` and
+    /// `has_later_entries` see them across keys.
+    #[test]
+    fn unkeyed_messages_keep_their_order_against_every_key() {
+        let mut held = Held::<()>::default();
+        for (id, key) in [(1, "k1"), (2, Key::UNKEYED), (3, "k2")] {
+            let (meta, payload) = keyed(id, key, false);
+            held.hold(0, "p0", meta, payload, ());
+        }
+        assert!(
+            held.has_key("ns", Side::New, &Key::from("k3")),
+            "an unkeyed one is held"
+        );
+        assert!(
+            held.has_key("ns", Side::New, &Key::unkeyed()),
+            "some are held"
+        );
+        assert!(!held.has_key("ns", Side::Old, &Key::unkeyed()));
+        let claim = held.claim("ns", 10, Duration::from_secs(60));
+        assert_eq!(claim.entries.len(), 1, "only k1's, before the unkeyed one");
+        let first = claim.entries[0].lease;
+        assert_eq!(first.id.0, 1);
+        assert!(held.later_held(first).unwrap().0, "the unkeyed one follows");
+        held.take(first).unwrap();
+        let claim = held.claim("ns", 10, Duration::from_secs(60));
+        assert_eq!(claim.entries.len(), 1, "the unkeyed one, before k2's");
+        let unkeyed = claim.entries[0].lease;
+        assert_eq!(unkeyed.id.0, 2);
+        assert!(held.later_held(unkeyed).unwrap().0, "k2's follows");
+        held.take(unkeyed).unwrap();
+        assert_eq!(claimed_ids(&mut held), [3]);
+        assert!(!held.has_key("ns", Side::New, &Key::from("k1")));
     }
 }

@@ -12,7 +12,8 @@
 //!   queue;
 //! - [`Held`]: the messages a process has been delivered and not yet
 //!   acknowledged, and the claims (leases) on them, which live only in that
-//!   process: per-key FIFO among them, retry delays, stats;
+//!   process: per-key FIFO among them, retry delays, stats, and orphans
+//!   settled before their delivery;
 //! - the checks of options and namespaces, and [`capabilities`], so both
 //!   brokers refuse what they cannot do with errors worded alike;
 //! - [`broker_queue_impl!`](broker_queue_impl), the trait calls both

@@ -271,7 +271,9 @@ broker_queue_impl!(NatsQueue, BACKEND, {
         if later_held {
             return Ok(true);
         }
-        self.stored_beyond_held(&subject).await
+        // A later message held while the server counted is in both counts:
+        // look at the held ones again.
+        Ok(self.stored_beyond_held(&subject).await? || self.held().later_held(lease)?.0)
     }
 
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
@@ -282,7 +284,9 @@ broker_queue_impl!(NatsQueue, BACKEND, {
         }
         self.learn(namespace)?;
         let subject = self.partition_subject(namespace, target, self.partition(key));
-        self.stored_beyond_held(&subject).await
+        // A message of the key held while the server counted is in both
+        // counts (so not beyond the held ones): look at the held ones again.
+        Ok(self.stored_beyond_held(&subject).await? || self.held().has_key(namespace, target, key))
     }
 
     async fn claim(

@@ -168,7 +168,9 @@ broker_queue_impl!(RabbitMqQueue, BACKEND, {
             return Ok(true);
         }
         let link = self.link().await?;
-        Ok(self.ready_in(&link, &queue).await? > 0)
+        // A later message delivered while the broker counted is no longer
+        // ready: look at the held ones again.
+        Ok(self.ready_in(&link, &queue).await? > 0 || self.held().later_held(lease)?.0)
     }
 
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
@@ -179,7 +181,9 @@ broker_queue_impl!(RabbitMqQueue, BACKEND, {
         }
         let link = self.link().await?;
         self.declare(&link, namespace).await?;
-        Ok(self.ready_in(&link, &queue).await? > 0)
+        // A message of the key delivered while the broker counted is no
+        // longer ready: look at the held ones again.
+        Ok(self.ready_in(&link, &queue).await? > 0 || self.held().has_key(namespace, target, key))
     }
 
     async fn claim(

@@ -140,8 +140,12 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
             }
             self.check_claimed_fields(serial, entry)?;
         }
+        // Without key-independent delays, a retry delay or an entry in
+        // flight may hold back other keys: fewer may be claimed (and
+        // nothing said of when more will be ready).
+        let all_ready = self.model.profile.key_independent_delays;
         let wanted = ready.len().min(limit);
-        if claim.entries.len() < wanted {
+        if all_ready && claim.entries.len() < wanted {
             let missed: Vec<String> = ready
                 .iter()
                 .filter(|serial| !claimed.contains(*serial))
@@ -154,7 +158,19 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
                 missed.join(", ")
             ));
         }
-        if claim.entries.is_empty() && claim.next_ready_in.is_none() {
+        // Still, with nothing of a ready head's target in flight or waiting
+        // out a delay, nothing holds it back: something is claimed.
+        if !all_ready && claim.entries.is_empty() && limit > 0 {
+            let free = ready.iter().find(|serial| !self.held_back(**serial));
+            if let Some(serial) = free {
+                return Err(format!(
+                    "nothing claimed, but {} is ready and nothing of its namespace and target is \
+                     in flight or waiting out a delay to hold it back",
+                    self.model.entries[*serial].id_text()
+                ));
+            }
+        }
+        if all_ready && claim.entries.is_empty() && claim.next_ready_in.is_none() {
             let waiting = heads.iter().find(|(serial, _)| {
                 let entry = &self.model.entries[*serial];
                 !matches!(entry.state, State::Dead { .. }) && self.model.barrier(*serial).is_none()
@@ -167,6 +183,22 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
             }
         }
         Ok(())
+    }
+
+    /// Whether an entry of the namespace and target of `serial` is in
+    /// flight or waiting out a delay, which may hold `serial` back without
+    /// key-independent delays.
+    fn held_back(&self, serial: usize) -> bool {
+        let me = &self.model.entries[serial];
+        self.model.live().any(|(_, other)| {
+            other.namespace == me.namespace
+                && other.target == me.target
+                && match other.state {
+                    State::Leased { .. } => true,
+                    State::Pending(deadline) => self.model.passed(deadline) != Tri::Yes,
+                    State::Prepared(_) | State::Dead { .. } => false,
+                }
+        })
     }
 
     pub(super) fn check_claimed_fields(

@@ -17,6 +17,14 @@
 //! [`ModelFailure`] shows the smallest failing sequence, step by step, with
 //! what the backend answered.
 //!
+//! What is generated and checked follows the queue's
+//! [`capabilities`](ReconciliationQueue::capabilities), read from a queue
+//! opened (and [finished](ModelBackend::finish)) for that before the first
+//! case, and two promises the backend states itself,
+//! [`ModelBackend::id_order`] and [`ModelBackend::stats_precision`]: see
+//! [Capabilities](#capabilities). A backend with every capability (and the
+//! defaults of both) is held to everything below.
+//!
 //! # What is checked
 //!
 //! - per `(namespace, target, key)` FIFO order: a claim returns only heads
@@ -56,12 +64,55 @@
 //!   them is refused and removes nothing, one given twice succeeds once,
 //!   the claim hands out the entries the completions made heads (and, with
 //!   a limit of 0, nothing);
-//! - ids strictly increase in append order (also across restarts), and
+//! - ids strictly increase in append order (also across restarts; see
+//!   [`IdOrder`]), and
 //!   every field (namespace, target, key, method, version, payload, reason
 //!   as the first `last_error`, `enqueued_at`) round-trips exactly.
 //!
-//! Only the default poison policy, [`PoisonPolicy::Block`], is modelled:
-//! open the queues with it.
+//! Only the queue's own poison policy is modelled: open the queues with
+//! the default, [`PoisonPolicy::Block`] (a backend without
+//! `blocking_dead_letters` behaves as [`PoisonPolicy::Skip`], below).
+//!
+//! # Capabilities
+//!
+//! Without a capability the suite generates only what the queue serves and
+//! relaxes only the checks the missing capability concerns; every other
+//! check stays as strict:
+//!
+//! - without `write_ahead`: no prepare, commit, `commit_uncertain` or
+//!   abort steps (nor prepares and commits in bursts); uncertain appends
+//!   and `settle_orphan` stay;
+//! - without `unkeyed_order`: no entries of [`Key::unkeyed`], and no
+//!   `has_work` of it (the backend refuses unkeyed appends);
+//! - without `blocking_dead_letters`: a dead letter does not block its key
+//!   ([`PoisonPolicy::Skip`]): the key's later entries are claimed past it,
+//!   it counts in no `blocked_keys`, and neither `has_work` nor
+//!   `has_later_entries` sees it; `retry_dead` puts it back at the *end* of
+//!   its key's line, behind every entry appended before the retry (as the
+//!   broker queues do: they publish it again), with no attempts and its
+//!   dead letter's error as `last_error`;
+//! - without `exact_key_work`: `has_work` and `has_later_entries` may answer
+//!   `true` where the model says `false` (they answer for a superset of the
+//!   key, its partition), never `false` where it says `true`;
+//! - without `key_independent_delays`: a claim may hand out fewer entries
+//!   than are ready (a retry delay or an entry in flight may hold back
+//!   other keys), and an empty claim need not say when more will be ready;
+//!   but it hands out at least one when a ready entry's namespace and
+//!   target have nothing in flight or waiting out a delay, and it never
+//!   hands out an entry the model says is not claimable, so per-key FIFO,
+//!   one entry in flight per key and leases stay checked;
+//! - [`IdOrder::PerHandle`] (instead of [`IdOrder::Appended`]): a new id
+//!   must be unique and greater than the last one appended through the
+//!   queue as opened now (after a restart, anything unused); the model
+//!   keeps append order itself, not by id; dead letters are listed oldest
+//!   dead first (by `died_at`, ties by id);
+//! - [`StatsPrecision::Held`] (instead of [`StatsPrecision::Exact`]): of
+//!   `pending` and `in_flight` only their sum is exact, `in_flight` lying
+//!   between the claims whose lease surely has not expired and every
+//!   claim; `oldest_pending` may be missing (never there without pending
+//!   or in-flight entries).
+//!
+//! `key_entries` is not part of the suite.
 //!
 //! # Time
 //!
@@ -83,7 +134,11 @@
 //! [`ModelBackend::reopen`]: everything must survive, prepared entries stay
 //! prepared, and leased entries stay leased until their lease expires. A
 //! claim made before the restart may still be honoured or may be refused
-//! with [`QueueError::LeaseLost`]; either is accepted.
+//! with [`QueueError::LeaseLost`]; either is accepted. (The broker queues
+//! run without restarts: their leases, attempt counts and last errors live
+//! in the process, so after a reopen every held entry is delivered again at
+//! once, with the attempts of the broker's delivery count, which the model
+//! does not follow.)
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
@@ -108,6 +163,8 @@ use crate::vocabulary::Side;
 
 mod checks;
 mod claims;
+mod config;
+mod profile;
 mod reference;
 mod run;
 mod settles;
@@ -115,6 +172,9 @@ mod steps;
 mod turnover;
 mod writes;
 
+pub use config::{ModelConfig, ModelFailure};
+use profile::Profile;
+pub use profile::{IdOrder, StatsPrecision};
 use reference::*;
 use run::*;
 use steps::*;
@@ -167,8 +227,11 @@ pub trait ModelBackend {
 
     /// Opens a new, empty queue, with the default poison policy
     /// ([`PoisonPolicy::Block`]). Called once for every generated case
-    /// (including every case run while shrinking a failure), and once for
-    /// every conformance case of that policy.
+    /// (including every case run while shrinking a failure), once before
+    /// them to read the queue's
+    /// [`capabilities`](ReconciliationQueue::capabilities) (that queue is
+    /// [finished](Self::finish) at once), and once for every conformance
+    /// case of that policy.
     fn open(&mut self) -> impl Future<Output = Result<Self::Queue, QueueError>>;
 
     /// Whether the queue survives a restart, so that the suite generates
@@ -187,6 +250,19 @@ pub trait ModelBackend {
         queue: Self::Queue,
     ) -> impl Future<Output = Result<Self::Queue, QueueError>> {
         std::future::ready(Ok(queue))
+    }
+
+    /// What the backend promises of its entry ids, beyond their being
+    /// unique: [`IdOrder::Appended`] (the default: they strictly increase
+    /// in append order, also across restarts) or [`IdOrder::PerHandle`].
+    fn id_order(&self) -> IdOrder {
+        IdOrder::Appended
+    }
+
+    /// How exactly the backend's `stats` count: [`StatsPrecision::Exact`]
+    /// (the default) or [`StatsPrecision::Held`].
+    fn stats_precision(&self) -> StatsPrecision {
+        StatsPrecision::Exact
     }
 
     /// Opens a new, empty queue with the given poison policy, or `Ok(None)`
@@ -234,163 +310,6 @@ where
     }
 }
 
-/// Settings of a run of the suite: how many cases, how long, how time
-/// passes. [`ModelConfig::new`] has defaults fit for CI.
-#[derive(Debug, Clone)]
-pub struct ModelConfig {
-    cases: u32,
-    max_steps: usize,
-    short: Duration,
-    time_step: Duration,
-    check_every_step: bool,
-    max_shrink_iters: u32,
-    max_shrink_time: Duration,
-    seed: Option<u64>,
-    env_error: Option<String>,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ModelConfig {
-    /// The environment variable [`with_env`](Self::with_env) reads the
-    /// number of cases from.
-    pub const CASES_VAR: &'static str = "DUALWRITE_MODEL_CASES";
-    /// The environment variable [`with_env`](Self::with_env) reads the
-    /// random seed from (printed by every [`ModelFailure`]).
-    pub const SEED_VAR: &'static str = "DUALWRITE_MODEL_SEED";
-
-    /// 64 cases of up to 40 steps, short deadlines of 25 ms, time steps of
-    /// 40 ms, every step followed by a check of `stats`, `dead_letters` and
-    /// `has_work`, and a random seed.
-    pub fn new() -> Self {
-        ModelConfig {
-            cases: 64,
-            max_steps: 40,
-            short: Duration::from_millis(25),
-            time_step: Duration::from_millis(40),
-            check_every_step: true,
-            max_shrink_iters: 2048,
-            max_shrink_time: Duration::from_secs(30),
-            seed: None,
-            env_error: None,
-        }
-    }
-
-    /// How many random cases to run (at least 1).
-    pub fn cases(mut self, cases: u32) -> Self {
-        self.cases = cases.max(1);
-        self
-    }
-
-    /// The most steps in a case (at least 1).
-    pub fn max_steps(mut self, steps: usize) -> Self {
-        self.max_steps = steps.max(1);
-        self
-    }
-
-    /// The short deadline: the prepare expiry, lease or retry delay that
-    /// has passed after one [time step](Self::time_step). Keep it small;
-    /// it must be well above the backend's clock resolution.
-    pub fn short_deadline(mut self, short: Duration) -> Self {
-        self.short = short;
-        self
-    }
-
-    /// How long a "time passes" step sleeps. At least the
-    /// [short deadline](Self::short_deadline) plus 5 ms is used.
-    pub fn time_step(mut self, step: Duration) -> Self {
-        self.time_step = step;
-        self
-    }
-
-    /// Whether every step is followed by comparing `stats`, `dead_letters`
-    /// and `has_work` of every key with the model (default `true`).
-    pub fn check_every_step(mut self, check: bool) -> Self {
-        self.check_every_step = check;
-        self
-    }
-
-    /// The most cases tried while shrinking a failure (default 2048).
-    pub fn max_shrink_iters(mut self, iters: u32) -> Self {
-        self.max_shrink_iters = iters;
-        self
-    }
-
-    /// The longest time spent shrinking a failure (default 30 s).
-    pub fn max_shrink_time(mut self, time: Duration) -> Self {
-        self.max_shrink_time = time;
-        self
-    }
-
-    /// The random seed, to replay a run (by default a new one each run).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// Applies the environment: [`CASES_VAR`](Self::CASES_VAR)
-    /// (`DUALWRITE_MODEL_CASES`) sets the number of cases and
-    /// [`SEED_VAR`](Self::SEED_VAR) (`DUALWRITE_MODEL_SEED`) the seed. A
-    /// value that is not a number makes the run fail with a message.
-    pub fn with_env(mut self) -> Self {
-        if let Ok(text) = std::env::var(Self::CASES_VAR) {
-            match text.trim().parse::<u32>() {
-                Ok(cases) => self = self.cases(cases),
-                Err(_) => {
-                    self.env_error = Some(format!(
-                        "{}={text:?} is not a number of cases",
-                        Self::CASES_VAR
-                    ))
-                }
-            }
-        }
-        if let Ok(text) = std::env::var(Self::SEED_VAR) {
-            match text.trim().parse::<u64>() {
-                Ok(seed) => self = self.seed(seed),
-                Err(_) => {
-                    self.env_error = Some(format!("{}={text:?} is not a seed", Self::SEED_VAR))
-                }
-            }
-        }
-        self
-    }
-}
-
-/// Why [`check_backend`] failed: the backend disagreed with the model (or
-/// failed, or panicked) on a generated sequence of steps, or the suite
-/// could not run.
-#[derive(Debug, Clone)]
-pub struct ModelFailure {
-    message: String,
-    seed: Option<u64>,
-}
-
-impl ModelFailure {
-    /// The report: the first mismatch of the smallest failing sequence
-    /// found, and that sequence step by step with the backend's answers.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The seed of the run, for [`ModelConfig::seed`] (or
-    /// `DUALWRITE_MODEL_SEED`); `None` if the suite did not start.
-    pub fn seed(&self) -> Option<u64> {
-        self.seed
-    }
-}
-
-impl fmt::Display for ModelFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ModelFailure {}
-
 /// Runs the model-based suite against `backend`: [`ModelConfig`]'s number
 /// of random cases, each on a fresh queue from [`ModelBackend::open`].
 ///
@@ -415,7 +334,7 @@ impl std::error::Error for ModelFailure {}
 /// A [`ModelFailure`] describing the smallest failing sequence found.
 pub fn check_backend<B: ModelBackend>(
     config: &ModelConfig,
-    backend: B,
+    mut backend: B,
 ) -> Result<(), ModelFailure> {
     if let Some(error) = &config.env_error {
         return Err(ModelFailure {
@@ -440,14 +359,30 @@ pub fn check_backend<B: ModelBackend>(
             seed: None,
         })?;
     let seed = config.seed.unwrap_or_else(random_seed);
+    let durable = backend.durable();
+    let ids = backend.id_order();
+    let stats = backend.stats_precision();
+    // What to generate and check follows the queue's capabilities: read
+    // them from a queue opened (and disposed of) for that alone.
+    let capabilities = runtime.block_on(async {
+        let probe = backend.open().await?;
+        let capabilities = probe.capabilities();
+        backend.finish(probe).await;
+        Ok::<_, QueueError>(capabilities)
+    });
+    let capabilities = capabilities.map_err(|error| ModelFailure {
+        message: format!("opening a queue to read its capabilities failed: {error}"),
+        seed: None,
+    })?;
+    let profile = Profile::new(&capabilities, ids, stats, durable);
     let settings = Settings {
         short: config.short,
         time_step: config
             .time_step
             .max(config.short + Duration::from_millis(5)),
         check_every_step: config.check_every_step,
+        profile,
     };
-    let durable = backend.durable();
     let proptest_config = Config {
         cases: config.cases,
         max_shrink_iters: config.max_shrink_iters,
@@ -460,7 +395,7 @@ pub fn check_backend<B: ModelBackend>(
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(seed)),
     );
     let backend = RefCell::new(backend);
-    let strategy = vec(step_strategy(durable), 1..=config.max_steps);
+    let strategy = vec(step_strategy(&profile), 1..=config.max_steps);
     let result = runner.run(&strategy, |steps| {
         let mut backend = backend.borrow_mut();
         runtime

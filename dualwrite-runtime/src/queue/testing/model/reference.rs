@@ -64,6 +64,9 @@ pub(super) struct Entry {
     pub(super) last_error: String,
     pub(super) enqueued_at: Option<SystemTime>,
     pub(super) removed: bool,
+    /// Its place in its key's line: its serial, unless a `retry_dead`
+    /// without blocking dead letters appended it again behind the line.
+    pub(super) order: usize,
 }
 
 /// What a queue handed back for an entry (claimed, or as a dead letter),
@@ -153,21 +156,30 @@ pub(super) enum LeaseStatus {
 
 #[derive(Debug)]
 pub(super) struct Model {
+    pub(super) profile: Profile,
     pub(super) entries: Vec<Entry>,
     pub(super) leases: Vec<LeaseRecord>,
     pub(super) seen_leases: HashSet<(u64, u64)>,
     pub(super) epoch: u32,
     pub(super) started: SystemTime,
+    /// The next [`Entry::order`] past every entry's.
+    pub(super) next_order: usize,
+    /// The last id appended through the queue as opened now (since the
+    /// last restart).
+    pub(super) handle_last_id: Option<EntryId>,
 }
 
 impl Model {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(profile: Profile) -> Self {
         Model {
+            profile,
             entries: Vec::new(),
             leases: Vec::new(),
             seen_leases: HashSet::new(),
             epoch: 0,
             started: SystemTime::now(),
+            next_order: 0,
+            handle_last_id: None,
         }
     }
 
@@ -203,10 +215,19 @@ impl Model {
         self.entries.last().map(|entry| entry.id)
     }
 
-    /// The first live entry of a key (ids increase with serials).
+    /// Whether the entry stands in its key's line: live, and not a dead
+    /// letter that does not block its key.
+    pub(super) fn in_line(&self, entry: &Entry) -> bool {
+        !entry.removed
+            && (self.profile.blocking_dead_letters || !matches!(entry.state, State::Dead { .. }))
+    }
+
+    /// The first entry of a key's line (with blocking dead letters, the
+    /// first live entry: ids increase with serials).
     pub(super) fn head(&self, stream: (usize, Side, usize)) -> Option<usize> {
         self.live()
-            .find(|(_, entry)| entry.stream() == stream)
+            .filter(|(_, entry)| entry.stream() == stream && self.in_line(entry))
+            .min_by_key(|(_, entry)| entry.order)
             .map(|(serial, _)| serial)
     }
 
@@ -215,7 +236,8 @@ impl Model {
         let me = &self.entries[serial];
         self.live()
             .find(|(_, other)| {
-                other.id < me.id
+                self.in_line(other)
+                    && other.order < me.order
                     && other.namespace == me.namespace
                     && other.target == me.target
                     && other.key != me.key
@@ -280,7 +302,8 @@ impl Model {
 
     pub(super) fn has_work(&self, namespace: usize, target: Side, key: usize) -> bool {
         self.live().any(|(_, entry)| {
-            entry.namespace == namespace
+            self.in_line(entry)
+                && entry.namespace == namespace
                 && entry.target == target
                 && (key == UNKEYED || entry.key == key || entry.key == UNKEYED)
         })
@@ -292,7 +315,8 @@ impl Model {
     pub(super) fn has_later(&self, serial: usize) -> bool {
         let me = &self.entries[serial];
         self.live().any(|(_, other)| {
-            other.id > me.id
+            self.in_line(other)
+                && other.order > me.order
                 && other.namespace == me.namespace
                 && other.target == me.target
                 && (other.key == me.key || other.key == UNKEYED || me.key == UNKEYED)
@@ -315,6 +339,15 @@ impl Model {
             }
         }
         counts
+    }
+
+    /// The claimed entries of a target whose lease surely has not expired.
+    pub(super) fn surely_leased(&self, target: Side) -> u64 {
+        let leased = self.live().filter(|(_, entry)| {
+            entry.target == target
+                && matches!(entry.state, State::Leased { until, .. } if self.passed(until) == Tri::No)
+        });
+        leased.count() as u64
     }
 
     /// Checks an `enqueued_at` the backend reported against earlier reports.

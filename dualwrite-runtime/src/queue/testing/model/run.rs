@@ -9,6 +9,7 @@ pub(super) struct Settings {
     pub(super) short: Duration,
     pub(super) time_step: Duration,
     pub(super) check_every_step: bool,
+    pub(super) profile: Profile,
 }
 
 impl Settings {
@@ -32,7 +33,7 @@ pub(super) async fn run_case<B: ModelBackend>(
         .map_err(|error| format!("opening a fresh queue failed: {error}"))?;
     let mut case = Case {
         queue: Some(queue),
-        model: Model::new(),
+        model: Model::new(settings.profile),
         settings,
     };
     let mut trace = String::new();
@@ -253,6 +254,7 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
                 for record in &mut self.model.leases {
                     record.doubtful = true;
                 }
+                self.model.handle_last_id = None;
                 ran(
                     "restart (flush, reopen): claims made so far may be honoured or lost"
                         .to_owned(),

@@ -198,11 +198,11 @@ pub(super) fn side() -> BoxedStrategy<Side> {
     ])
 }
 
-pub(super) fn fields() -> BoxedStrategy<Fields> {
+pub(super) fn fields(keys: usize) -> BoxedStrategy<Fields> {
     (
         namespace(),
         side(),
-        0..KEYS.len(),
+        0..keys,
         0..METHODS.len(),
         0..VERSIONS.len(),
         0..REASONS.len(),
@@ -228,21 +228,23 @@ pub(super) fn pick() -> BoxedStrategy<Pick> {
         .boxed()
 }
 
-pub(super) fn insert() -> BoxedStrategy<Insert> {
-    weighted(vec![
-        (
-            3,
-            (fields(), proptest::bool::weighted(0.2))
-                .prop_map(|(fields, uncertain)| Insert::Append(fields, uncertain))
-                .boxed(),
-        ),
-        (
+pub(super) fn insert(profile: &Profile) -> BoxedStrategy<Insert> {
+    let keys = profile.keys();
+    let mut options = vec![(
+        3,
+        (fields(keys), proptest::bool::weighted(0.2))
+            .prop_map(|(fields, uncertain)| Insert::Append(fields, uncertain))
+            .boxed(),
+    )];
+    if profile.write_ahead {
+        options.push((
             2,
-            (fields(), wait(1, 2, 3))
+            (fields(keys), wait(1, 2, 3))
                 .prop_map(|(fields, expiry)| Insert::Prepare(fields, expiry))
                 .boxed(),
-        ),
-    ])
+        ));
+    }
+    weighted(options)
 }
 
 pub(super) fn action() -> BoxedStrategy<Action> {
@@ -257,24 +259,33 @@ pub(super) fn action() -> BoxedStrategy<Action> {
     ])
 }
 
-pub(super) fn step_strategy(durable: bool) -> BoxedStrategy<Step> {
-    let mut options: Vec<(u32, BoxedStrategy<Step>)> = vec![
-        (
-            14,
-            (fields(), proptest::bool::weighted(0.2))
-                .prop_map(|(fields, uncertain)| Step::Append { fields, uncertain })
-                .boxed(),
-        ),
-        (
-            8,
-            (fields(), wait(1, 2, 3))
-                .prop_map(|(fields, expiry)| Step::Prepare { fields, expiry })
-                .boxed(),
-        ),
-        (4, pick().prop_map(Step::Commit).boxed()),
-        (2, pick().prop_map(Step::CommitUncertain).boxed()),
-        (3, pick().prop_map(Step::Abort).boxed()),
-        (1, Just(Step::AbortUnknown).boxed()),
+/// The steps a run generates: only those of the queue's capabilities (no
+/// write-ahead steps without `write_ahead`, no unkeyed entries without
+/// `unkeyed_order`, no restarts unless durable).
+pub(super) fn step_strategy(profile: &Profile) -> BoxedStrategy<Step> {
+    let keys = profile.keys();
+    let mut options: Vec<(u32, BoxedStrategy<Step>)> = vec![(
+        14,
+        (fields(keys), proptest::bool::weighted(0.2))
+            .prop_map(|(fields, uncertain)| Step::Append { fields, uncertain })
+            .boxed(),
+    )];
+    if profile.write_ahead {
+        options.extend([
+            (
+                8,
+                (fields(keys), wait(1, 2, 3))
+                    .prop_map(|(fields, expiry)| Step::Prepare { fields, expiry })
+                    .boxed(),
+            ),
+            (4, pick().prop_map(Step::Commit).boxed()),
+            (2, pick().prop_map(Step::CommitUncertain).boxed()),
+            (3, pick().prop_map(Step::Abort).boxed()),
+            (1, Just(Step::AbortUnknown).boxed()),
+        ]);
+    }
+    let commits = if profile.write_ahead { 0..3 } else { 0..1 };
+    options.extend([
         (
             6,
             (namespace(), 1..=4usize, wait(1, 2, 4))
@@ -318,7 +329,7 @@ pub(super) fn step_strategy(durable: bool) -> BoxedStrategy<Step> {
         (2, pick().prop_map(Step::SettleOrphan).boxed()),
         (
             2,
-            (namespace(), side(), 0..KEYS.len())
+            (namespace(), side(), 0..keys)
                 .prop_map(|(namespace, target, key)| Step::HasWork {
                     namespace,
                     target,
@@ -332,7 +343,11 @@ pub(super) fn step_strategy(durable: bool) -> BoxedStrategy<Step> {
         (4, Just(Step::TimePasses).boxed()),
         (
             4,
-            (vec(insert(), 0..4), vec(pick(), 0..3), vec(pick(), 0..4))
+            (
+                vec(insert(profile), 0..4),
+                vec(pick(), commits),
+                vec(pick(), 0..4),
+            )
                 .prop_map(|(inserts, commits, completes)| Step::Burst {
                     inserts,
                     commits,
@@ -340,8 +355,8 @@ pub(super) fn step_strategy(durable: bool) -> BoxedStrategy<Step> {
                 })
                 .boxed(),
         ),
-    ];
-    if durable {
+    ]);
+    if profile.restarts {
         options.push((2, Just(Step::Restart).boxed()));
     }
     weighted(options)

@@ -3,10 +3,20 @@
 use super::*;
 
 impl<Q: ReconciliationQueue> Case<'_, Q> {
+    /// Checks a new entry's id: unique, and greater than the previous one
+    /// (with [`IdOrder::PerHandle`], the previous one appended through the
+    /// queue as opened now).
     pub(super) fn check_new_id(&self, id: EntryId) -> Result<(), String> {
-        match self.model.last_id() {
+        let (last, which) = match self.model.profile.ids {
+            IdOrder::Appended => (self.model.last_id(), "the previous one"),
+            IdOrder::PerHandle => (
+                self.model.handle_last_id,
+                "the previous one appended through this queue handle",
+            ),
+        };
+        match last {
             Some(last) if id <= last => Err(format!(
-                "the new id #{id} is not greater than the previous one, #{last}"
+                "the new id #{id} is not greater than {which}, #{last}"
             )),
             _ if self.model.entries.iter().any(|entry| entry.id == id) => {
                 Err(format!("the id #{id} was used before"))
@@ -23,6 +33,10 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
         state: State,
         from_prepare: bool,
     ) {
+        self.model.handle_last_id = Some(id);
+        // Serials, unless a retried dead letter took one.
+        let order = self.model.next_order;
+        self.model.next_order += 1;
         self.model.entries.push(Entry {
             id,
             namespace: fields.namespace,
@@ -37,6 +51,7 @@ impl<Q: ReconciliationQueue> Case<'_, Q> {
             attempts: 0,
             enqueued_at: None,
             removed: false,
+            order,
         });
     }
 
