@@ -56,8 +56,14 @@
 //! window holds back the other keys of the partition, not only the key;
 //! [`has_work`](ReconciliationQueue::has_work) and
 //! [`has_later_entries`](ReconciliationQueue::has_later_entries) answer for
-//! the key's partition (a superset of the key), and count the messages
-//! claimed in another process only once the broker reports them; unkeyed
+//! the key's partition (a superset of the key) from the messages held here
+//! and those the broker counts as ready, and so miss two kinds (AMQP counts
+//! neither): a message the broker has pushed to this process's consumer
+//! that has not arrived yet (about a round trip after its append), and the
+//! messages another process's consumer has prefetched. With
+//! [`Delivery::Sync`](crate::Delivery::Sync), a write of a key whose earlier
+//! write was just queued can then reach the follower ahead of it; the NATS
+//! and database queues count every stored entry. Unkeyed
 //! writes are refused unless there is a single partition (their order
 //! against every key needs one line); `key_entries` is refused (a queue
 //! cannot be read without consuming it); `oldest_pending` counts only the
