@@ -318,12 +318,6 @@ impl Decoded {
     }
 }
 
-/// A claim's hint: zero when more heads were ready than claimed, else the
-/// wait until the earliest head not ready yet (`next`, microseconds).
-pub(super) fn next_ready_in(ready: i64, limit: i64, next: Option<i64>) -> Option<Duration> {
-    hint(ready > limit, next)
-}
-
 /// A claim's hint: zero when `more_ready` (a ready head was left
 /// unclaimed), else the wait until the earliest head not ready yet
 /// (`next`, microseconds).

@@ -43,8 +43,8 @@ use async_trait::async_trait;
 use sqlx::mysql::MySqlPool;
 
 use super::sql::{
-    decode, entry_columns, head_condition, in_line, interval_micros, next_ready_in, stats_of,
-    to_i64, Decoded, ServerQueueOptions, Tables,
+    decode, entry_columns, head_condition, hint, in_line, interval_micros, stats_of, to_i64,
+    Decoded, ServerQueueOptions, Tables,
 };
 use super::{
     Claim, DeadLetter, EntryId, Lease, NewEntry, PoisonPolicy, QueueError, QueueStats, QueuedEntry,
@@ -254,10 +254,17 @@ impl ReconciliationQueue for MySqlQueue {
         }
         let entries = &self.tables.entries;
         let head = head_condition(entries, self.poison);
-        let counts = format!(
-            "SELECT COUNT(CASE WHEN e.ready_at <= {NOW} THEN 1 END), \
-               MIN(CASE WHEN e.ready_at > {NOW} THEN e.ready_at END) - {NOW} \
-             FROM {entries} e WHERE e.namespace = ? AND {head}"
+        // The hint after the claim, as the PostgreSQL queue does: one probe
+        // when the claim is full, the scan for the earliest head not ready
+        // only when it came up short (counting every head first cost a scan
+        // of the namespace per claim).
+        let more = format!(
+            "SELECT EXISTS (SELECT 1 FROM {entries} e WHERE e.namespace = ? \
+               AND e.ready_at <= {NOW} AND {head})"
+        );
+        let next = format!(
+            "SELECT MIN(e.ready_at) - {NOW} FROM {entries} e WHERE e.namespace = ? \
+               AND e.ready_at > {NOW} AND {head}"
         );
         let pick = format!(
             "SELECT e.id FROM {entries} e WHERE e.namespace = ? AND e.ready_at <= {NOW} AND {head} \
@@ -268,27 +275,28 @@ impl ReconciliationQueue for MySqlQueue {
         let wait = interval_micros(lease);
         let namespace = namespace.to_owned();
         let tables = entries.clone();
-        let (ready, next, rows) = self
+        let (more_ready, next, rows) = self
             .transaction("claim", move |conn| {
-                let (counts, pick, columns, namespace, entries) = (
-                    counts.clone(),
+                let (more, next, pick, columns, namespace, entries) = (
+                    more.clone(),
+                    next.clone(),
                     pick.clone(),
                     columns.clone(),
                     namespace.clone(),
                     tables.clone(),
                 );
                 Box::pin(async move {
-                    let (ready, next): (i64, Option<i64>) = sqlx::query_as(&counts)
-                        .bind(&namespace)
-                        .fetch_one(&mut *conn)
-                        .await?;
                     let ids: Vec<i64> = sqlx::query_scalar(&pick)
                         .bind(&namespace)
                         .bind(limit)
                         .fetch_all(&mut *conn)
                         .await?;
                     if ids.is_empty() {
-                        return Ok((ready, next, Vec::new()));
+                        let next: Option<i64> = sqlx::query_scalar(&next)
+                            .bind(&namespace)
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        return Ok((false, next, Vec::new()));
                     }
                     let listed = placeholders(ids.len());
                     // `orphaned` first: it reads the state before the lease.
@@ -308,7 +316,24 @@ impl ReconciliationQueue for MySqlQueue {
                         query = query.bind(*id);
                     }
                     let rows = query.fetch_all(&mut *conn).await?;
-                    Ok((ready, next, rows))
+                    // The entries just leased are past `now` now: left out
+                    // of the earliest-not-ready scan.
+                    if i64::try_from(ids.len()).unwrap_or(i64::MAX) >= limit {
+                        let more: bool = sqlx::query_scalar(&more)
+                            .bind(&namespace)
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        if more {
+                            return Ok((true, None, rows));
+                        }
+                    }
+                    let next = format!("{next} AND e.id NOT IN ({listed})");
+                    let mut query = sqlx::query_scalar(&next).bind(&namespace);
+                    for id in &ids {
+                        query = query.bind(*id);
+                    }
+                    let next: Option<i64> = query.fetch_one(&mut *conn).await?;
+                    Ok((false, next, rows))
                 })
             })
             .await?;
@@ -319,7 +344,7 @@ impl ReconciliationQueue for MySqlQueue {
         entries.sort_by_key(|entry| entry.lease.id);
         Ok(Claim {
             entries,
-            next_ready_in: next_ready_in(ready, limit, next),
+            next_ready_in: hint(more_ready, next),
         })
     }
 
