@@ -186,6 +186,7 @@ impl Inner {
             }
         };
         meta.attempts = meta.attempts.max(delivery_count(&delivery.properties));
+        self.in_transit.lock().unwrap().remove(&meta.id);
         self.held
             .lock()
             .unwrap()

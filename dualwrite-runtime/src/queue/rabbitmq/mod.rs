@@ -57,13 +57,15 @@
 //! [`has_work`](ReconciliationQueue::has_work) and
 //! [`has_later_entries`](ReconciliationQueue::has_later_entries) answer for
 //! the key's partition (a superset of the key) from the messages held here
-//! and those the broker counts as ready, and so miss two kinds (AMQP counts
-//! neither): a message the broker has pushed to this process's consumer
-//! that has not arrived yet (about a round trip after its append), and the
-//! messages another process's consumer has prefetched. With
-//! [`Delivery::Sync`](crate::Delivery::Sync), a write of a key whose earlier
-//! write was just queued can then reach the follower ahead of it; the NATS
-//! and database queues count every stored entry. Unkeyed
+//! and those the broker counts as ready (AMQP counts no unacknowledged
+//! ones). A message the broker has pushed to this process's consumer is in
+//! neither until its delivery arrives, so after this handle's own append to
+//! a partition it consumes they wait (up to 1 s) for the delivery; they
+//! still miss the messages another process's consumer has prefetched. With
+//! [`Delivery::Sync`](crate::Delivery::Sync) and instances sharing the
+//! queue, a write of a key whose earlier write another instance queued can
+//! then reach the follower ahead of it; the NATS and database queues count
+//! every stored entry. Unkeyed
 //! writes are refused unless there is a single partition (their order
 //! against every key needs one line); `key_entries` is refused (a queue
 //! cannot be read without consuming it); `oldest_pending` counts only the
@@ -86,7 +88,7 @@ use lapin::{Channel, Connection};
 use tokio::sync::Notify;
 
 use super::broker::{
-    backend, broker_queue_impl, check_unkeyed, partition, Envelope, Held, IdClock,
+    await_arrival, backend, broker_queue_impl, check_unkeyed, partition, Envelope, Held, IdClock,
 };
 #[cfg(doc)]
 use super::ReconciliationQueue;
@@ -122,6 +124,11 @@ struct Inner {
     link: tokio::sync::Mutex<Option<Arc<Link>>>,
     namespaces: Mutex<Vec<String>>,
     held: Mutex<Held<Acker>>,
+    /// Entries this handle appended to a partition it consumes, by id,
+    /// with when: confirmed by the broker, maybe pushed to this process's
+    /// consumer already (so no longer counted as ready) and not arrived
+    /// yet. Counts wait for them (see `await_in_transit`).
+    in_transit: Mutex<std::collections::HashMap<u64, (String, tokio::time::Instant)>>,
     arrived: Notify,
     ids: IdClock,
     generation: AtomicU64,
@@ -153,7 +160,43 @@ impl RabbitMqQueue {
     fn partitions(&self) -> u16 {
         self.inner.options.partitions
     }
+
+    /// Waits (up to [`TRANSIT_PATIENCE`]) until this handle's own appends to
+    /// the partition queues `queue` selects have arrived at this process's
+    /// consumer, so that the broker's ready count and the held messages
+    /// together see them: the broker stops counting a message as ready
+    /// once it pushes it to a consumer, before the delivery arrives. An
+    /// append still missing after [`TRANSIT_PATIENCE`] went to another
+    /// process's consumer (another instance is the partition's active
+    /// consumer) and is forgotten here. A partition whose prefetch window
+    /// is full is not waited for: nothing of it is in transit.
+    async fn await_in_transit(&self, queue: impl Fn(&str) -> bool) {
+        let deadline = tokio::time::Instant::now() + TRANSIT_PATIENCE;
+        loop {
+            let waiting = {
+                let mut in_transit = self.inner.in_transit.lock().unwrap();
+                in_transit.retain(|_, (_, since)| since.elapsed() < TRANSIT_PATIENCE);
+                // A partition whose prefetch window is full has nothing in
+                // transit: its later messages are still ready, and counted.
+                let held = self.held();
+                let prefetch = usize::from(self.inner.options.prefetch);
+                in_transit
+                    .values()
+                    .any(|(of, _)| queue(of) && held.count_in(of) < prefetch)
+            };
+            if !waiting || !await_arrival(&self.inner.arrived, deadline).await {
+                return;
+            }
+        }
+    }
 }
+
+/// How long an own append may be in transit to this process's consumer
+/// before it is taken to have gone to another process's. A delivery
+/// arrives within a round trip or two; the margin is for a loaded machine.
+/// Where another instance is a partition's active consumer, the first
+/// count after each append to it waits this long once.
+const TRANSIT_PATIENCE: Duration = Duration::from_secs(1);
 
 broker_queue_impl!(RabbitMqQueue, BACKEND, {
     async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
@@ -163,8 +206,22 @@ broker_queue_impl!(RabbitMqQueue, BACKEND, {
         let id = self.inner.ids.next();
         let queue =
             self.partition_queue(&entry.namespace, entry.target, self.partition(&entry.key));
+        // This process consumes the namespace's partitions (it has claimed).
+        let consumed = link.consuming.lock().unwrap().contains(&entry.namespace);
         let (meta, payload) = Envelope::new(id, entry);
-        self.publish(&link, &queue, &meta, &payload).await?;
+        if consumed {
+            // Before the publish: the delivery may arrive before the
+            // confirmation does.
+            self.inner
+                .in_transit
+                .lock()
+                .unwrap()
+                .insert(id, (queue.clone(), tokio::time::Instant::now()));
+        }
+        if let Err(error) = self.publish(&link, &queue, &meta, &payload).await {
+            self.inner.in_transit.lock().unwrap().remove(&id);
+            return Err(error);
+        }
         Ok(EntryId(id))
     }
 
@@ -173,6 +230,7 @@ broker_queue_impl!(RabbitMqQueue, BACKEND, {
         if later_held {
             return Ok(true);
         }
+        self.await_in_transit(|of| of == queue).await;
         let link = self.link().await?;
         // A later message delivered while the broker counted is no longer
         // ready: look at the held ones again.
@@ -182,6 +240,10 @@ broker_queue_impl!(RabbitMqQueue, BACKEND, {
     async fn has_work(&self, namespace: &str, target: Side, key: &Key) -> Result<bool, QueueError> {
         let queue = self.partition_queue(namespace, target, self.partition(key));
         // Held here: known by key. Ready at the broker: known by partition.
+        if self.held().has_key(namespace, target, key) {
+            return Ok(true);
+        }
+        self.await_in_transit(|of| of == queue).await;
         if self.held().has_key(namespace, target, key) {
             return Ok(true);
         }
@@ -261,6 +323,7 @@ broker_queue_impl!(RabbitMqQueue, BACKEND, {
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.await_in_transit(|_| true).await;
         let link = self.link().await?;
         let namespaces = self.inner.namespaces.lock().unwrap().clone();
         let mut stats = QueueStats::default();

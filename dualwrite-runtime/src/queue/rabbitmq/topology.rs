@@ -57,6 +57,7 @@ impl RabbitMqQueue {
                 options,
                 link: tokio::sync::Mutex::new(None),
                 held: Mutex::new(Held::default()),
+                in_transit: Mutex::new(std::collections::HashMap::new()),
                 arrived: Notify::new(),
                 ids: IdClock::new(),
                 generation: AtomicU64::new(0),
