@@ -111,6 +111,20 @@ where
     sample
 }
 
+/// The floor of the follower-down lines: `writes` to the old store alone.
+async fn old_alone(old: &Arc<PgAccounts>, writes: usize, base: i64) -> Sample {
+    let old = old.clone();
+    run(writes, base, move |key, step| {
+        let old = old.clone();
+        async move {
+            old.put_account(key, "alone".into(), step)
+                .await
+                .expect("old");
+        }
+    })
+    .await
+}
+
 /// The wrapper over `pg` and `my` with the SQLite queue in `queue`.
 async fn wrapper(
     pg: &PgPool,
@@ -290,14 +304,7 @@ async fn main() {
 
         // 2. follower down, journaled, against the old store alone.
         let this = through(&journaled, writes, base + 20_000_000, "down").await;
-        let o = old.clone();
-        let floor = run(writes, base + 30_000_000, move |key, step| {
-            let o = o.clone();
-            async move {
-                o.put_account(key, "alone".into(), step).await.expect("old");
-            }
-        })
-        .await;
+        let floor = old_alone(&old, writes, base + 30_000_000).await;
         figures[1].0.add(this);
         figures[1].1.add(floor);
 
@@ -310,14 +317,7 @@ async fn main() {
         // 4. follower down, journaled, the PostgreSQL queue in the old
         // database, against the old store alone.
         let this = through(&journaled_pg, writes, base + 60_000_000, "downpg").await;
-        let o = old.clone();
-        let floor = run(writes, base + 70_000_000, move |key, step| {
-            let o = o.clone();
-            async move {
-                o.put_account(key, "alone".into(), step).await.expect("old");
-            }
-        })
-        .await;
+        let floor = old_alone(&old, writes, base + 70_000_000).await;
         figures[3].0.add(this);
         figures[3].1.add(floor);
         eprintln!("round {} of {rounds} done", round + 1);

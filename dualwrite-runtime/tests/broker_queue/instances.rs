@@ -2,11 +2,11 @@
 //! unique across the handles.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dualwrite_runtime::{Key, ReconciliationQueue};
 
-use super::{entry, unique_prefix, url, Broker};
+use super::{drain, entry, unique_prefix, url, Broker};
 
 /// Handles opened the same instant (as instances of a service deployed
 /// together are) append to the same keys in lockstep; a consumer gets
@@ -45,25 +45,22 @@ pub async fn instances_appending_at_once<B: Broker>() {
     let consumer = B::open(url::<B>(), prefix, 2, Some("ns")).await.unwrap();
     let expected = INSTANCES * (KEYS * ROUNDS) as usize;
     let mut delivered: BTreeMap<(String, usize), Vec<u32>> = BTreeMap::new();
-    let mut count = 0;
-    let mut progress = Instant::now();
-    while count < expected && progress.elapsed() < Duration::from_secs(30) {
-        let claim = consumer
-            .claim("ns", 64, Duration::from_secs(30))
-            .await
-            .unwrap();
-        for claimed in claim.entries {
+    let count = drain(
+        &consumer,
+        "ns",
+        expected,
+        Duration::from_secs(30),
+        |claimed| {
             let text = String::from_utf8(claimed.payload).unwrap();
             let (instance, round) = text.split_once('/').unwrap();
             delivered
                 .entry((claimed.key.as_str().to_owned(), instance.parse().unwrap()))
                 .or_default()
                 .push(round.parse().unwrap());
-            count += 1;
-            progress = Instant::now();
-            consumer.complete(claimed.lease).await.unwrap();
-        }
-    }
+            true
+        },
+    )
+    .await;
     for ((key, instance), rounds) in &delivered {
         assert_eq!(
             rounds,
@@ -80,8 +77,6 @@ pub async fn instances_appending_at_once<B: Broker>() {
             .map(|(at, rounds)| (at.clone(), rounds.len()))
             .collect::<Vec<_>>()
     );
-    for queue in instances {
-        drop(queue);
-    }
+    drop(instances);
     B::destroy(consumer).await.unwrap();
 }

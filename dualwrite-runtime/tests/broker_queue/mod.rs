@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dualwrite_runtime::queue::NewEntry;
+use dualwrite_runtime::queue::{ClaimedEntry, NewEntry};
 use dualwrite_runtime::{
     BuildError, Delivery, DualWrite, Key, QueueError, ReconciliationQueue, Side,
 };
@@ -92,6 +92,43 @@ pub fn entry(namespace: &str, key: &Key, payload: Vec<u8>) -> NewEntry {
         reason: "follower down".to_owned(),
         uncertain: false,
     }
+}
+
+/// Drains `namespace`: claims (up to 64, so one entry per key) and
+/// completes each claim's entries together (distinct keys: their order
+/// holds), handing each to `take`, which says whether it is one not taken
+/// before. Stops once `expected` new ones were taken, or when none came for
+/// `stall` (a partition never taken over, or entries gone): the test, not a
+/// fixed deadline, then says what is missing. Returns how many new ones
+/// were taken.
+pub async fn drain<Q: ReconciliationQueue>(
+    queue: &Q,
+    namespace: &str,
+    expected: usize,
+    stall: Duration,
+    mut take: impl FnMut(ClaimedEntry) -> bool,
+) -> usize {
+    let mut taken = 0;
+    let mut progress = Instant::now();
+    while taken < expected && progress.elapsed() < stall {
+        let claim = queue
+            .claim(namespace, 64, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let leases: Vec<_> = claim.entries.iter().map(|claimed| claimed.lease).collect();
+        for claimed in claim.entries {
+            if take(claimed) {
+                taken += 1;
+                progress = Instant::now();
+            }
+        }
+        for completed in
+            futures::future::join_all(leases.into_iter().map(|lease| queue.complete(lease))).await
+        {
+            completed.unwrap();
+        }
+    }
+    taken
 }
 
 /// Every test of the suite, as `#[test]`s of the calling test crate, for
@@ -314,44 +351,27 @@ pub async fn sigkill_loses_no_acknowledged_append<B: Broker>() {
     // Drain what the broker has: every acknowledged append, each key's in
     // order. A claim hands out one entry per key (the next waits for its
     // completion), so the drain of ~10^5 entries takes a while in a debug
-    // build on a loaded machine: the test fails when nothing new arrives
-    // for STALL (a partition never taken over, or entries gone), not at a
-    // fixed time.
+    // build on a loaded machine: it stops when nothing new arrives for
+    // STALL, not at a fixed time.
     const STALL: Duration = Duration::from_secs(30);
     let queue = B::open(url::<B>(), prefix, 4, Some("crash")).await.unwrap();
     let mut delivered: BTreeMap<String, Vec<(Writer, u32)>> = BTreeMap::new();
     let mut missing: std::collections::HashSet<&str> = acknowledged.iter().copied().collect();
     let started = Instant::now();
-    let mut progress = Instant::now();
-    while !missing.is_empty() && progress.elapsed() < STALL {
-        let claim = queue
-            .claim("crash", 64, Duration::from_secs(60))
-            .await
-            .unwrap();
-        let mut leases = Vec::with_capacity(claim.entries.len());
-        for claimed in claim.entries {
-            let text = String::from_utf8(claimed.payload).unwrap();
-            let mut parts = text.split('/');
-            let key = parts.next().unwrap().to_owned();
-            let round: u32 = parts.next().unwrap().parse().unwrap();
-            let writer: u32 = parts.next().unwrap().parse().unwrap();
-            let seq: u32 = parts.next().unwrap().parse().unwrap();
-            if missing.remove(text.as_str()) {
-                progress = Instant::now();
-            }
-            delivered
-                .entry(key)
-                .or_default()
-                .push(((round, writer), seq));
-            leases.push(claimed.lease);
-        }
-        // One entry per key: completing them together keeps their order.
-        for completed in
-            futures::future::join_all(leases.into_iter().map(|lease| queue.complete(lease))).await
-        {
-            completed.unwrap();
-        }
-    }
+    drain(&queue, "crash", missing.len(), STALL, |claimed| {
+        let text = String::from_utf8(claimed.payload).unwrap();
+        let mut parts = text.split('/');
+        let key = parts.next().unwrap().to_owned();
+        let round: u32 = parts.next().unwrap().parse().unwrap();
+        let writer: u32 = parts.next().unwrap().parse().unwrap();
+        let seq: u32 = parts.next().unwrap().parse().unwrap();
+        delivered
+            .entry(key)
+            .or_default()
+            .push(((round, writer), seq));
+        missing.remove(text.as_str())
+    })
+    .await;
     if !missing.is_empty() {
         let lost: Vec<&&str> = acknowledged
             .iter()
