@@ -7,26 +7,31 @@
 //! ```text
 //! cargo bench --features services --bench real_db            # 3 rounds of 2,000 writes
 //! cargo bench --features services --bench real_db -- 5 4000  # rounds, writes per round
+//! cargo bench --features services --bench real_db -- 3 1000 2 # and 2 writers (default 16)
 //! ```
 //!
 //! Servers: `DUALWRITE_PG_URL` and `DUALWRITE_MYSQL_URL` (defaults: the
 //! local servers). Targets (issue 9): `sync` throughput >= 0.9x the
 //! hand-written loop; follower down, `journaled`: p99 <= 1.2x the old store
-//! alone (measured twice: the SQLite queue, and a `PostgresQueue` in the old
-//! database); `key_sync` against plain `sync`: no target, its price.
+//! alone (measured three times: the SQLite queue, a `PostgresQueue` in the
+//! old database, and that queue with `confirm_before_return`, the setting's
+//! price); `key_sync` against plain `sync`: no target, its price.
 
 #[path = "../tests/real_servers/mod.rs"]
 mod real_servers;
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dualwrite_runtime::fault_proxy::FaultProxy;
 use dualwrite_runtime::queue::{PostgresQueue, SqliteQueue};
 use dualwrite_runtime::records::{MySqlTable, PgTable};
-use dualwrite_runtime::{Delivery, DualWrite, KeySync, ReconciliationQueue, RetryPolicy, Stage};
+use dualwrite_runtime::{
+    Builder, Delivery, DualWrite, KeySync, ReconciliationQueue, RetryPolicy, Stage,
+};
 use real_servers::{
     create_tables, drop_tables, mysql_url, pg_url, unique_table, via, Accounts, MyAccounts,
     PgAccounts,
@@ -36,7 +41,13 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{MySqlPool, PgPool};
 
 /// Concurrent writers, and connections per pool.
-const CONCURRENCY: usize = 16;
+/// Concurrent writers, and each pool's connections (default 16; the third
+/// argument sets it).
+static CONCURRENCY: AtomicUsize = AtomicUsize::new(16);
+
+fn concurrency() -> usize {
+    CONCURRENCY.load(Ordering::Relaxed)
+}
 
 /// One side of a comparison: its writes' latencies and wall time.
 #[derive(Default)]
@@ -87,8 +98,8 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let started = Instant::now();
-    let per_task = writes / CONCURRENCY;
-    let tasks: Vec<_> = (0..CONCURRENCY as i64)
+    let per_task = writes / concurrency();
+    let tasks: Vec<_> = (0..concurrency() as i64)
         .map(|task| {
             let write = write.clone();
             tokio::spawn(async move {
@@ -135,18 +146,20 @@ async fn wrapper(
     key_sync: bool,
 ) -> DualWrite<PgAccounts, MyAccounts> {
     let queue = SqliteQueue::open(queue).await.expect("the queue opens");
-    wrapper_on(pg, my, table, queue, delivery, key_sync)
+    builder_on(pg, my, table, queue, delivery, key_sync)
+        .build()
+        .expect("valid settings")
 }
 
-/// The wrapper over `pg` and `my` with `queue`.
-fn wrapper_on(
+/// The wrapper's builder over `pg` and `my` with `queue`.
+fn builder_on(
     pg: &PgPool,
     my: &MySqlPool,
     table: &str,
     queue: impl ReconciliationQueue + 'static,
     delivery: Delivery,
     key_sync: bool,
-) -> DualWrite<PgAccounts, MyAccounts> {
+) -> Builder<PgAccounts, MyAccounts> {
     let builder = DualWrite::builder(
         PgAccounts {
             pool: pg.clone(),
@@ -167,7 +180,7 @@ fn wrapper_on(
             .max_delay(Duration::from_secs(1))
             .max_attempts(100_000),
     );
-    let builder = if key_sync {
+    if key_sync {
         builder
             .sync_records(
                 "accounts",
@@ -177,8 +190,19 @@ fn wrapper_on(
             .key_sync(KeySync::records("accounts"))
     } else {
         builder
-    };
-    builder.build().expect("valid settings")
+    }
+}
+
+/// A queue's own pool of 16 connections, whatever the number of writers:
+/// queue and store calls do not wait for each other's connections, and the
+/// worker's statements (up to 64 leases settled at once) do not starve the
+/// writers' write-aheads, as they did on a pool of 2 (p99 1.5 s).
+async fn queue_pool() -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .connect(&pg_url())
+        .await
+        .expect("PostgreSQL for the queue")
 }
 
 fn line(name: &str, ratio: f64, this: f64, floor: f64, unit: &str) {
@@ -192,16 +216,19 @@ async fn main() {
         .filter_map(|arg| arg.parse::<usize>().ok());
     let rounds = args.next().unwrap_or(3);
     let writes = args.next().unwrap_or(2_000);
+    if let Some(writers) = args.next() {
+        CONCURRENCY.store(writers.max(1), Ordering::Relaxed);
+    }
 
     let pg = PgPoolOptions::new()
-        .max_connections(CONCURRENCY as u32)
+        .max_connections(concurrency() as u32)
         .connect(&pg_url())
         .await
         .unwrap_or_else(|error| {
             panic!("PostgreSQL at {} (set DUALWRITE_PG_URL): {error}", pg_url())
         });
     let my = MySqlPoolOptions::new()
-        .max_connections(CONCURRENCY as u32)
+        .max_connections(concurrency() as u32)
         .connect(&mysql_url())
         .await
         .unwrap_or_else(|error| {
@@ -222,7 +249,7 @@ async fn main() {
         .expect("the proxy starts");
     proxy.refuse().await;
     let my_down = MySqlPoolOptions::new()
-        .max_connections(CONCURRENCY as u32)
+        .max_connections(concurrency() as u32)
         .acquire_timeout(Duration::from_millis(500))
         .connect_lazy(&via(&mysql_url(), proxy.addr()))
         .expect("a lazy pool");
@@ -257,25 +284,40 @@ async fn main() {
     // The same with a `PostgresQueue` in the old database, beside the
     // accounts table.
     let queue_prefix = format!("{table}_q_");
-    // Its own pool, so that queue and store calls do not wait for each
-    // other's connections.
-    let queue_pool = PgPoolOptions::new()
-        .max_connections(CONCURRENCY as u32)
-        .connect(&pg_url())
-        .await
-        .expect("PostgreSQL for the queue");
-    let pg_queue = PostgresQueue::options(queue_pool)
+    let pg_queue = PostgresQueue::options(queue_pool().await)
         .table_prefix(&queue_prefix)
         .create_schema(true)
         .open()
         .await
         .expect("the PostgreSQL queue opens");
-    let journaled_pg = wrapper_on(&pg, &my_down, &table, pg_queue, Delivery::Journaled, false);
+    let journaled_pg = builder_on(&pg, &my_down, &table, pg_queue, Delivery::Journaled, false)
+        .build()
+        .expect("valid settings");
+    // And with each write waiting for its confirmation (the setting's price).
+    let confirmed_prefix = format!("{table}_qc_");
+    let confirmed_queue = PostgresQueue::options(queue_pool().await)
+        .table_prefix(&confirmed_prefix)
+        .create_schema(true)
+        .open()
+        .await
+        .expect("the second PostgreSQL queue opens");
+    let journaled_pg_confirmed = builder_on(
+        &pg,
+        &my_down,
+        &table,
+        confirmed_queue,
+        Delivery::Journaled,
+        false,
+    )
+    .confirm_before_return(true)
+    .build()
+    .expect("valid settings");
     // Key syncs are applied by a worker; the follower-down queues' workers
     // meet the circuit breaker.
     let keyed_worker = keyed.spawn_worker();
     let down_worker = journaled.spawn_worker();
     let down_pg_worker = journaled_pg.spawn_worker();
+    let confirmed_worker = journaled_pg_confirmed.spawn_worker();
     let old = Arc::new(PgAccounts {
         pool: pg.clone(),
         table: table.clone(),
@@ -285,7 +327,7 @@ async fn main() {
         table: table.clone(),
     });
 
-    let mut figures: [(Sample, Sample); 4] = Default::default();
+    let mut figures: [(Sample, Sample); 5] = Default::default();
     for round in 0..rounds as i64 {
         let base = round * 100_000_000;
         // 1. sync, both healthy, against old-then-new by hand.
@@ -320,10 +362,22 @@ async fn main() {
         let floor = old_alone(&old, writes, base + 70_000_000).await;
         figures[3].0.add(this);
         figures[3].1.add(floor);
+
+        // 5. the same, each write waiting for its confirmation.
+        let this = through(
+            &journaled_pg_confirmed,
+            writes,
+            base + 80_000_000,
+            "downpgc",
+        )
+        .await;
+        let floor = old_alone(&old, writes, base + 90_000_000).await;
+        figures[4].0.add(this);
+        figures[4].1.add(floor);
         eprintln!("round {} of {rounds} done", round + 1);
     }
 
-    let [healthy, mut down, mut keysync, mut down_pg] = figures;
+    let [healthy, mut down, mut keysync, mut down_pg, mut down_pg_confirmed] = figures;
     let (this, floor) = (healthy.0.per_second(), healthy.1.per_second());
     line(
         "sync_healthy_throughput_vs_hand_loop",
@@ -348,6 +402,14 @@ async fn main() {
         floor,
         "ms",
     );
+    let (this, floor) = (down_pg_confirmed.0.p99_ms(), down_pg_confirmed.1.p99_ms());
+    line(
+        "journaled_follower_down_pg_queue_confirm_before_return_p99_vs_old_alone",
+        this / floor,
+        this,
+        floor,
+        "ms",
+    );
     let (this, floor) = (keysync.0.per_second(), keysync.1.per_second());
     line(
         "key_sync_throughput_vs_sync",
@@ -364,7 +426,9 @@ async fn main() {
     // and the runtime shuts down under it.
     let _ = down_worker.shutdown().await;
     let _ = down_pg_worker.shutdown().await;
+    let _ = confirmed_worker.shutdown().await;
     let _ = PostgresQueue::uninstall_schema(&pg, &queue_prefix).await;
+    let _ = PostgresQueue::uninstall_schema(&pg, &confirmed_prefix).await;
     drop_tables(&pg, &my, &table).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

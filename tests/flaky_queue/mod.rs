@@ -13,11 +13,17 @@ use dualwrite_runtime::queue::{Claim, DeadLetter, EntryId, Lease, NewEntry, Queu
 use dualwrite_runtime::{InMemoryQueue, Key, QueueError, QueueStats, ReconciliationQueue, Side};
 use tokio::sync::Semaphore;
 
-/// [`InMemoryQueue`] with switches.
-pub struct FlakyQueue {
-    inner: InMemoryQueue,
+/// A queue ([`InMemoryQueue`] unless built [`over`](FlakyQueue::over)
+/// another) with switches.
+pub struct FlakyQueue<Q = InMemoryQueue> {
+    inner: Q,
     /// How many of the next `abort`s fail.
     pub failing_aborts: AtomicUsize,
+    /// How many of the next `commit`s fail.
+    pub failing_commits: AtomicUsize,
+    /// `commit` waits for a permit here while set.
+    pub hold_commits: AtomicBool,
+    pub commit_gate: Arc<Semaphore>,
     /// Every `append` fails while set.
     pub refuse_appends: AtomicBool,
     /// `stats` waits for a permit here while set.
@@ -31,9 +37,19 @@ pub struct FlakyQueue {
 
 impl FlakyQueue {
     pub fn new() -> Self {
+        Self::over(InMemoryQueue::new())
+    }
+}
+
+impl<Q> FlakyQueue<Q> {
+    /// `inner` with every switch off.
+    pub fn over(inner: Q) -> Self {
         FlakyQueue {
-            inner: InMemoryQueue::new(),
+            inner,
             failing_aborts: AtomicUsize::new(0),
+            failing_commits: AtomicUsize::new(0),
+            hold_commits: AtomicBool::new(false),
+            commit_gate: Arc::new(Semaphore::new(0)),
             refuse_appends: AtomicBool::new(false),
             hold_stats: AtomicBool::new(false),
             stats_gate: Arc::new(Semaphore::new(0)),
@@ -62,8 +78,16 @@ fn refused(what: &str) -> QueueError {
     QueueError::Backend(format!("injected failure: {what}").into())
 }
 
+/// Takes one of `left`, if any is left.
+fn take_one(left: &AtomicUsize) -> bool {
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+        left.checked_sub(1)
+    })
+    .is_ok()
+}
+
 #[async_trait]
-impl ReconciliationQueue for FlakyQueue {
+impl<Q: ReconciliationQueue> ReconciliationQueue for FlakyQueue<Q> {
     async fn append(&self, entry: NewEntry) -> Result<EntryId, QueueError> {
         self.record("append");
         if self.refuse_appends.load(Ordering::SeqCst) {
@@ -77,6 +101,12 @@ impl ReconciliationQueue for FlakyQueue {
     }
     async fn commit(&self, id: EntryId) -> Result<(), QueueError> {
         self.record("commit");
+        if self.hold_commits.load(Ordering::SeqCst) {
+            let _permit = self.commit_gate.acquire().await;
+        }
+        if take_one(&self.failing_commits) {
+            return Err(refused("commit"));
+        }
         self.inner.commit(id).await
     }
     async fn commit_uncertain(&self, id: EntryId) -> Result<(), QueueError> {
@@ -86,12 +116,7 @@ impl ReconciliationQueue for FlakyQueue {
     async fn abort(&self, id: EntryId) -> Result<(), QueueError> {
         self.record("abort");
         self.abort_calls.fetch_add(1, Ordering::SeqCst);
-        let failing =
-            self.failing_aborts
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                    left.checked_sub(1)
-                });
-        if failing.is_ok() {
+        if take_one(&self.failing_aborts) {
             return Err(refused("abort"));
         }
         self.inner.abort(id).await

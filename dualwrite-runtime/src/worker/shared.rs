@@ -24,6 +24,9 @@ pub(crate) struct Shared {
     pub(crate) follower_timeout: Duration,
     pub(crate) delivery: Delivery,
     pub(crate) orphan_after: Duration,
+    /// A journaled write waits for its entry's confirmation before it
+    /// returns (else the confirmation runs after, still holding the key).
+    pub(crate) confirm_before_return: bool,
     pub(crate) breakers: super::breaker::Breakers,
     pub(crate) retry: RetryPolicy,
     pub(crate) worker_concurrency: usize,

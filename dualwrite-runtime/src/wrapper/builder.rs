@@ -40,6 +40,7 @@ pub struct Builder<Old, New> {
     follower_timeout: Duration,
     delivery: Delivery,
     orphan_after: Duration,
+    confirm_before_return: bool,
     circuit_breaker: Option<CircuitBreaker>,
     worker_concurrency: usize,
     lease: Option<Duration>,
@@ -62,6 +63,7 @@ impl<Old, New> Builder<Old, New> {
             follower_timeout: Duration::from_secs(1),
             delivery: Delivery::Sync,
             orphan_after: Duration::from_secs(300),
+            confirm_before_return: false,
             circuit_breaker: Some(CircuitBreaker::default()),
             worker_concurrency: 64,
             lease: None,
@@ -143,6 +145,35 @@ impl<Old, New> Builder<Old, New> {
     /// docs on cancellation.
     pub fn orphan_after(mut self, after: Duration) -> Self {
         self.orphan_after = after;
+        self
+    }
+
+    /// With [`Delivery::Journaled`], whether a write waits for the queue to
+    /// take its written-ahead entry's confirmation before it returns.
+    /// Default: `false`.
+    ///
+    /// By default a journaled write returns as soon as the authoritative
+    /// store has taken it. The confirmation (which makes the entry available
+    /// to the worker) is sent as the write returns and finished in a task
+    /// that keeps the key's order guard and the stage barrier until the
+    /// queue has taken it, so the next write of the key, a stage move and
+    /// [`DualWrite::shutdown`] all wait for it. The write is durable before
+    /// it returns either way: its entry was written ahead, and an entry that
+    /// is never confirmed (the process died first, or the queue refused the
+    /// confirmation) is replayed as an orphan once
+    /// [`orphan_after`](Self::orphan_after) has passed, to both stores
+    /// unless a later write of its key superseded it.
+    ///
+    /// `true` makes the caller wait for the queue's answer: one more queue
+    /// round trip in every journaled write's latency (a statement for the
+    /// PostgreSQL and MySQL queues, a publish for the brokers), in exchange
+    /// for an entry that is deliverable when the call returns, so that a
+    /// crash right after it does not delay the follower's copy by
+    /// `orphan_after`. The SQLite queue takes a confirmation without
+    /// waiting for its commit either way (its writer applies requests in
+    /// order), so there this setting changes little.
+    pub fn confirm_before_return(mut self, wait: bool) -> Self {
+        self.confirm_before_return = wait;
         self
     }
 
@@ -387,6 +418,7 @@ impl<Old, New> Builder<Old, New> {
                 self.delivery
             },
             orphan_after: self.orphan_after,
+            confirm_before_return: self.confirm_before_return,
             breakers: Breakers::new(self.circuit_breaker),
             retry: self.retry,
             worker_concurrency: self.worker_concurrency,

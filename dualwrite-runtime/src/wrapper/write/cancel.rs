@@ -30,6 +30,9 @@ pub(super) enum Owed {
     Follower(Box<dyn OwedOperation>),
     /// Journaled: the authoritative store took it; the commit is owed.
     Commit(EntryId),
+    /// Journaled: the write is done and answered; its commit runs after
+    /// (see [`WriteGuard::commit`]). Not a cancellation.
+    Confirm(EntryId),
     /// Journaled: the authoritative call failed; the entry must go.
     Withdraw(EntryId),
 }
@@ -164,6 +167,7 @@ impl WriteGuard<'_> {
                 tracing::warn!(namespace, method, key = %shown, "write cancelled before its written-ahead operation was confirmed; confirming it");
                 confirm(shared, id, namespace, method, shown)
             }
+            Owed::Confirm(id) => confirm(shared, id, namespace, method, shown),
             Owed::Authoritative {
                 prepared: None,
                 op: Some(op),

@@ -14,7 +14,8 @@
 //!    `Err`, [`WriteGuard::abort`] withdraws the written-ahead entry and the
 //!    write returns: the follower is not called and nothing is queued (I1).
 //! 4. The follower gets the write: a journaled entry is
-//!    [committed](WriteGuard::commit); otherwise
+//!    [committed](WriteGuard::commit) (by default after the write returns,
+//!    still holding both guards); otherwise
 //!    [`WriteGuard::follower_plan`] decides between calling the follower
 //!    (with the timeout and panic isolation, queueing on failure) and
 //!    queueing at once (the key already has work for the follower, or the
@@ -32,6 +33,7 @@
 //! | the authoritative call runs | queues the operation *uncertain* (journaled: marks the entry uncertain), so the worker applies it to the authoritative store again, unless a later write superseded it, then to the follower |
 //! | the follower call, or the queueing, runs | queues the operation for the follower |
 //! | a journaled commit is owed | commits it |
+//! | the write returned, its journaled commit owed (the default) | commits it, quietly |
 //! | a withdrawal is owed | withdraws the entry |
 //!
 //! The first step of that work runs inside `Drop` (polled once, so a queue
@@ -409,8 +411,17 @@ impl<'a> WriteGuard<'a> {
     }
 
     /// Makes a prepared operation available to the worker, after the
-    /// authoritative write succeeded.
+    /// authoritative write succeeded. Unless the wrapper was built with
+    /// [`confirm_before_return`](crate::Builder::confirm_before_return),
+    /// this only records that the confirmation is owed: `Drop` sends it
+    /// when the write returns and finishes it in a task that keeps the
+    /// key's guard and the stage barrier (the way it settles a cancelled
+    /// write's commit, without the warning).
     pub async fn commit(&self, prepared: EntryId) {
+        if !self.shared.confirm_before_return {
+            self.set_owed(Owed::Confirm(prepared));
+            return;
+        }
         let result = self.shared.queue.commit(prepared).await;
         self.set_owed(Owed::Nothing);
         match result {
