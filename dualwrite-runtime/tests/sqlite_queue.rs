@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dualwrite_runtime::queue::{
-    ClaimedEntry, NewEntry, PoisonPolicy, SqliteQueue, SqliteQueueOptions,
+    ClaimedEntry, EntryId, NewEntry, PoisonPolicy, SqliteQueue, SqliteQueueOptions,
 };
 use dualwrite_runtime::{Key, QueueError, ReconciliationQueue, Side};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -556,23 +556,20 @@ async fn unreadable_rows_are_surfaced_not_fatal() {
     queue.close().await;
 }
 
-#[tokio::test]
-async fn hand_deleted_rows_keep_their_keys_flowing() {
-    let dir = TempDir::new("hand-delete");
-    let queue = SqliteQueue::open(dir.db()).await.expect("open");
+/// Appends `count` entries of key `k`, with payloads `k0`, `k1`, ...
+async fn append_k(queue: &SqliteQueue, count: usize) -> Vec<EntryId> {
     let mut ids = Vec::new();
-    for n in 0..4 {
-        ids.push(
-            queue
-                .append(entry("k", &format!("k{n}")))
-                .await
-                .expect("append"),
-        );
+    for n in 0..count {
+        let id = queue.append(entry("k", &format!("k{n}"))).await;
+        ids.push(id.expect("append"));
     }
-    // An operator deletes the head and a middle entry with the sqlite3
-    // shell while the service runs.
-    let mut conn = raw(&dir.db()).await;
-    for id in [ids[0], ids[2]] {
+    ids
+}
+
+/// Deletes the entries `ids` from the file as an operator would.
+async fn delete_by_hand(path: &Path, ids: &[EntryId]) {
+    let mut conn = raw(path).await;
+    for id in ids {
         sqlx::query("DELETE FROM entries WHERE id = ?")
             .bind(i64::try_from(id.0).expect("id"))
             .execute(&mut conn)
@@ -580,8 +577,68 @@ async fn hand_deleted_rows_keep_their_keys_flowing() {
             .expect("delete by hand");
     }
     conn.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn hand_deleted_rows_keep_their_keys_flowing() {
+    let dir = TempDir::new("hand-delete");
+    let queue = SqliteQueue::open(dir.db()).await.expect("open");
+    let ids = append_k(&queue, 4).await;
+    // An operator deletes the head and a middle entry with the sqlite3
+    // shell while the service runs.
+    delete_by_hand(&dir.db(), &[ids[0], ids[2]]).await;
     queue.append(entry("k", "k4")).await.expect("append");
     assert_eq!(drain(&queue).await["k"], ["k1", "k3", "k4"]);
+    queue.close().await;
+}
+
+/// A file of schema version 1 (no `entries_unkeyed`, the delete trigger
+/// without its `WHEN` clause) is upgraded at open, step by step, and its
+/// entries and hand deletes behave as in a new file.
+#[tokio::test]
+async fn older_schemas_are_upgraded_at_open() {
+    let dir = TempDir::new("upgrade");
+    let queue = SqliteQueue::open(dir.db()).await.expect("open");
+    let ids = append_k(&queue, 4).await;
+    queue.close().await;
+    let mut conn = raw(&dir.db()).await;
+    sqlx::raw_sql(
+        "DROP INDEX entries_unkeyed; DROP TRIGGER entries_unlink; \
+         CREATE TRIGGER entries_unlink AFTER DELETE ON entries BEGIN \
+           UPDATE entries SET prev_id = old.prev_id WHERE prev_id = old.id; \
+           UPDATE streams SET tail_id = old.prev_id WHERE namespace = old.namespace \
+             AND target = old.target AND key = old.key AND tail_id = old.id \
+             AND old.prev_id IS NOT NULL; \
+           DELETE FROM streams WHERE namespace = old.namespace AND target = old.target \
+             AND key = old.key AND tail_id = old.id AND old.prev_id IS NULL; \
+         END; PRAGMA user_version = 1;",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("make it a version 1 file");
+    conn.close().await.expect("close");
+
+    let queue = SqliteQueue::open(dir.db()).await.expect("reopen");
+    let mut conn = raw(&dir.db()).await;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut conn)
+        .await
+        .expect("user_version");
+    assert_eq!(version, SqliteQueue::SCHEMA_VERSION);
+    let (indexes, trigger): (i64, String) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM sqlite_master WHERE name = 'entries_unkeyed'), \
+           (SELECT sql FROM sqlite_master WHERE name = 'entries_unlink')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("schema");
+    assert_eq!(indexes, 1);
+    assert!(trigger.contains("WHEN EXISTS"), "{trigger}");
+    conn.close().await.expect("close");
+    // Hand deletes of a middle entry and of the tail still relink.
+    delete_by_hand(&dir.db(), &[ids[1], ids[3]]).await;
+    queue.append(entry("k", "k4")).await.expect("append");
+    assert_eq!(drain(&queue).await["k"], ["k0", "k2", "k4"]);
     queue.close().await;
 }
 

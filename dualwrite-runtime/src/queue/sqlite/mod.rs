@@ -23,7 +23,9 @@
 //! newer build (a higher schema version), or a database that is not a
 //! dualwrite queue, is refused with an error rather than guessed at. A file
 //! of an older version is upgraded at open (version 2 added the index
-//! `entries_unkeyed`, which orders unkeyed writes against every key).
+//! `entries_unkeyed`, which orders unkeyed writes against every key;
+//! version 3 gave the delete trigger a `WHEN` clause, so that the queue's
+//! own deletes, which relink first, cost it two lookups and no more).
 //!
 //! Every queued operation is one row of the table `entries`:
 //!
@@ -255,7 +257,7 @@ impl fmt::Debug for SqliteQueue {
 impl SqliteQueue {
     /// The schema version this build writes and understands
     /// (`PRAGMA user_version` of the file).
-    pub const SCHEMA_VERSION: i64 = 2;
+    pub const SCHEMA_VERSION: i64 = 3;
 
     /// Opens the queue file at `path` with default
     /// [options](SqliteQueueOptions), creating it (mode `0600` on Unix) and

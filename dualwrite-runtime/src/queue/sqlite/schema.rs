@@ -10,7 +10,39 @@ use super::{links, SqliteQueue};
 /// `PRAGMA application_id` of a queue file: `"dwqu"`.
 const APPLICATION_ID: i64 = 0x6477_7175;
 
-const SCHEMA: &str = r#"
+/// The delete trigger (since version 3 with its `WHEN` clause), in
+/// [`SCHEMA`] and [`MIGRATE_2_TO_3`].
+macro_rules! unlink_trigger {
+    () => {
+        r#"
+-- Keeps the chains whole when rows are deleted by hand. The queue's own
+-- deletes have already relinked (the successor is the head, the key's
+-- tail moved or gone), so the WHEN clause finds nothing to do for them and
+-- the body does not run: two lookups a deleted row instead of three
+-- statements.
+CREATE TRIGGER entries_unlink AFTER DELETE ON entries
+WHEN EXISTS (SELECT 1 FROM entries WHERE prev_id = old.id)
+  OR EXISTS (SELECT 1 FROM streams WHERE namespace = old.namespace
+             AND target = old.target AND key = old.key AND tail_id = old.id)
+BEGIN
+    UPDATE entries SET prev_id = old.prev_id,
+        ready_at = CASE WHEN old.prev_id IS NULL
+            THEN max(ready_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+            ELSE ready_at END
+        WHERE prev_id = old.id;
+    UPDATE streams SET tail_id = old.prev_id
+        WHERE namespace = old.namespace AND target = old.target AND key = old.key
+          AND tail_id = old.id AND old.prev_id IS NOT NULL;
+    DELETE FROM streams
+        WHERE namespace = old.namespace AND target = old.target AND key = old.key
+          AND tail_id = old.id AND old.prev_id IS NULL;
+END;
+"#
+    };
+}
+
+const SCHEMA: &str = concat!(
+    r#"
 CREATE TABLE entries (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     namespace   TEXT    NOT NULL,
@@ -42,27 +74,19 @@ CREATE TABLE streams (
     tail_id   INTEGER NOT NULL,
     PRIMARY KEY (namespace, target, key)
 ) WITHOUT ROWID;
--- Keeps the chains whole when rows are deleted by hand; the queue's own
--- deletes have already relinked, so for them it finds nothing to do.
-CREATE TRIGGER entries_unlink AFTER DELETE ON entries BEGIN
-    UPDATE entries SET prev_id = old.prev_id,
-        ready_at = CASE WHEN old.prev_id IS NULL
-            THEN max(ready_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
-            ELSE ready_at END
-        WHERE prev_id = old.id;
-    UPDATE streams SET tail_id = old.prev_id
-        WHERE namespace = old.namespace AND target = old.target AND key = old.key
-          AND tail_id = old.id AND old.prev_id IS NOT NULL;
-    DELETE FROM streams
-        WHERE namespace = old.namespace AND target = old.target AND key = old.key
-          AND tail_id = old.id AND old.prev_id IS NULL;
-END;
-"#;
+"#,
+    unlink_trigger!()
+);
 
 /// Schema version 2: the index that orders unkeyed entries against every
 /// key of their namespace.
 const MIGRATE_1_TO_2: &str =
     "CREATE INDEX IF NOT EXISTS entries_unkeyed ON entries (namespace, target, id) WHERE key = '*';";
+
+/// Schema version 3: the delete trigger skips its body when the row has no
+/// successor and is not its key's tail (the queue's own deletes, which
+/// relink first); before, it ran its three statements for every row.
+const MIGRATE_2_TO_3: &str = concat!("DROP TRIGGER IF EXISTS entries_unlink;", unlink_trigger!());
 
 /// Checks the file's identity and schema version, creating the schema in a
 /// new file, and repairs the links between entries.
@@ -142,13 +166,23 @@ async fn prepare_schema_locked(
             to = SqliteQueue::SCHEMA_VERSION,
             "upgrading the SQLite queue's schema"
         );
-        sqlx::raw_sql(&format!(
-            "{MIGRATE_1_TO_2} PRAGMA user_version = {};",
+        // Each step from the file's version on, in order.
+        let steps = [(2, MIGRATE_1_TO_2), (3, MIGRATE_2_TO_3)];
+        let mut sql = String::new();
+        for (to, step) in steps {
+            if version < to {
+                sql.push_str(step);
+                sql.push('\n');
+            }
+        }
+        sql.push_str(&format!(
+            "PRAGMA user_version = {};",
             SqliteQueue::SCHEMA_VERSION
-        ))
-        .execute(&mut *conn)
-        .await
-        .map_err(|error| BackendError::new(context("upgrade the schema"), error))?;
+        ));
+        sqlx::raw_sql(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|error| BackendError::new(context("upgrade the schema"), error))?;
     }
     links::repair(conn, shown).await
 }

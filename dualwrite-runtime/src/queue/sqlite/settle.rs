@@ -6,6 +6,7 @@
 //! last, so that they see the heads the others promoted.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use sqlx::query::Query;
@@ -371,19 +372,19 @@ impl Writer {
     }
 }
 
-/// The JSON list `[[id, lease_token], ..]` of the batch's completions
+/// The JSON object `{"id": lease_token, ..}` of the batch's completions
 /// (the parameter of [`REMOVE_LEASED`]), or `None` if it has none.
 pub(super) fn completed_leases(writes: &[Write]) -> Option<String> {
-    let leases: Vec<String> = writes
-        .iter()
-        .filter_map(|write| match write {
-            Write::Complete(lease, _) => {
-                Some(format!("[{},{}]", lease_id(lease.id), token(lease.token)))
+    let mut leases = String::from("{");
+    for write in writes {
+        if let Write::Complete(lease, _) = write {
+            if leases.len() > 1 {
+                leases.push(',');
             }
-            _ => None,
-        })
-        .collect();
-    (!leases.is_empty()).then(|| format!("[{}]", leases.join(",")))
+            let _ = write!(leases, "\"{}\":{}", lease_id(lease.id), token(lease.token));
+        }
+    }
+    (leases.len() > 1).then(|| leases + "}")
 }
 
 /// Binds the parameters of a [`remove!`](super::statements) statement.

@@ -137,11 +137,13 @@ macro_rules! remove {
 }
 
 /// [`remove!`] for completed entries (always heads of their keys), given
-/// `[[id, lease_token], ..]` of entries leased with that token.
-pub(super) const REMOVE_LEASED: &Opening = remove!(
-    "e.id = json_extract(j.value, '$[0]') AND e.lease_token = json_extract(j.value, '$[1]') \
-     AND e.state = 'leased'"
-);
+/// the JSON object `{"id": lease_token, ..}` of entries leased with that
+/// token. An object rather than a list of pairs: `json_each` yields each
+/// member's key and value from one parse of the text, where pairs took two
+/// `json_extract` calls an entry in each of the three statements. A key
+/// given twice (a stale claim beside the current one) is yielded twice.
+pub(super) const REMOVE_LEASED: &Opening =
+    remove!("e.id = CAST(j.key AS INTEGER) AND e.lease_token = j.value AND e.state = 'leased'");
 
 /// [`remove!`] for dead letters (heads, or out of line), given `[id, ..]`.
 pub(super) const REMOVE_DEAD: &Opening = remove!("e.id = j.value AND e.state = 'dead'");
