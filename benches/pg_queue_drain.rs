@@ -1,10 +1,12 @@
-//! A shared PostgreSQL queue drained by 1, 2 and 3 worker processes: does
-//! claiming hold up under contention (`FOR UPDATE SKIP LOCKED` on key
-//! heads), or collapse?
+//! A shared PostgreSQL (or MySQL/MariaDB) queue drained by 1, 2 and 3
+//! worker processes: does claiming hold up under contention (`FOR UPDATE
+//! SKIP LOCKED` on key heads), or collapse?
 //!
-//! `cargo bench --features services --bench pg_queue_drain -- [ENTRIES] [KEYS]`
+//! `cargo bench --features services --bench pg_queue_drain -- [mysql] [ENTRIES] [KEYS]`
 //! (default 6,000 entries over 1,000 keys; the server at `DUALWRITE_PG_URL`,
-//! default postgres://postgres@127.0.0.1:5432/test). For each process
+//! default postgres://postgres@127.0.0.1:5432/test, or with `mysql` a
+//! `MySqlQueue` at `DUALWRITE_MYSQL_URL`, default
+//! mysql://root@127.0.0.1:3306/test). For each process
 //! count the queue is filled with the same entries (64 concurrent appends),
 //! then that many OS processes claim (64 at a time) and complete until the
 //! queue is empty; no store sits behind them, so the figure is the queue's
@@ -15,32 +17,100 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dualwrite_runtime::queue::{NewEntry, PostgresQueue};
+use dualwrite_runtime::queue::{MySqlQueue, NewEntry, PostgresQueue};
 use dualwrite_runtime::{Key, ReconciliationQueue, Side};
+use sqlx::mysql::MySqlPoolOptions;
 use sqlx::postgres::PgPoolOptions;
 
 const CHILD_PREFIX: &str = "DUALWRITE_DRAIN_PREFIX";
+/// Set in a worker process to drain the MySQL queue.
+const CHILD_MYSQL: &str = "DUALWRITE_DRAIN_MYSQL";
 const NAMESPACE: &str = "kv";
 
-fn pg_url() -> String {
-    std::env::var("DUALWRITE_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+/// Which server the queue is on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Server {
+    Postgres,
+    MySql,
 }
 
-async fn open(prefix: &str) -> PostgresQueue {
-    let url = pg_url();
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&url)
-        .await
-        .unwrap_or_else(|error| {
-            panic!("PostgreSQL at {url} (set DUALWRITE_PG_URL to use another): {error}")
-        });
-    PostgresQueue::options(pool)
-        .table_prefix(prefix.to_owned())
-        .open()
-        .await
-        .unwrap()
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Postgres => "pg",
+            Server::MySql => "mysql",
+        }
+    }
+
+    fn url(self) -> String {
+        let (variable, default) = match self {
+            Server::Postgres => (
+                "DUALWRITE_PG_URL",
+                "postgres://postgres@127.0.0.1:5432/test",
+            ),
+            Server::MySql => ("DUALWRITE_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+        };
+        std::env::var(variable).unwrap_or_else(|_| default.to_owned())
+    }
+
+    fn unreachable(self, error: sqlx::Error) -> ! {
+        let variable = match self {
+            Server::Postgres => "DUALWRITE_PG_URL",
+            Server::MySql => "DUALWRITE_MYSQL_URL",
+        };
+        panic!(
+            "{self:?} at {} (set {variable} to use another): {error}",
+            self.url()
+        )
+    }
+
+    /// The queue with tables `prefix`, on a pool of 4.
+    async fn open(self, prefix: &str) -> Arc<dyn ReconciliationQueue> {
+        match self {
+            Server::Postgres => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(4)
+                    .connect(&self.url())
+                    .await
+                    .unwrap_or_else(|error| self.unreachable(error));
+                let queue = PostgresQueue::options(pool).table_prefix(prefix.to_owned());
+                Arc::new(queue.open().await.unwrap())
+            }
+            Server::MySql => {
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(4)
+                    .connect(&self.url())
+                    .await
+                    .unwrap_or_else(|error| self.unreachable(error));
+                let queue = MySqlQueue::options(pool).table_prefix(prefix.to_owned());
+                Arc::new(queue.open().await.unwrap())
+            }
+        }
+    }
+
+    /// Installs (`true`) or removes the queue's tables.
+    async fn schema(self, prefix: &str, install: bool) {
+        match self {
+            Server::Postgres => {
+                let pool = PgPoolOptions::new().connect(&self.url()).await.unwrap();
+                if install {
+                    PostgresQueue::install_schema(&pool, prefix).await.unwrap();
+                } else {
+                    PostgresQueue::uninstall_schema(&pool, prefix)
+                        .await
+                        .unwrap();
+                }
+            }
+            Server::MySql => {
+                let pool = MySqlPoolOptions::new().connect(&self.url()).await.unwrap();
+                if install {
+                    MySqlQueue::install_schema(&pool, prefix).await.unwrap();
+                } else {
+                    MySqlQueue::uninstall_schema(&pool, prefix).await.unwrap();
+                }
+            }
+        }
+    }
 }
 
 fn entry(number: usize, keys: usize) -> NewEntry {
@@ -59,7 +129,7 @@ fn entry(number: usize, keys: usize) -> NewEntry {
 }
 
 /// 64 concurrent appenders fill the queue with `entries` entries.
-async fn fill(queue: Arc<PostgresQueue>, entries: usize, keys: usize) {
+async fn fill(queue: Arc<dyn ReconciliationQueue>, entries: usize, keys: usize) {
     let tasks: Vec<_> = (0..64)
         .map(|task| {
             let queue = Arc::clone(&queue);
@@ -78,8 +148,8 @@ async fn fill(queue: Arc<PostgresQueue>, entries: usize, keys: usize) {
 }
 
 /// A worker process: claims and completes until the queue is empty.
-async fn drain(prefix: &str) -> usize {
-    let queue = open(prefix).await;
+async fn drain(server: Server, prefix: &str) -> usize {
+    let queue = server.open(prefix).await;
     let lease = Duration::from_secs(30);
     let mut held = Vec::new();
     let mut done = 0;
@@ -108,14 +178,22 @@ fn main() {
         .build()
         .unwrap();
     if let Ok(prefix) = std::env::var(CHILD_PREFIX) {
-        let done = runtime.block_on(drain(&prefix));
+        let server = if std::env::var_os(CHILD_MYSQL).is_some() {
+            Server::MySql
+        } else {
+            Server::Postgres
+        };
+        let done = runtime.block_on(drain(server, &prefix));
         println!("{done}");
         return;
     }
-    let numbers: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|arg| arg.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let server = if args.iter().any(|arg| arg == "mysql") {
+        Server::MySql
+    } else {
+        Server::Postgres
+    };
+    let numbers: Vec<usize> = args.iter().filter_map(|arg| arg.parse().ok()).collect();
     let entries = numbers.first().copied().unwrap_or(6_000);
     let keys = numbers.get(1).copied().unwrap_or(1_000);
     let nanos = std::time::SystemTime::now()
@@ -123,21 +201,28 @@ fn main() {
         .unwrap()
         .subsec_nanos();
     let prefix = format!("bench_drain_{}_{nanos}_", std::process::id());
-    runtime.block_on(async {
-        let pool = PgPoolOptions::new().connect(&pg_url()).await.unwrap();
-        PostgresQueue::install_schema(&pool, &prefix).await.unwrap();
-    });
-    println!("pg-queue-drain: {entries} entries over {keys} keys, claims of 64, no store behind");
+    runtime.block_on(server.schema(&prefix, true));
+    let name = server.name();
+    println!(
+        "{name}-queue-drain: {entries} entries over {keys} keys, claims of 64, no store behind"
+    );
     let mut rates = Vec::new();
-    for processes in 1..=3 {
+    // One process again at the end: the first run drains tables the server
+    // has just seen filled from empty, whose statistics may lag (the state
+    // of a queue that filled during an outage); the last, warmed ones.
+    for processes in [1, 2, 3, 1] {
         runtime.block_on(async {
-            fill(Arc::new(open(&prefix).await), entries, keys).await;
+            fill(server.open(&prefix).await, entries, keys).await;
         });
         let started = Instant::now();
         let children: Vec<_> = (0..processes)
             .map(|_| {
-                Command::new(std::env::current_exe().unwrap())
-                    .env(CHILD_PREFIX, &prefix)
+                let mut child = Command::new(std::env::current_exe().unwrap());
+                child.env(CHILD_PREFIX, &prefix);
+                if server == Server::MySql {
+                    child.env(CHILD_MYSQL, "1");
+                }
+                child
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
                     .spawn()
@@ -158,14 +243,10 @@ fn main() {
         let rate = entries as f64 / seconds;
         rates.push(rate);
         println!(
-            "pg-queue-drain processes={processes}: {rate:.0} entries/s ({seconds:.2} s, ratio to 1 process {:.2})",
+            "{name}-queue-drain processes={processes}{}: {rate:.0} entries/s ({seconds:.2} s, ratio to 1 process {:.2})",
+            if rates.len() == 4 { " (again)" } else { "" },
             rate / rates[0]
         );
     }
-    runtime.block_on(async {
-        let pool = PgPoolOptions::new().connect(&pg_url()).await.unwrap();
-        PostgresQueue::uninstall_schema(&pool, &prefix)
-            .await
-            .unwrap();
-    });
+    runtime.block_on(server.schema(&prefix, false));
 }

@@ -262,9 +262,14 @@ impl ReconciliationQueue for MySqlQueue {
             "SELECT EXISTS (SELECT 1 FROM {entries} e WHERE e.namespace = ? \
                AND e.ready_at <= {NOW} AND {head})"
         );
+        // Not `ready_at > NOW`: MySQL's NOW is the statement's, not the
+        // transaction's, so a lease that expired after the pick but before
+        // this scan would be skipped and a later one reported (a worker told
+        // to wait a whole lease for an entry ready now). Such a head gives a
+        // negative difference, which the hint reads as "ready now"; so does
+        // a ready head another claim holds locked, costing one early claim.
         let next = format!(
-            "SELECT MIN(e.ready_at) - {NOW} FROM {entries} e WHERE e.namespace = ? \
-               AND e.ready_at > {NOW} AND {head}"
+            "SELECT MIN(e.ready_at) - {NOW} FROM {entries} e WHERE e.namespace = ? AND {head}"
         );
         let pick = format!(
             "SELECT e.id FROM {entries} e WHERE e.namespace = ? AND e.ready_at <= {NOW} AND {head} \
