@@ -321,6 +321,48 @@ impl Decoded {
 /// A claim's hint: zero when `more_ready` (a ready head was left
 /// unclaimed), else the wait until the earliest head not ready yet
 /// (`next`, microseconds).
+/// Runs `complete` for each lease of `completed` at once (on the pool's
+/// connections: distinct leases are distinct rows, and a key has one entry
+/// leased at a time, so no completion depends on another), and answers in
+/// the order given. Of a lease given twice, the first completion is the one
+/// that runs; the repeats are refused as late, as they would be one after
+/// another.
+pub(super) async fn complete_at_once<'a, F, Fut>(
+    completed: &[Lease],
+    complete: F,
+) -> Vec<Result<(), QueueError>>
+where
+    F: Fn(Lease) -> Fut,
+    Fut: std::future::Future<Output = Result<(), QueueError>> + 'a,
+{
+    let mut seen = std::collections::HashSet::with_capacity(completed.len());
+    let firsts: Vec<bool> = completed
+        .iter()
+        .map(|done| seen.insert((done.id, done.token)))
+        .collect();
+    let mut results = futures::future::join_all(
+        completed
+            .iter()
+            .zip(&firsts)
+            .filter(|(_, first)| **first)
+            .map(|(done, _)| complete(*done)),
+    )
+    .await;
+    // Back in the order given, repeats in their places.
+    let mut ran = results.drain(..);
+    completed
+        .iter()
+        .zip(&firsts)
+        .map(|(done, first)| {
+            if *first {
+                ran.next().expect("one result per first completion")
+            } else {
+                Err(QueueError::LeaseLost(done.id))
+            }
+        })
+        .collect()
+}
+
 pub(super) fn hint(more_ready: bool, next: Option<i64>) -> Option<Duration> {
     if more_ready {
         Some(Duration::ZERO)

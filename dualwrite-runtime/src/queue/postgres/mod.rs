@@ -44,8 +44,8 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 
 use super::sql::{
-    decode, entry_columns, head_condition, hint, in_line, interval_micros, stats_of, to_i64,
-    Decoded, ServerQueueOptions, Tables,
+    complete_at_once, decode, entry_columns, head_condition, hint, in_line, interval_micros,
+    stats_of, to_i64, Decoded, ServerQueueOptions, Tables,
 };
 use super::{
     Claim, DeadLetter, EntryId, Lease, NewEntry, PoisonPolicy, QueueError, QueueStats, QueuedEntry,
@@ -334,11 +334,7 @@ impl ReconciliationQueue for PostgresQueue {
         }
     }
 
-    /// The completions at once (on the pool's connections: distinct leases
-    /// are distinct rows, and a key has one entry leased at a time, so no
-    /// completion depends on another), then the claim. Of a lease given
-    /// twice, the first completion is the one that runs; the repeats are
-    /// refused as late, as they would be one after another.
+    /// The completions at once (see [`complete_at_once`]), then the claim.
     async fn complete_and_claim(
         &self,
         completed: &[Lease],
@@ -346,32 +342,7 @@ impl ReconciliationQueue for PostgresQueue {
         limit: usize,
         lease: Duration,
     ) -> Turnover {
-        let mut seen = std::collections::HashSet::with_capacity(completed.len());
-        let firsts: Vec<bool> = completed
-            .iter()
-            .map(|done| seen.insert((done.id, done.token)))
-            .collect();
-        let mut results: Vec<Result<(), QueueError>> = futures::future::join_all(
-            completed
-                .iter()
-                .zip(&firsts)
-                .filter(|(_, first)| **first)
-                .map(|(done, _)| self.complete(*done)),
-        )
-        .await;
-        // Back in the order given, repeats in their places.
-        let mut ran = results.drain(..);
-        let results = completed
-            .iter()
-            .zip(&firsts)
-            .map(|(done, first)| {
-                if *first {
-                    ran.next().expect("one result per first completion")
-                } else {
-                    Err(QueueError::LeaseLost(done.id))
-                }
-            })
-            .collect();
+        let results = complete_at_once(completed, |done| self.complete(done)).await;
         Turnover {
             completed: results,
             claim: self.claim(namespace, limit, lease).await,
