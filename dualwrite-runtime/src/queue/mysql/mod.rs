@@ -380,7 +380,7 @@ impl ReconciliationQueue for MySqlQueue {
         }
     }
 
-    /// The completions at once (see [`complete_at_once`]; they were one
+    /// The completions at once (see `sql::complete_at_once`; they were one
     /// after another, which bounded a single worker process at about 400
     /// entries a second), then the claim.
     async fn complete_and_claim(

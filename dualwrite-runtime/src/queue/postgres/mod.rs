@@ -334,7 +334,7 @@ impl ReconciliationQueue for PostgresQueue {
         }
     }
 
-    /// The completions at once (see [`complete_at_once`]), then the claim.
+    /// The completions at once (see `sql::complete_at_once`), then the claim.
     async fn complete_and_claim(
         &self,
         completed: &[Lease],
