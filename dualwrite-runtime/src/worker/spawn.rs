@@ -16,11 +16,13 @@ where
     /// [`report`](WorkerHandle::report). Dropping the handle stops the
     /// worker too, gracefully, provided the runtime keeps running until it
     /// has: await [`shutdown`](WorkerHandle::shutdown) before a `main`
-    /// returns. A runtime shut down under a running worker makes the
-    /// worker's thread panic inside Tokio ("being shutdown"); the panic is
-    /// caught and logged, and nothing queued is lost (leases held then
-    /// expire, and their entries are claimed again), but the panic message
-    /// reaches standard error.
+    /// returns. A runtime shut down under a running worker stops it
+    /// abruptly, with a warning: the thread watches for the runtime's
+    /// shutdown and returns without polling the worker again (which would
+    /// panic inside Tokio, "being shutdown"). Nothing queued is lost: leases
+    /// held then expire, and their entries are claimed again. A shutdown
+    /// that lands while the thread is polling the worker can still make it
+    /// panic; that panic is caught and logged.
     ///
     /// The thread drives the worker with the Tokio runtime this is called
     /// from: the stores' I/O and the worker's timers stay that runtime's.
@@ -40,11 +42,29 @@ where
         // Counted as running from now, not from when the thread gets there,
         // so that the handle never reports a starting worker as stopped.
         self.running.send_modify(|running| *running += 1);
+        // A task of the runtime that lasts as long as the thread: if the
+        // runtime shuts down first, it drops the task before its timers and
+        // I/O stop, and that drop is the thread's signal to return.
+        let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+        let (finished, done) = tokio::sync::oneshot::channel::<()>();
+        runtime.spawn(async move {
+            let _alive = alive;
+            let _ = done.await;
+        });
         let name = format!("dualwrite-{}", Op::NAMESPACE);
         let started = std::thread::Builder::new().name(name).spawn(move || {
             let worker = self;
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                runtime.block_on(worker.run())
+                runtime.block_on(async {
+                    tokio::select! {
+                        biased;
+                        _ = gone => tracing::warn!(
+                            namespace = Op::NAMESPACE,
+                            "the runtime shut down under the reconciliation worker, which stopped without finishing its operations in flight; nothing queued is lost (their leases expire and they are claimed again). Await WorkerHandle::shutdown before the runtime ends"
+                        ),
+                        _ = worker.run() => {}
+                    }
+                })
             }));
             if let Err(panic) = outcome {
                 tracing::error!(
@@ -54,6 +74,7 @@ where
                 );
             }
             worker.running.send_modify(|running| *running -= 1);
+            drop(finished);
         });
         if let Err(error) = started {
             panic!("could not start the reconciliation worker's thread: {error}");
