@@ -42,22 +42,24 @@ impl Server {
         }
     }
 
-    fn url(self) -> String {
-        let (variable, default) = match self {
+    /// The environment variable naming the server, and its default.
+    fn variable(self) -> (&'static str, &'static str) {
+        match self {
             Server::Postgres => (
                 "DUALWRITE_PG_URL",
                 "postgres://postgres@127.0.0.1:5432/test",
             ),
             Server::MySql => ("DUALWRITE_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
-        };
+        }
+    }
+
+    fn url(self) -> String {
+        let (variable, default) = self.variable();
         std::env::var(variable).unwrap_or_else(|_| default.to_owned())
     }
 
     fn unreachable(self, error: sqlx::Error) -> ! {
-        let variable = match self {
-            Server::Postgres => "DUALWRITE_PG_URL",
-            Server::MySql => "DUALWRITE_MYSQL_URL",
-        };
+        let (variable, _) = self.variable();
         panic!(
             "{self:?} at {} (set {variable} to use another): {error}",
             self.url()

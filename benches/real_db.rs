@@ -40,7 +40,6 @@ use sqlx::mysql::MySqlPoolOptions;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{MySqlPool, PgPool};
 
-/// Concurrent writers, and connections per pool.
 /// Concurrent writers, and each pool's connections (default 16; the third
 /// argument sets it).
 static CONCURRENCY: AtomicUsize = AtomicUsize::new(16);
@@ -193,16 +192,23 @@ fn builder_on(
     }
 }
 
-/// A queue's own pool of 16 connections, whatever the number of writers:
-/// queue and store calls do not wait for each other's connections, and the
-/// worker's statements (up to 64 leases settled at once) do not starve the
-/// writers' write-aheads, as they did on a pool of 2 (p99 1.5 s).
-async fn queue_pool() -> PgPool {
-    PgPoolOptions::new()
+/// A `PostgresQueue` in the old database with tables `prefix`, on a pool
+/// of its own of 16 connections, whatever the number of writers: queue and
+/// store calls do not wait for each other's connections, and the worker's
+/// statements (up to 64 leases settled at once) do not starve the writers'
+/// write-aheads, as they did on a pool of 2 (p99 1.5 s).
+async fn pg_queue(prefix: &str) -> PostgresQueue {
+    let pool = PgPoolOptions::new()
         .max_connections(16)
         .connect(&pg_url())
         .await
-        .expect("PostgreSQL for the queue")
+        .expect("PostgreSQL for the queue");
+    PostgresQueue::options(pool)
+        .table_prefix(prefix)
+        .create_schema(true)
+        .open()
+        .await
+        .expect("the PostgreSQL queue opens")
 }
 
 fn line(name: &str, ratio: f64, this: f64, floor: f64, unit: &str) {
@@ -284,28 +290,23 @@ async fn main() {
     // The same with a `PostgresQueue` in the old database, beside the
     // accounts table.
     let queue_prefix = format!("{table}_q_");
-    let pg_queue = PostgresQueue::options(queue_pool().await)
-        .table_prefix(&queue_prefix)
-        .create_schema(true)
-        .open()
-        .await
-        .expect("the PostgreSQL queue opens");
-    let journaled_pg = builder_on(&pg, &my_down, &table, pg_queue, Delivery::Journaled, false)
-        .build()
-        .expect("valid settings");
+    let journaled_pg = builder_on(
+        &pg,
+        &my_down,
+        &table,
+        pg_queue(&queue_prefix).await,
+        Delivery::Journaled,
+        false,
+    )
+    .build()
+    .expect("valid settings");
     // And with each write waiting for its confirmation (the setting's price).
     let confirmed_prefix = format!("{table}_qc_");
-    let confirmed_queue = PostgresQueue::options(queue_pool().await)
-        .table_prefix(&confirmed_prefix)
-        .create_schema(true)
-        .open()
-        .await
-        .expect("the second PostgreSQL queue opens");
     let journaled_pg_confirmed = builder_on(
         &pg,
         &my_down,
         &table,
-        confirmed_queue,
+        pg_queue(&confirmed_prefix).await,
         Delivery::Journaled,
         false,
     )

@@ -318,22 +318,19 @@ impl Decoded {
     }
 }
 
-/// A claim's hint: zero when `more_ready` (a ready head was left
-/// unclaimed), else the wait until the earliest head not ready yet
-/// (`next`, microseconds).
 /// Runs `complete` for each lease of `completed` at once (on the pool's
 /// connections: distinct leases are distinct rows, and a key has one entry
 /// leased at a time, so no completion depends on another), and answers in
 /// the order given. Of a lease given twice, the first completion is the one
 /// that runs; the repeats are refused as late, as they would be one after
 /// another.
-pub(super) async fn complete_at_once<'a, F, Fut>(
+pub(super) async fn complete_at_once<F, Fut>(
     completed: &[Lease],
     complete: F,
 ) -> Vec<Result<(), QueueError>>
 where
     F: Fn(Lease) -> Fut,
-    Fut: std::future::Future<Output = Result<(), QueueError>> + 'a,
+    Fut: std::future::Future<Output = Result<(), QueueError>>,
 {
     let mut seen = std::collections::HashSet::with_capacity(completed.len());
     let firsts: Vec<bool> = completed
@@ -347,15 +344,15 @@ where
             .filter(|(_, first)| **first)
             .map(|(done, _)| complete(*done)),
     )
-    .await;
+    .await
+    .into_iter();
     // Back in the order given, repeats in their places.
-    let mut ran = results.drain(..);
     completed
         .iter()
         .zip(&firsts)
         .map(|(done, first)| {
             if *first {
-                ran.next().expect("one result per first completion")
+                results.next().expect("one result per first completion")
             } else {
                 Err(QueueError::LeaseLost(done.id))
             }
@@ -363,6 +360,9 @@ where
         .collect()
 }
 
+/// A claim's hint: zero when `more_ready` (a ready head was left
+/// unclaimed), else the wait until the earliest head not ready yet
+/// (`next`, microseconds).
 pub(super) fn hint(more_ready: bool, next: Option<i64>) -> Option<Duration> {
     if more_ready {
         Some(Duration::ZERO)

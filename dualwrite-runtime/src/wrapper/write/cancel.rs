@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::WriteGuard;
-use crate::op::{Key, Operation};
+use crate::op::{Key, Operation, ShownKey};
 use crate::operation_id::OperationId;
 use crate::queue::{EntryId, NewEntry, QueueError};
 use crate::vocabulary::Side;
@@ -201,22 +201,34 @@ impl WriteGuard<'_> {
     }
 }
 
-/// Confirms the written-ahead entry of a cancelled write.
+/// Confirms a written-ahead entry in work `Drop` hands on: a cancelled
+/// write's, or a finished write's whose confirmation runs after it returned.
 fn confirm(
     shared: Arc<Shared>,
     id: EntryId,
     namespace: &'static str,
     method: &'static str,
-    shown: crate::op::ShownKey,
+    shown: ShownKey,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(async move {
-        match shared.queue.commit(id).await {
-            Ok(()) => shared.queued.notify_one(),
-            Err(error) => {
-                tracing::error!(namespace, method, key = %shown, %error, "could not confirm a cancelled write's operation; the worker replays it after the orphan timeout")
-            }
+    Box::pin(async move { confirm_entry(&shared, id, namespace, method, &shown).await })
+}
+
+/// Makes written-ahead entry `id` available to the worker, waking it; if
+/// the queue refuses, the entry stays prepared and the worker replays it as
+/// an orphan once `orphan_after` has passed, so nothing is lost.
+pub(super) async fn confirm_entry(
+    shared: &Shared,
+    id: EntryId,
+    namespace: &'static str,
+    method: &'static str,
+    shown: &ShownKey,
+) {
+    match shared.queue.commit(id).await {
+        Ok(()) => shared.queued.notify_one(),
+        Err(error) => {
+            tracing::error!(namespace, method, key = %shown, %error, "could not confirm a written-ahead operation; the worker replays it after the orphan timeout")
         }
-    })
+    }
 }
 
 /// Appends the operation of a cancelled write.

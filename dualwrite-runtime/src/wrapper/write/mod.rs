@@ -54,7 +54,7 @@ mod cancel;
 mod derived;
 mod follower;
 
-use cancel::{spawn_withdrawal_retries, withdraw, Owed, OwedOperation};
+use cancel::{confirm_entry, spawn_withdrawal_retries, withdraw, Owed, OwedOperation};
 
 use crate::observe::CallOutcome;
 use crate::op::{Key, Operation, ShownKey};
@@ -422,20 +422,9 @@ impl<'a> WriteGuard<'a> {
             self.set_owed(Owed::Confirm(prepared));
             return;
         }
-        let result = self.shared.queue.commit(prepared).await;
+        let shown = self.shown_key();
+        confirm_entry(self.shared, prepared, self.namespace, self.method, &shown).await;
         self.set_owed(Owed::Nothing);
-        match result {
-            Ok(()) => self.shared.queued.notify_one(),
-            // The entry stays prepared; the worker replays it as an orphan
-            // once `orphan_after` has passed, so nothing is lost.
-            Err(error) => tracing::error!(
-                namespace = self.namespace,
-                method = self.method,
-                key = %self.shown_key(),
-                %error,
-                "could not confirm a written-ahead operation; the worker will replay it after the orphan timeout"
-            ),
-        }
     }
 
     /// Records that the authoritative write failed, withdrawing the prepared
